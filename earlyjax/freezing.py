@@ -1,0 +1,256 @@
+"""Gradual unfreezing (Algorithm 1 of Liu & Gurevych, App. A) as an optax transformation.
+
+Parameters are partitioned into blocks by their namespaces: block j owns every leaf whose path
+starts with `blocks[j]` (bottom-up, j = 0..L-1), and the head owns the leaves under `head`.
+Each group is wrapped in a *release gate* and the gates are combined with `optax.partition`
+(optax's `multi_transform`). A gate's state holds the global step and the whole release-step
+array `release_steps[int32, L + 1]` (blocks 0..L-1, then the head); the gate of group g applies
+its inner transformation only once `step >= release_steps[g]`, and before that returns a zero
+update and leaves its inner state untouched (no momentum accumulation, no weight decay). Because
+the schedule is data in the optimizer state, one compiled update serves the whole run and
+`set_release_steps` can change the schedule mid-run (adaptive unfreezing) without recompiling.
+
+Step convention: optimizer steps are counted from 0 (the update applied by the i-th call of
+Algorithm 1's loop, i = 1..N, is optimizer step i - 1). Algorithm 1 releases block L-1 at
+i = k, block L-2 at i = 2k, ..., block 0 at i = kL, each *before* that iteration's update, so
+block j is trainable from optimizer step k(L - j) - 1 on. The head is trainable from step 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+NEVER = np.iinfo(np.int32).max  # release step of a group that stays frozen for the whole run
+
+
+def _path_str(path: tuple) -> str:
+    parts = []
+    for entry in path:
+        key = getattr(entry, "key", getattr(entry, "name", getattr(entry, "idx", entry)))
+        parts.append(str(key))
+    return "/".join(parts)
+
+
+def _belongs(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def group_labels(tree: Any, blocks: Sequence[str], head: str = "head") -> Any:
+    """Labels every leaf of `tree` with its group index: j for `blocks[j]`, L for the head.
+
+    Works for any Flax parameter (or batch-statistics) tree: a leaf belongs to the block whose
+    name is a prefix of its "/"-joined path (e.g. "layer1" owns "layer1/block0/conv1/kernel").
+    Raises ValueError for a leaf that belongs to no group or a group that owns no leaf of a
+    parameter tree.
+    """
+    groups = [*blocks, head]
+    if len(set(groups)) != len(groups):
+        raise ValueError(f"block and head names must be distinct, got {groups}")
+
+    def label(path, _leaf):
+        name = _path_str(path)
+        owners = [g for g, prefix in enumerate(groups) if _belongs(name, prefix)]
+        if not owners:
+            raise ValueError(
+                f"parameter {name!r} belongs to no block; blocks are {list(blocks)} and the head "
+                f"is {head!r}: add its top-level name to the block list"
+            )
+        return max(owners, key=lambda g: len(groups[g]))  # the most specific prefix wins
+
+    return jax.tree_util.tree_map_with_path(label, tree)
+
+
+def check_groups_cover(labels: Any, blocks: Sequence[str], head: str = "head") -> None:
+    """Raises ValueError if some block or the head owns no leaf of the labelled tree."""
+    owned = set(jax.tree.leaves(labels))
+    empty = [name for g, name in enumerate([*blocks, head]) if g not in owned]
+    if empty:
+        raise ValueError(f"blocks {empty} match no parameter; check the block names")
+
+
+def release_steps_for(k: int | None, num_blocks: int) -> np.ndarray:
+    """Algorithm 1's schedule as release steps int32 [num_blocks + 1] (blocks, then head).
+
+    `k=None` is standard training (everything trainable from step 0). With an interval k,
+    block j is released at optimizer step k(L - j) - 1 and the head at step 0.
+    """
+    if k is None:
+        return np.zeros(num_blocks + 1, np.int32)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"unfreezing interval k must be None or an int >= 1, got {k!r}")
+    if k * num_blocks - 1 >= NEVER:
+        raise ValueError(f"unfreezing interval k={k} is too large for int32 step counters")
+    steps = [k * (num_blocks - j) - 1 for j in range(num_blocks)]
+    return np.asarray([*steps, 0], np.int32)
+
+
+def head_only_release_steps(num_blocks: int) -> np.ndarray:
+    """Release steps that keep every block frozen and train only the head (App. D's signal)."""
+    return np.asarray([NEVER] * num_blocks + [0], np.int32)
+
+
+class ReleaseGateState(NamedTuple):
+    """State of one group's gate: the shared schedule and the group's inner optimizer state."""
+
+    step: jax.Array  # int32 [], optimizer steps taken so far
+    release_steps: jax.Array  # int32 [L + 1], the step at which each group becomes trainable
+    inner_state: Any
+
+
+def release_gate(
+    inner: optax.GradientTransformation, group: int, release_steps: np.ndarray
+) -> optax.GradientTransformation:
+    """Applies `inner` to the group's updates once `step >= release_steps[group]`, else zero.
+
+    While closed the inner state is passed through unchanged, so a frozen parameter accumulates
+    no momentum and gets no weight decay. `release_steps` is only the initial value: the live
+    schedule is read from the state.
+    """
+    initial = jnp.asarray(release_steps, jnp.int32)
+
+    def init_fn(params):
+        return ReleaseGateState(jnp.zeros([], jnp.int32), initial, inner.init(params))
+
+    def update_fn(updates, state, params=None):
+        def open_(_):
+            return inner.update(updates, state.inner_state, params)
+
+        def closed(_):
+            return jax.tree.map(jnp.zeros_like, updates), state.inner_state
+
+        is_open = state.step >= state.release_steps[group]
+        updates, inner_state = jax.lax.cond(is_open, open_, closed, None)
+        return updates, ReleaseGateState(state.step + 1, state.release_steps, inner_state)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def gradual_unfreezing(
+    inner: optax.GradientTransformation,
+    labels: Any,
+    release_steps: np.ndarray,
+) -> optax.GradientTransformation:
+    """Gates `inner` per group with `optax.partition`; `labels` comes from `group_labels`.
+
+    Each group gets its own copy of `inner`'s state. Put step-dependent learning-rate schedules
+    *outside* this transformation (chain them after it): inside, a schedule's count would only
+    start at the group's release.
+    """
+    release_steps = np.asarray(release_steps, np.int32)
+    if release_steps.ndim != 1:
+        raise ValueError(f"release_steps must be a 1-D int array, got shape {release_steps.shape}")
+    groups = sorted(set(jax.tree.leaves(labels)))
+    if groups and (groups[0] < 0 or groups[-1] >= release_steps.size):
+        raise ValueError(
+            f"labels name groups {groups} but release_steps has {release_steps.size} entries"
+        )
+    transforms = {g: release_gate(inner, g, release_steps) for g in groups}
+    return optax.partition(transforms, labels)
+
+
+def _is_gate(x: Any) -> bool:
+    return isinstance(x, ReleaseGateState)
+
+
+def _gates(opt_state: Any) -> list[ReleaseGateState]:
+    return [s for s in jax.tree.leaves(opt_state, is_leaf=_is_gate) if _is_gate(s)]
+
+
+def get_release_steps(opt_state: Any) -> jax.Array:
+    """The live release-step array int32 [L + 1] held in an optimizer state."""
+    gates = _gates(opt_state)
+    if not gates:
+        raise ValueError("this optimizer state holds no gradual-unfreezing gate")
+    return gates[0].release_steps
+
+
+def get_step(opt_state: Any) -> jax.Array:
+    """The number of updates the gates have applied (int32 [])."""
+    gates = _gates(opt_state)
+    if not gates:
+        raise ValueError("this optimizer state holds no gradual-unfreezing gate")
+    return gates[0].step
+
+
+def set_release_steps(opt_state: Any, release_steps: Any) -> Any:
+    """Returns `opt_state` with every gate's schedule replaced; jit-compatible, no recompile."""
+    new = jnp.asarray(release_steps, jnp.int32)
+    old = get_release_steps(opt_state)
+    if new.shape != old.shape:
+        raise ValueError(f"release_steps must have shape {old.shape}, got {new.shape}")
+
+    def replace(x):
+        return x._replace(release_steps=new) if _is_gate(x) else x
+
+    return jax.tree.map(replace, opt_state, is_leaf=_is_gate)
+
+
+def trainable_mask(labels: Any, release_steps: jax.Array, step: jax.Array) -> Any:
+    """Pytree of bools: which leaves are trainable at optimizer step `step`."""
+    released = jnp.asarray(step) >= jnp.asarray(release_steps)
+    return jax.tree.map(lambda g: released[g], labels)
+
+
+def pytorch_sgd(momentum: float = 0.0, weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """PyTorch SGD's direction without the learning rate: d = g + wd*p; buf = mu*buf + d.
+
+    Chain it with `-lr` scaling (see `lr_schedule`) to get p -= lr * buf, PyTorch's order.
+    """
+    if momentum < 0 or weight_decay < 0:
+        raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
+    parts = []
+    if weight_decay:
+        parts.append(optax.add_decayed_weights(weight_decay))
+    if momentum:
+        parts.append(optax.trace(decay=momentum, nesterov=False))
+    return optax.chain(*parts) if parts else optax.identity()
+
+
+LR_SWITCH_DIRECTIONS = ("l2h", "h2l")
+
+
+def lr_schedule(lr: float, switch: str | None = None, switch_step: int | None = None):
+    """Constant `lr`, or the §7.1 switch between 0.1*lr and lr at optimizer step `switch_step`.
+
+    "l2h": 0.1*lr for steps < switch_step, then lr (a simple warm-up); "h2l": the reverse.
+    """
+    if lr <= 0:
+        raise ValueError(f"learning rate must be > 0, got {lr}")
+    if switch is None:
+        return optax.constant_schedule(lr)
+    if switch not in LR_SWITCH_DIRECTIONS:
+        raise ValueError(f"unknown LR switch {switch!r}; choose one of {LR_SWITCH_DIRECTIONS}")
+    if switch_step is None or switch_step < 1:
+        raise ValueError(f"the LR switch needs a step k >= 1, got {switch_step!r}")
+    before, after = (0.1 * lr, lr) if switch == "l2h" else (lr, 0.1 * lr)
+    return optax.join_schedules(
+        [optax.constant_schedule(before), optax.constant_schedule(after)], [switch_step]
+    )
+
+
+def make_optimizer(
+    params: Any,
+    blocks: Sequence[str],
+    *,
+    lr_schedule: optax.Schedule,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    release_steps: np.ndarray | None = None,
+    head: str = "head",
+) -> tuple[optax.GradientTransformation, Any]:
+    """The paper's optimizer: per-group gated PyTorch SGD, then the (ungated) learning rate.
+
+    Returns (optimizer, labels). `release_steps=None` trains everything from step 0.
+    """
+    labels = group_labels(params, blocks, head)
+    check_groups_cover(labels, blocks, head)
+    if release_steps is None:
+        release_steps = release_steps_for(None, len(blocks))
+    gated = gradual_unfreezing(pytorch_sgd(momentum, weight_decay), labels, release_steps)
+    return optax.chain(gated, optax.scale_by_learning_rate(lr_schedule)), labels

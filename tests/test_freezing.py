@@ -1,0 +1,204 @@
+"""Gradual unfreezing: Algorithm 1's schedule, true freezing, one compilation, LR switch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from earlyjax import freezing
+
+BLOCKS = ("stem", "layer1", "layer2")
+
+
+def algorithm1_trainable_sets(k, num_blocks, num_steps):
+    """A literal transcription of Algorithm 1: the set S used by iteration i = 1..N."""
+    trainable = {"head"}
+    j = num_blocks - 1
+    sets = []
+    for i in range(1, num_steps + 1):
+        if i % k == 0 and i <= k * num_blocks:
+            trainable = trainable | {BLOCKS[j]}
+            j -= 1
+        sets.append(frozenset(trainable))
+    return sets
+
+
+def toy_params():
+    rng = np.random.default_rng(0)
+    return {
+        "stem": {"conv": {"kernel": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}},
+        "layer1": {"w": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
+        "layer2": {
+            "a": jnp.asarray(rng.normal(size=(2, 2)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=(3,)), jnp.float32),
+        },
+        "head": {"fc": {"kernel": jnp.asarray(rng.normal(size=(2,)), jnp.float32)}},
+    }
+
+
+def toy_grads(params, step):
+    """A deterministic, step-dependent gradient so momentum matters."""
+    return jax.tree.map(lambda p: jnp.sin(p * (step + 1.0)) + 0.1 * step, params)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_release_steps_match_algorithm1(k):
+    num_steps = k * len(BLOCKS) + 4
+    sets = algorithm1_trainable_sets(k, len(BLOCKS), num_steps)
+    release = freezing.release_steps_for(k, len(BLOCKS))
+    for step in range(num_steps):  # optimizer step `step` is Algorithm 1's iteration step + 1
+        ours = {name for g, name in enumerate([*BLOCKS, "head"]) if step >= release[g]}
+        assert ours == sets[step], f"step {step}"
+
+
+def test_standard_training_and_bad_k():
+    np.testing.assert_array_equal(freezing.release_steps_for(None, 3), [0, 0, 0, 0])
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="unfreezing interval k"):
+            freezing.release_steps_for(bad, 3)
+
+
+def run_reference_sgd(params, k, lr, momentum, wd, num_steps):
+    """NumPy PyTorch SGD over Algorithm 1's sets; frozen leaves have no buffer and no decay."""
+    sets = algorithm1_trainable_sets(k, len(BLOCKS), num_steps)
+    flat = {
+        "/".join(str(p.key) for p in path): np.asarray(v, np.float64)
+        for path, v in jax.tree_util.tree_leaves_with_path(params)
+    }
+    bufs = {}
+    for step in range(num_steps):
+        tree = jax.tree_util.tree_unflatten(
+            jax.tree.structure(params), [jnp.asarray(v, jnp.float32) for v in flat.values()]
+        )
+        grads = {
+            "/".join(str(p.key) for p in path): np.asarray(g, np.float64)
+            for path, g in jax.tree_util.tree_leaves_with_path(toy_grads(tree, step))
+        }
+        for name in flat:
+            if name.split("/")[0] not in sets[step]:
+                continue
+            d = grads[name] + wd * flat[name]
+            bufs[name] = momentum * bufs[name] + d if name in bufs else d
+            flat[name] = flat[name] - lr * bufs[name]
+    return flat
+
+
+@pytest.mark.parametrize("momentum,wd", [(0.9, 0.01), (0.0, 0.0), (0.9, 0.0)])
+def test_matches_hand_computed_pytorch_sgd(momentum, wd):
+    k, lr, num_steps = 2, 0.1, 9
+    params = toy_params()
+    opt, _ = freezing.make_optimizer(
+        params,
+        BLOCKS,
+        lr_schedule=optax.constant_schedule(lr),
+        momentum=momentum,
+        weight_decay=wd,
+        release_steps=freezing.release_steps_for(k, len(BLOCKS)),
+    )
+    state = opt.init(params)
+
+    @jax.jit
+    def step_fn(params, state, step):
+        updates, state = opt.update(toy_grads(params, step), state, params)
+        return optax.apply_updates(params, updates), state
+
+    p = params
+    for step in range(num_steps):
+        before = p
+        p, state = step_fn(p, state, step)
+        moved = {
+            path[0].key
+            for path, a, b in zip(
+                [x[0] for x in jax.tree_util.tree_leaves_with_path(p)],
+                jax.tree.leaves(before),
+                jax.tree.leaves(p),
+                strict=True,
+            )
+            if not np.array_equal(a, b)
+        }
+        expected = algorithm1_trainable_sets(k, len(BLOCKS), num_steps)[step]
+        assert moved == set(expected), f"step {step}: moved {moved}, Algorithm 1 trains {expected}"
+    ref = run_reference_sgd(params, k, lr, momentum, wd, num_steps)
+    ours = {
+        "/".join(str(q.key) for q in path): np.asarray(v)
+        for path, v in jax.tree_util.tree_leaves_with_path(p)
+    }
+    for name in ref:
+        np.testing.assert_allclose(ours[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_frozen_group_keeps_zero_momentum_until_release():
+    params = toy_params()
+    opt, _ = freezing.make_optimizer(
+        params,
+        BLOCKS,
+        lr_schedule=optax.constant_schedule(0.1),
+        momentum=0.9,
+        release_steps=freezing.release_steps_for(4, len(BLOCKS)),
+    )
+    state = opt.init(params)
+    for step in range(3):  # stem releases at step 4*3-1 = 11
+        _, state = opt.update(toy_grads(params, step), state, params)
+    stem_gate = state[0].inner_states[0].inner_state
+    assert int(stem_gate.step) == 3
+    trace = jax.tree.leaves(stem_gate.inner_state)
+    assert trace and all(not np.any(np.asarray(t)) for t in trace)
+
+
+def test_one_compilation_for_a_whole_run_and_live_schedule_change():
+    params = toy_params()
+    opt, labels = freezing.make_optimizer(
+        params,
+        BLOCKS,
+        lr_schedule=optax.constant_schedule(0.1),
+        momentum=0.9,
+        release_steps=freezing.head_only_release_steps(len(BLOCKS)),
+    )
+    traces = []
+
+    @jax.jit
+    def step_fn(params, state, step):
+        traces.append(step)  # runs only while tracing
+        updates, state = opt.update(toy_grads(params, step), state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = opt.init(params)
+    p = params
+    for step in range(4):
+        p, state = step_fn(p, state, jnp.int32(step))
+    assert np.array_equal(p["layer2"]["a"], params["layer2"]["a"])  # head-only so far
+    # Adaptive unfreezing: release layer2 now, without rebuilding the optimizer.
+    new_steps = np.asarray(freezing.get_release_steps(state)).copy()
+    new_steps[BLOCKS.index("layer2")] = 4
+    state = freezing.set_release_steps(state, new_steps)
+    before = p
+    p, state = step_fn(p, state, jnp.int32(4))
+    assert not np.array_equal(p["layer2"]["a"], before["layer2"]["a"])
+    assert np.array_equal(p["layer1"]["w"], before["layer1"]["w"])
+    assert len(traces) == 1, "the update recompiled"
+    mask = freezing.trainable_mask(labels, freezing.get_release_steps(state), 5)
+    assert bool(mask["layer2"]["b"]) and not bool(mask["layer1"]["w"])
+
+
+def test_labels_follow_namespaces_and_reject_strays():
+    params = toy_params()
+    labels = freezing.group_labels(params, BLOCKS)
+    assert labels["layer2"]["b"] == 2 and labels["head"]["fc"]["kernel"] == 3
+    with pytest.raises(ValueError, match="'extra/w' belongs to no block"):
+        freezing.group_labels({**params, "extra": {"w": jnp.zeros(1)}}, BLOCKS)
+    with pytest.raises(ValueError, match=r"\['layer9'\] match no parameter"):
+        freezing.make_optimizer(
+            params, (*BLOCKS, "layer9"), lr_schedule=optax.constant_schedule(0.1)
+        )
+
+
+def test_lr_switch_schedules():
+    l2h = freezing.lr_schedule(0.1, "l2h", 5)
+    h2l = freezing.lr_schedule(0.1, "h2l", 5)
+    np.testing.assert_allclose([l2h(s) for s in (0, 4, 5, 50)], [0.01, 0.01, 0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose([h2l(s) for s in (0, 4, 5, 50)], [0.1, 0.1, 0.01, 0.01], rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown LR switch 'up'"):
+        freezing.lr_schedule(0.1, "up", 5)
+    with pytest.raises(ValueError, match="needs a step k"):
+        freezing.lr_schedule(0.1, "l2h", None)
