@@ -1,0 +1,175 @@
+"""The experiment configuration: defaults, and validation with messages that name the fix.
+
+Configs are `ml_collections.ConfigDict`s built by Python files in `experiments/configs/`
+(big_vision style). Every field is listed in `default_config`, so an unknown key passed as
+`--config.some.key=v` is rejected by `config_flags` before anything runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from earlyjax.freezing import LR_SWITCH_DIRECTIONS
+from earlyjax.models import MODELS
+from earlyjax.models.init import INIT_STYLES
+
+DATASETS = ("digits", "mnist", "cifar10", "cifar100")
+DATA_SOURCES = ("embedded", "tfds", "local")
+OOD_SOURCES = ("generated", "tfds", "local", "none")
+# Fields that may change between a run and its resumption without changing its results.
+RESUMABLE_CHANGES = frozenset(
+    {"checkpoint_every", "keep_checkpoints", "progress_bar", "eval_batch_size", "data.cache_dir"}
+)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """All fields with their defaults; the paper configs override a few of them."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"  # one of DATASETS
+    c.data.source = "embedded"  # embedded (digits only) | tfds | local
+    c.data.data_dir = config_dict.placeholder(str)  # tfds data_dir, or the local files' folder
+    c.data.ood_source = "generated"  # generated | tfds | local (CIFAR-10/100-C .npy) | none
+    c.data.ood_dir = config_dict.placeholder(str)  # folder of CIFAR-10-C / CIFAR-100-C .npy
+    c.data.ood_severities = (1, 2, 3, 4, 5)
+    c.data.ood_max_examples = config_dict.placeholder(int)  # per OOD split; None = all
+    c.data.cache_dir = config_dict.placeholder(str)  # generated corruptions; default ~/.cache
+    c.data.augment = False  # pad-4 random crop + horizontal flip (the paper's CIFAR setting)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "resnet18"
+    c.model.width = 64
+    c.model.init = "pytorch"  # pytorch | flax
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.lr = 0.1  # lr_d of Table 5
+    c.optimizer.lr_scale = 1.0  # 1.0 (lr_d) or 0.1 (0.1*lr_d)
+    c.optimizer.momentum = 0.0
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.lr_switch = config_dict.placeholder(str)  # None | l2h | h2l (§7.1)
+    c.optimizer.lr_switch_step = config_dict.placeholder(int)
+
+    c.unfreeze = ml_collections.ConfigDict()
+    c.unfreeze.k = config_dict.placeholder(int)  # None: standard training
+    c.unfreeze.freeze_bn_stats = False  # True: frozen blocks keep their BN running statistics
+
+    c.batch_size = 128
+    c.num_epochs = 1
+    c.total_steps = config_dict.placeholder(int)  # overrides num_epochs when set
+    c.eval_every = 0  # steps between ID evaluations during training; 0 = only at the end
+    c.eval_batch_size = 500
+    c.log_every = 10
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 2
+    c.progress_bar = True
+    return c
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the value and the fix."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for impossible values (data-dependent checks happen at load time)."""
+    d, m, o = config.data, config.model, config.optimizer
+    _check(
+        d.name in DATASETS,
+        f"unknown dataset {d.name!r}: set --config.data.name to one of {DATASETS}",
+    )
+    _check(
+        d.source in DATA_SOURCES,
+        f"unknown data source {d.source!r}: set --config.data.source to one of {DATA_SOURCES}",
+    )
+    _check(
+        (d.name == "digits") == (d.source == "embedded"),
+        f"data.source={d.source!r} does not fit data.name={d.name!r}: the embedded source "
+        "holds only 'digits'; use tfds or local for the others",
+    )
+    _check(
+        d.ood_source in OOD_SOURCES,
+        f"unknown OOD source {d.ood_source!r}: set "
+        f"--config.data.ood_source to one of {OOD_SOURCES}",
+    )
+    _check(
+        len(d.ood_severities) > 0 and all(s in (1, 2, 3, 4, 5) for s in d.ood_severities),
+        f"data.ood_severities must be a non-empty subset of 1..5, got {d.ood_severities}",
+    )
+    _check(
+        d.ood_max_examples is None or d.ood_max_examples >= 1,
+        f"data.ood_max_examples must be None or >= 1, got {d.ood_max_examples}",
+    )
+    _check(
+        m.name in MODELS,
+        f"unknown model {m.name!r}: set --config.model.name to one of {sorted(MODELS)}",
+    )
+    _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
+    _check(m.init in INIT_STYLES, f"unknown model.init {m.init!r}; choose one of {INIT_STYLES}")
+    _check(o.lr > 0, f"optimizer.lr must be > 0, got {o.lr}")
+    _check(o.lr_scale > 0, f"optimizer.lr_scale must be > 0 (paper: 1.0 or 0.1), got {o.lr_scale}")
+    _check(0 <= o.momentum < 1, f"optimizer.momentum must be in [0, 1), got {o.momentum}")
+    _check(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    _check(
+        o.lr_switch in (None, *LR_SWITCH_DIRECTIONS),
+        f"unknown optimizer.lr_switch "
+        f"{o.lr_switch!r}; choose None or one of {LR_SWITCH_DIRECTIONS}",
+    )
+    _check(
+        o.lr_switch is None or (o.lr_switch_step or 0) >= 1,
+        f"optimizer.lr_switch={o.lr_switch!r} needs --config.optimizer.lr_switch_step >= 1, "
+        f"got {o.lr_switch_step}",
+    )
+    k = config.unfreeze.k
+    _check(
+        k is None or k >= 1,
+        f"unfreeze.k must be None (standard training) or an int >= 1, "
+        f"got {k}: set --config.unfreeze.k=100, say",
+    )
+    _check(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
+    _check(config.num_epochs >= 1, f"num_epochs must be >= 1, got {config.num_epochs}")
+    _check(
+        config.total_steps is None or config.total_steps >= 1,
+        f"total_steps must be None or >= 1, got {config.total_steps}",
+    )
+    for name in ("eval_every", "log_every", "checkpoint_every"):
+        _check(config[name] >= 0, f"{name} must be >= 0, got {config[name]}")
+    _check(config.log_every >= 1, f"log_every must be >= 1, got {config.log_every}")
+    _check(
+        config.keep_checkpoints >= 1,
+        f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}",
+    )
+    _check(
+        config.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {config.eval_batch_size}"
+    )
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": v} for a nested dict (or ConfigDict.to_dict()); tuples become lists."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def differing_fields(saved: dict, current: dict) -> list[str]:
+    """Fields (dotted) whose values differ between two configs, ignoring RESUMABLE_CHANGES."""
+    a, b = flatten(saved), flatten(current)
+    names = sorted(set(a) | set(b))
+    return [
+        f"{n}: {a.get(n, '<missing>')!r} -> {b.get(n, '<missing>')!r}"
+        for n in names
+        if n not in RESUMABLE_CHANGES and a.get(n, "<missing>") != b.get(n, "<missing>")
+    ]

@@ -1,0 +1,143 @@
+"""Input pipeline: epoch shuffles derived from (seed, epoch), batching, prefetch, and the
+on-device parts (normalisation, CIFAR augmentation) used inside the jitted steps.
+
+The order of training examples is a pure function of (seed, step): epoch e uses the
+permutation `default_rng([seed, e])`, and step s reads batch s mod (N // B) of epoch s // (N // B)
+(the incomplete last batch of an epoch is dropped, as PyTorch's `drop_last=True`). The
+pipeline's position is therefore the train state's step, which the checkpoint holds, so a
+resumed run reads exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from earlyjax.data.base import Split
+
+CIFAR_PAD = 4
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Full batches per epoch; raises ValueError if the batch is larger than the data."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size > num_examples:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the training set ({num_examples} examples);"
+            f" set --config.batch_size to at most {num_examples}"
+        )
+    return num_examples // batch_size
+
+
+def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> np.ndarray:
+    """Indices int64 [batch_size] of the training examples read at optimizer step `step`."""
+    per_epoch = steps_per_epoch(num_examples, batch_size)
+    epoch, within = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return order[within * batch_size : (within + 1) * batch_size]
+
+
+def train_batches(
+    split: Split, *, seed: int, batch_size: int, start_step: int, stop_step: int, prefetch: int = 2
+) -> Iterator[tuple[int, dict[str, jax.Array]]]:
+    """Yields (step, {"image": uint8 [B,H,W,C], "label": int32 [B]}) on device, start..stop-1.
+
+    A background thread gathers and transfers the next `prefetch` batches while the device
+    runs the current step, so the accelerator does not wait on the host.
+    """
+    num_examples = split.images.shape[0]
+    steps_per_epoch(num_examples, batch_size)  # validates batch_size early
+    if prefetch < 1:
+        yield from (
+            (s, _to_device(split, batch_indices(seed, s, num_examples, batch_size)))
+            for s in range(start_step, stop_step)
+        )
+        return
+    buffer: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def producer():
+        try:
+            for s in range(start_step, stop_step):
+                item = (s, _to_device(split, batch_indices(seed, s, num_examples, batch_size)))
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as e:  # surfaced in the consumer
+            buffer.put(e)
+        buffer.put(None)
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _to_device(split: Split, idx: np.ndarray) -> dict[str, jax.Array]:
+    return {"image": jax.device_put(split.images[idx]), "label": jax.device_put(split.labels[idx])}
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Fixed-size batches over a whole split; the last one is zero-padded with `mask` = 0.
+
+    Fixed shapes mean the jitted evaluation compiles once per image shape.
+    """
+    n = split.images.shape[0]
+    for start in range(0, n, batch_size):
+        images = split.images[start : start + batch_size]
+        labels = split.labels[start : start + batch_size]
+        mask = np.ones(len(labels), np.float32)
+        pad = batch_size - len(labels)
+        if pad:
+            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+            mask = np.concatenate([mask, np.zeros(pad, np.float32)])
+        yield {"image": images, "label": labels, "mask": mask}
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std float32 [C] of uint8 images scaled to [0, 1]."""
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-3).astype(np.float32)
+
+
+def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """uint8 or float [N,H,W,C] pixels in 0..255 -> float32 standardised per channel."""
+    return (images.astype(jnp.float32) / 255.0 - mean) / std
+
+
+def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = CIFAR_PAD) -> jax.Array:
+    """CIFAR augmentation on device, vectorised over the batch.
+
+    Zero-pads by `pad` pixels (PyTorch `RandomCrop(32, padding=4)` pads raw pixels with 0),
+    crops a random window of the original size and flips horizontally with probability 1/2.
+    images: [N, H, W, C] (any dtype); returns the same shape and dtype.
+    """
+    n, h, w, c = images.shape
+    crop_key, flip_key = jax.random.split(key)
+    offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * pad + 1)
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+    def crop(image, offset):
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
+
+    cropped = jax.vmap(crop)(padded, offsets)
+    flip = jax.random.bernoulli(flip_key, 0.5, (n, 1, 1, 1))
+    return jnp.where(flip, cropped[:, :, ::-1, :], cropped)

@@ -1,0 +1,382 @@
+"""Training: the train state, jitted train/eval steps, and the resumable training loop.
+
+`train_and_evaluate(config, workdir)` is the one entry point: it builds the model and the
+gradual-unfreezing optimizer, resumes from the newest checkpoint in `workdir` if there is one,
+trains, evaluates on the ID test set and every OOD split, and writes `results.json`.
+
+Workdir layout: `config.json` (the config the run was started with), `metrics.jsonl`
+(append-only records), `tb/` (TensorBoard events), `checkpoints/<step>/`, `results.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import linen as nn
+from tqdm import tqdm
+
+from earlyjax import freezing
+from earlyjax.checkpoint import Checkpointer
+from earlyjax.config import ConfigError, differing_fields, validate
+from earlyjax.data import load_dataset
+from earlyjax.data.base import Dataset, Split
+from earlyjax.data.pipeline import (
+    channel_stats,
+    eval_batches,
+    normalize,
+    random_crop_flip,
+    steps_per_epoch,
+    train_batches,
+)
+from earlyjax.metric_log import MetricLog
+from earlyjax.models import HEAD, build_model
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step and what to change."""
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 [], optimizer steps taken
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array  # uint32 key data; step s uses fold_in(rng, s)
+
+
+class Experiment(NamedTuple):
+    """The static pieces of a run, built once from the config and the data."""
+
+    model: nn.Module
+    blocks: tuple[str, ...]
+    optimizer: optax.GradientTransformation
+    param_groups: Any  # group index per parameter leaf (freezing.group_labels)
+    stat_groups: Any  # group index per batch-statistics leaf
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
+    """The run length in optimizer steps: total_steps, or num_epochs full epochs."""
+    per_epoch = steps_per_epoch(num_train, config.batch_size)
+    return config.total_steps or config.num_epochs * per_epoch
+
+
+def build_experiment(
+    config: ml_collections.ConfigDict, dataset: Dataset
+) -> tuple[Experiment, TrainState]:
+    """Builds the model, optimizer and the initial train state (deterministic in the seed)."""
+    model, blocks = build_model(
+        config.model.name,
+        num_classes=dataset.num_classes,
+        width=config.model.width,
+        init=config.model.init,
+    )
+    init_key, rng = jax.random.split(jax.random.key(config.seed))
+    dummy = jnp.zeros((1, *dataset.image_shape), jnp.float32)
+    try:
+        variables = jax.jit(lambda k: model.init(k, dummy, train=False))(init_key)
+    except ValueError as e:
+        raise ConfigError(
+            f"model {config.model.name!r} cannot take {dataset.name} images: {e}"
+        ) from None
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    o = config.optimizer
+    schedule = freezing.lr_schedule(o.lr * o.lr_scale, o.lr_switch, o.lr_switch_step)
+    release = freezing.release_steps_for(config.unfreeze.k, len(blocks))
+    optimizer, param_groups = freezing.make_optimizer(
+        params,
+        blocks,
+        lr_schedule=schedule,
+        momentum=o.momentum,
+        weight_decay=o.weight_decay,
+        release_steps=release,
+        head=HEAD,
+    )
+    stat_groups = freezing.group_labels(batch_stats, blocks, HEAD)
+    mean, std = channel_stats(dataset.train.images)
+    experiment = Experiment(model, blocks, optimizer, param_groups, stat_groups, mean, std)
+    state = TrainState(
+        step=jnp.zeros([], jnp.int32),
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=optimizer.init(params),
+        rng=jax.random.key_data(rng),
+    )
+    return experiment, state
+
+
+def make_train_step(
+    experiment: Experiment, *, augment: bool, freeze_bn_stats: bool
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """A jitted step: (state, {"image": uint8 [B,H,W,C], "label": int32 [B]}) -> (state, stats).
+
+    stats holds the batch's mean loss and accuracy. BatchNorm uses batch statistics and updates
+    its running statistics in every block (PyTorch `requires_grad=False` semantics), unless
+    `freeze_bn_stats`, in which case blocks that are still frozen keep their running statistics.
+    """
+    model, optimizer = experiment.model, experiment.optimizer
+    mean, std = jnp.asarray(experiment.mean), jnp.asarray(experiment.std)
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        images = batch["image"]
+        if augment:
+            images = random_crop_flip(key, images)
+        x = normalize(images, mean, std)
+
+        def loss_fn(params):
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+            return loss, (logits, updates["batch_stats"])
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if freeze_bn_stats:
+            release = freezing.get_release_steps(state.opt_state)
+            live = freezing.trainable_mask(experiment.stat_groups, release, state.step)
+            batch_stats = jax.tree.map(jnp.where, live, batch_stats, state.batch_stats)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        new_state = TrainState(state.step + 1, params, batch_stats, opt_state, state.rng)
+        return new_state, {"loss": loss, "accuracy": accuracy}
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(experiment: Experiment) -> Callable:
+    """A jitted step: (params, batch_stats, batch with mask) -> (correct, loss_sum, count)."""
+    model = experiment.model
+    mean, std = jnp.asarray(experiment.mean), jnp.asarray(experiment.std)
+
+    @jax.jit
+    def eval_step(params, batch_stats, batch):
+        x = normalize(batch["image"], mean, std)
+        logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
+        return correct.sum(), (losses * batch["mask"]).sum(), batch["mask"].sum()
+
+    return eval_step
+
+
+def evaluate(eval_step: Callable, state: TrainState, split: Split, batch_size: int) -> dict:
+    """Accuracy (%) and mean loss of the model in eval mode over a whole split."""
+    sums = [eval_step(state.params, state.batch_stats, b) for b in eval_batches(split, batch_size)]
+    correct, loss, count = (float(sum(x)) for x in zip(*sums, strict=True))
+    return {"accuracy": 100.0 * correct / count, "loss": loss / count}
+
+
+def evaluate_ood(
+    eval_step: Callable, state: TrainState, ood: dict, batch_size: int
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """Mean OOD accuracy (%) over every (corruption, severity) and the per-cell table."""
+    table: dict[str, dict[str, float]] = {}
+    for (corruption, severity), split in sorted(ood.items()):
+        acc = evaluate(eval_step, state, split, batch_size)["accuracy"]
+        table.setdefault(corruption, {})[str(severity)] = acc
+    cells = [acc for row in table.values() for acc in row.values()]
+    return (float(np.mean(cells)) if cells else float("nan")), table
+
+
+def trainable_blocks(experiment: Experiment, opt_state: Any, step: int) -> list[str]:
+    """Names of the groups (blocks and head) that the update at `step` trains."""
+    release = np.asarray(freezing.get_release_steps(opt_state))
+    names = [*experiment.blocks, HEAD]
+    return [name for name, r in zip(names, release, strict=True) if step >= r]
+
+
+def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes config.json on first use; refuses a workdir that holds a different config."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    current = json.loads(config.to_json())
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        diff = differing_fields(saved, current)
+        if diff:
+            raise ConfigError(
+                f"{workdir} holds a run with a different config, so it cannot be resumed:\n  "
+                + "\n  ".join(diff)
+                + "\nUse a fresh --workdir, or the saved config ("
+                + path
+                + ")."
+            )
+        return
+    with open(path + ".tmp", "w") as f:
+        json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    dataset: Dataset | None = None,
+    stop_after: int | None = None,
+) -> dict | None:
+    """Trains (resuming from `workdir`'s newest checkpoint), evaluates, writes results.json.
+
+    `stop_after` ends the run after that many total steps, with a checkpoint, as if it had been
+    interrupted (used to test resumption); the return value is then None. Otherwise returns the
+    results: ID accuracy, mean OOD accuracy and the per-corruption, per-severity table.
+    """
+    validate(config)
+    results_path = os.path.join(workdir, RESULTS_FILE)
+    if os.path.exists(results_path):
+        _prepare_workdir(config, workdir)  # refuses a different config
+        with open(results_path) as f:
+            results = json.load(f)
+        print(f"{workdir} already holds a finished run; its results ({results_path}):")
+        print(format_results(results))
+        return results
+    dataset = dataset or load_dataset(config.data, seed=config.seed)
+    try:
+        num_steps = total_steps(config, dataset.train.images.shape[0])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    experiment, state = build_experiment(config, dataset)
+    _prepare_workdir(config, workdir)  # only now: a config that cannot run writes nothing
+    is_writer = jax.process_index() == 0
+
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+    start = checkpointer.latest_step() or 0
+    # Train stats of the steps since the last log line; carried in the checkpoint so that a
+    # resumed run writes exactly the lines an uninterrupted run writes.
+    pending: list[dict] = []
+    if start:
+        state, meta = checkpointer.restore(start, state)
+        pending = list(meta.get("pending_stats", []))
+        print(f"resumed from the checkpoint at step {start} in {workdir}")
+    log = MetricLog(workdir, resume_step=start, enabled=is_writer)
+    train_step = make_train_step(
+        experiment, augment=config.data.augment, freeze_bn_stats=config.unfreeze.freeze_bn_stats
+    )
+    eval_step = make_eval_step(experiment)
+    stop = min(num_steps, stop_after or num_steps)
+    bar = tqdm(
+        total=num_steps,
+        initial=start,
+        desc="train",
+        unit="step",
+        disable=not (config.progress_bar and is_writer),
+        dynamic_ncols=True,
+    )
+
+    def fetch_pending(step: int) -> list[dict]:
+        """The pending stats on the host; raises TrainingDiverged on a non-finite loss."""
+        stats = [{k: float(v) for k, v in s.items()} for s in jax.device_get(pending)]
+        for i, s in enumerate(stats):
+            if not np.isfinite(s["loss"]):
+                raise TrainingDiverged(
+                    f"the training loss became {s['loss']} at step {step - len(stats) + i + 1} "
+                    f"(lr={config.optimizer.lr * config.optimizer.lr_scale}). Lower "
+                    "--config.optimizer.lr (or lr_scale) and rerun with a fresh --workdir; the "
+                    f"checkpoints and metric log in {workdir} up to the last good step are kept."
+                )
+        return stats
+
+    def write_train_line(step: int) -> None:
+        stats = fetch_pending(step)
+        pending.clear()
+        loss = float(np.mean([s["loss"] for s in stats]))
+        log.write(
+            step,
+            "train",
+            loss=loss,
+            accuracy=100.0 * float(np.mean([s["accuracy"] for s in stats])),
+            lr=experiment_lr(config, step - 1),
+            trainable=trainable_blocks(experiment, state.opt_state, step - 1),
+        )
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    t0 = time.time()
+    batches = train_batches(
+        dataset.train,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        start_step=start,
+        stop_step=stop,
+    )
+    try:
+        for step, batch in batches:
+            state, stats = train_step(state, batch)
+            pending.append(stats)
+            done = step + 1
+            bar.update(1)
+            if done % config.log_every == 0 or done == num_steps:
+                write_train_line(done)
+            if config.eval_every and done % config.eval_every == 0:
+                id_metrics = evaluate(eval_step, state, dataset.test, config.eval_batch_size)
+                log.write(done, "eval_id", **id_metrics)
+            if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == stop:
+                meta = {"step": done, "pending_stats": fetch_pending(done)}
+                checkpointer.save(done, state, meta)
+    finally:
+        bar.close()
+    train_seconds = time.time() - t0
+    if stop < num_steps:
+        log.close()
+        checkpointer.close()
+        return None
+
+    id_metrics = evaluate(eval_step, state, dataset.test, config.eval_batch_size)
+    ood_mean, ood_table = evaluate_ood(eval_step, state, dataset.ood, config.eval_batch_size)
+    results = {
+        "dataset": dataset.name,
+        "model": config.model.name,
+        "k": config.unfreeze.k,
+        "seed": config.seed,
+        "steps": num_steps,
+        "id_accuracy": id_metrics["accuracy"],
+        "id_loss": id_metrics["loss"],
+        "ood_accuracy": ood_mean,
+        "ood_table": ood_table,
+        "train_seconds_this_session": train_seconds,
+    }
+    log.write(num_steps, "final", id_accuracy=results["id_accuracy"], ood_accuracy=ood_mean)
+    log.close()
+    checkpointer.close()
+    if is_writer:
+        with open(results_path + ".tmp", "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(results_path + ".tmp", results_path)
+    return results
+
+
+def experiment_lr(config: ml_collections.ConfigDict, step: int) -> float:
+    o = config.optimizer
+    return float(freezing.lr_schedule(o.lr * o.lr_scale, o.lr_switch, o.lr_switch_step)(step))
+
+
+def format_results(results: dict) -> str:
+    """A short human-readable summary: ID, mean OOD, and OOD accuracy per corruption."""
+    lines = [
+        f"ID accuracy:  {results['id_accuracy']:.2f}%  ({results['dataset']}, clean test set)",
+        f"OOD accuracy: {results['ood_accuracy']:.2f}%  (mean over "
+        f"{sum(len(r) for r in results['ood_table'].values())} corruption x severity splits)",
+    ]
+    for corruption, row in sorted(results["ood_table"].items()):
+        cells = "  ".join(f"s{s}:{acc:5.1f}" for s, acc in sorted(row.items()))
+        lines.append(f"  {corruption:<18} {cells}")
+    return "\n".join(lines)

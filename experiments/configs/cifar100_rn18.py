@@ -1,0 +1,22 @@
+"""CIFAR-100, ResNet-18 (Table 5): SGD lr 0.01, momentum 0.9, wd 5e-4, batch 128, 200 epochs.
+
+OOD: CIFAR-100-C, which tfds does not have: point --config.data.ood_dir at the official
+release (one .npy per corruption plus labels.npy).
+"""
+
+from earlyjax.config import default_config
+
+
+def get_config():
+    c = default_config()
+    c.data.name = "cifar100"
+    c.data.source = "tfds"
+    c.data.ood_source = "local"
+    c.data.augment = True
+    c.model.name = "resnet18"
+    c.optimizer.lr = 0.01
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 5e-4
+    c.num_epochs = 200
+    c.checkpoint_every = 5000
+    return c

@@ -1,0 +1,20 @@
+"""CIFAR-10, ResNet-18 (Table 5): SGD lr 0.1, no momentum, no wd, batch 128, 200 epochs.
+
+Augmentation: pad-4 random crop + horizontal flip. OOD: CIFAR-10-C (tfds `cifar10_corrupted`,
+19 corruptions x 5 severities).
+"""
+
+from earlyjax.config import default_config
+
+
+def get_config():
+    c = default_config()
+    c.data.name = "cifar10"
+    c.data.source = "tfds"
+    c.data.ood_source = "tfds"
+    c.data.augment = True
+    c.model.name = "resnet18"
+    c.optimizer.lr = 0.1
+    c.num_epochs = 200
+    c.checkpoint_every = 5000
+    return c

@@ -1,0 +1,16 @@
+"""CIFAR-10, VGG-11 (Table 5): SGD lr 0.15, no momentum, no wd, batch 128, 200 epochs."""
+
+from earlyjax.config import default_config
+
+
+def get_config():
+    c = default_config()
+    c.data.name = "cifar10"
+    c.data.source = "tfds"
+    c.data.ood_source = "tfds"
+    c.data.augment = True
+    c.model.name = "vgg11"
+    c.optimizer.lr = 0.15
+    c.num_epochs = 200
+    c.checkpoint_every = 5000
+    return c

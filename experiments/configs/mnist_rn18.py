@@ -1,0 +1,21 @@
+"""MNIST, ResNet-18 (Table 5): SGD lr 0.01, momentum 0.9, wd 0.01, batch 128, 10 epochs.
+
+OOD: MNIST-C (tfds `mnist_corrupted`). Gradual unfreezing: --config.unfreeze.k=K.
+"""
+
+from earlyjax.config import default_config
+
+
+def get_config():
+    c = default_config()
+    c.data.name = "mnist"
+    c.data.source = "tfds"
+    c.data.ood_source = "tfds"
+    c.data.ood_severities = (1,)  # MNIST-C has one severity per corruption
+    c.model.name = "resnet18"
+    c.optimizer.lr = 0.01
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 0.01
+    c.num_epochs = 10
+    c.checkpoint_every = 1000
+    return c

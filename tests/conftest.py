@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny slice of the embedded digits and a tiny, fast config."""
+
+import os
+import pathlib
+
+import pytest
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+
+
+def pytest_configure(config):
+    """Caches compiled programs on disk, so tests that rebuild the same model compile it once.
+
+    Compilation dominates the tests' time on CPU (ResNet-18's threefry init alone takes ~15 s);
+    the cache is keyed by the program and the JAX version, so it is never stale.
+    """
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(config.cache.mkdir("jax-compilation")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    """256 training and 100 test digits, with two small OOD splits (28x28x1 uint8)."""
+    import numpy as np
+
+    from earlyjax.data.base import Dataset, Split
+    from earlyjax.data.digits import load_digits_splits
+
+    train, test = load_digits_splits()
+    train = Split(train.images[:256], train.labels[:256])
+    test = Split(test.images[:100], test.labels[:100])
+    dark = Split((test.images // 2).astype(np.uint8), test.labels)
+    inverted = Split((255 - test.images).astype(np.uint8), test.labels)
+    ood = {("darken", 1): dark, ("invert", 1): inverted}
+    return Dataset("digits", 10, train, test, ood)
+
+
+@pytest.fixture
+def tiny_config():
+    from earlyjax.config import default_config
+
+    c = default_config()
+    c.model.width = 4
+    c.batch_size = 32
+    c.total_steps = 8
+    c.log_every = 3
+    c.checkpoint_every = 0
+    c.eval_batch_size = 64
+    c.progress_bar = False
+    c.optimizer.lr = 0.05
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 0.01
+    c.unfreeze.k = 2
+    c.data.ood_source = "none"
+    return c
+
+
+@pytest.fixture
+def shared_mnist_dir():
+    """The real MNIST files in ../shared/datasets/mnist, or a clean skip where absent."""
+    path = SHARED / "datasets" / "mnist"
+    if not path.is_dir():
+        pytest.skip(f"real MNIST files not present at {path} (../shared is absent)")
+    return os.fspath(path)

@@ -1,0 +1,211 @@
+"""The training loop: one compilation, bit-identical resume, and refusing bad input safely."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from earlyjax.checkpoint import Checkpointer, CheckpointError
+from earlyjax.config import ConfigError
+from earlyjax.metric_log import read_records
+from earlyjax.train import (
+    TrainingDiverged,
+    build_experiment,
+    make_train_step,
+    train_and_evaluate,
+)
+
+
+def final_params(workdir, like_state):
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    state, _ = ckpt.restore(ckpt.latest_step(), like_state)
+    ckpt.close()
+    return state
+
+
+def snapshot(workdir):
+    """Every file under workdir with its bytes, to prove nothing was changed."""
+    out = {}
+    for root, _, files in os.walk(workdir):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, workdir)] = f.read()
+    return out
+
+
+def test_one_compilation_across_releases(tiny_config, tiny_dataset):
+    experiment, state = build_experiment(tiny_config, tiny_dataset)
+    step = make_train_step(experiment, augment=True, freeze_bn_stats=True)
+    batch = {
+        "image": jnp.asarray(tiny_dataset.train.images[:32]),
+        "label": jnp.asarray(tiny_dataset.train.labels[:32]),
+    }
+    before = state.params["stem"]["conv"]["kernel"]
+    for _ in range(12):  # k=2, L=5: the stem is released at step 9
+        state, _ = step(state, batch)
+    assert not np.array_equal(before, state.params["stem"]["conv"]["kernel"])
+    assert step._cache_size() == 1
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(tiny_config, tiny_dataset, tmp_path):
+    full, split = str(tmp_path / "full"), str(tmp_path / "split")
+    ref = train_and_evaluate(tiny_config, full, dataset=tiny_dataset)
+    assert train_and_evaluate(tiny_config, split, dataset=tiny_dataset, stop_after=5) is None
+    resumed = train_and_evaluate(tiny_config, split, dataset=tiny_dataset)
+
+    _, like = build_experiment(tiny_config, tiny_dataset)
+    a, b = final_params(full, like), final_params(split, like)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert read_records(os.path.join(full, "metrics.jsonl")) == read_records(
+        os.path.join(split, "metrics.jsonl")
+    )
+    assert resumed["id_accuracy"] == ref["id_accuracy"]
+    assert [r["step"] for r in read_records(os.path.join(full, "metrics.jsonl"))] == [3, 6, 8, 8]
+
+
+def test_crash_after_checkpoint_sets_later_lines_aside(tiny_config, tiny_dataset, tmp_path):
+    tiny_config.log_every = 2
+    tiny_config.checkpoint_every = 3
+    full, crashed = str(tmp_path / "full"), str(tmp_path / "crashed")
+    train_and_evaluate(tiny_config, full, dataset=tiny_dataset)
+    train_and_evaluate(tiny_config, crashed, dataset=tiny_dataset, stop_after=5)
+    # As if the process died after step 5's work but before its checkpoint was written:
+    shutil.rmtree(os.path.join(crashed, "checkpoints", "5"))
+    train_and_evaluate(tiny_config, crashed, dataset=tiny_dataset)
+    log = os.path.join(crashed, "metrics.jsonl")
+    assert read_records(log) == read_records(os.path.join(full, "metrics.jsonl"))
+    orphaned = read_records(log + ".orphaned-after-3")
+    assert [r["step"] for r in orphaned] == [4]  # kept, not lost
+
+
+def test_results_table_covers_every_ood_split(tiny_config, tiny_dataset, tmp_path):
+    results = train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset)
+    assert set(results["ood_table"]) == {"darken", "invert"}
+    cells = [v for row in results["ood_table"].values() for v in row.values()]
+    assert results["ood_accuracy"] == pytest.approx(np.mean(cells))
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f)["id_accuracy"] == results["id_accuracy"]
+    # A finished workdir is not trained again or overwritten.
+    before = snapshot(str(tmp_path))
+    assert train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset) == results
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_workdir_with_a_different_config_refuses_to_resume(tiny_config, tiny_dataset, tmp_path):
+    train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset, stop_after=2)
+    before = snapshot(str(tmp_path))
+    tiny_config.optimizer.lr = 0.2
+    tiny_config.unfreeze.k = 3
+    with pytest.raises(ConfigError, match=r"optimizer\.lr: 0\.05 -> 0\.2") as err:
+        train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset)
+    assert "unfreeze.k: 2 -> 3" in str(err.value)
+    assert snapshot(str(tmp_path)) == before
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("unfreeze.k", 0, "unfreeze.k must be None"),
+        ("unfreeze.k", -5, "unfreeze.k must be None"),
+        ("model.name", "resnet50", "unknown model 'resnet50'"),
+        ("data.name", "svhn", "unknown dataset 'svhn'"),
+        ("batch_size", 1000, "batch_size 1000 is larger than the training set"),
+        ("optimizer.lr_switch", "l2h", "needs --config.optimizer.lr_switch_step"),
+        ("optimizer.lr", 0.0, "optimizer.lr must be > 0"),
+        ("model.name", "vgg11", "VGG-11 needs inputs of at least 32x32"),
+    ],
+)
+def test_impossible_values_stop_with_a_clear_message(
+    tiny_config, tiny_dataset, tmp_path, field, value, message
+):
+    section, _, name = field.rpartition(".")
+    (tiny_config[section] if section else tiny_config)[name] = value
+    with pytest.raises(ConfigError, match=message):
+        train_and_evaluate(tiny_config, str(tmp_path / "run"), dataset=tiny_dataset)
+    assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+def test_nan_loss_stops_and_keeps_what_was_written(tiny_config, tiny_dataset, tmp_path):
+    tiny_config.optimizer.lr = 1e30
+    tiny_config.unfreeze.k = None
+    tiny_config.checkpoint_every = 1
+    tiny_config.log_every = 1
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at step \d") as err:
+        train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset)
+    assert "Lower --config.optimizer.lr" in str(err.value)
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"))
+    assert ckpt.latest_step() >= 1
+    records = read_records(str(tmp_path / "metrics.jsonl"))
+    assert records and all(np.isfinite(r["loss"]) for r in records)
+
+
+def test_corrupt_checkpoint_is_refused_and_left_alone(tiny_config, tiny_dataset, tmp_path):
+    train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset, stop_after=2)
+    for root, _, files in os.walk(tmp_path / "checkpoints" / "2"):
+        for name in files:
+            with open(os.path.join(root, name), "r+b") as f:
+                f.truncate(3)
+    before = snapshot(str(tmp_path))
+    with pytest.raises(CheckpointError, match="cannot restore the checkpoint at .*2"):
+        train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset)
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_foreign_checkpoint_is_refused(tiny_config, tiny_dataset, tmp_path):
+    train_and_evaluate(tiny_config, str(tmp_path / "a"), dataset=tiny_dataset, stop_after=2)
+    shutil.copytree(tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints")
+    tiny_config.model.width = 8
+    with pytest.raises(CheckpointError, match="different model/config"):
+        train_and_evaluate(tiny_config, str(tmp_path / "b"), dataset=tiny_dataset)
+
+
+def test_frozen_blocks_keep_bn_statistics_only_when_asked(tiny_config, tiny_dataset):
+    tiny_config.unfreeze.k = 4  # layer4 is released at step 3, the stem at step 19
+    batch = {
+        "image": jnp.asarray(tiny_dataset.train.images[:32]),
+        "label": jnp.asarray(tiny_dataset.train.labels[:32]),
+    }
+
+    def running_means(stats):
+        return {
+            "stem": np.asarray(stats["stem"]["bn"]["mean"]),
+            "layer4": np.asarray(stats["layer4"]["block0"]["bn1"]["mean"]),
+        }
+
+    for freeze, stem_moves in [(True, False), (False, True)]:
+        experiment, state = build_experiment(tiny_config, tiny_dataset)
+        step = make_train_step(experiment, augment=False, freeze_bn_stats=freeze)
+        before = running_means(state.batch_stats)  # copied: the step donates its input state
+        for _ in range(4):
+            state, _ = step(state, batch)
+        after = running_means(state.batch_stats)
+        assert not np.array_equal(before["layer4"], after["layer4"])
+        assert (not np.array_equal(before["stem"], after["stem"])) == stem_moves
+
+
+def test_cli_rejects_unknown_config_field(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.main",
+            "--config=quickstart.py",
+            f"--workdir={tmp_path / 'run'}",
+            "--config.optimizer.lrr=0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert proc.returncode != 0
+    assert "unknown config field: --config.optimizer.lrr (did you mean optimizer.lr" in proc.stderr
+    assert not os.path.exists(tmp_path / "run")
