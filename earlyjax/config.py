@@ -12,6 +12,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from earlyjax.data import DataConfigError, check_data_config
 from earlyjax.freezing import LR_SWITCH_DIRECTIONS
 from earlyjax.models import MODELS
 from earlyjax.models.init import INIT_STYLES
@@ -108,6 +109,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         d.ood_max_examples is None or d.ood_max_examples >= 1,
         f"data.ood_max_examples must be None or >= 1, got {d.ood_max_examples}",
     )
+    try:
+        check_data_config(d)
+    except DataConfigError as e:
+        raise ConfigError(str(e)) from None
     _check(
         m.name in MODELS,
         f"unknown model {m.name!r}: set --config.model.name to one of {sorted(MODELS)}",

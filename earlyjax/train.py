@@ -250,7 +250,7 @@ def train_and_evaluate(
         print(f"{workdir} already holds a finished run; its results ({results_path}):")
         print(format_results(results))
         return results
-    dataset = dataset or load_dataset(config.data, seed=config.seed)
+    dataset = dataset or load_dataset(config.data)
     try:
         num_steps = total_steps(config, dataset.train.images.shape[0])
     except ValueError as e:

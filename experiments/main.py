@@ -108,6 +108,7 @@ def main(argv: list[str]) -> None:
     enable_compilation_cache()
     from earlyjax.checkpoint import CheckpointError
     from earlyjax.config import ConfigError
+    from earlyjax.data.local_files import DatasetFileError
     from earlyjax.train import TrainingDiverged, format_results, train_and_evaluate
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
@@ -116,7 +117,7 @@ def main(argv: list[str]) -> None:
         results = train_and_evaluate(config, flags.FLAGS.workdir)
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
-    except (CheckpointError, TrainingDiverged, FileNotFoundError) as e:
+    except (CheckpointError, TrainingDiverged, FileNotFoundError, DatasetFileError) as e:
         raise SystemExit(f"error: {e}") from None
     print(format_results(results))
     print(f"results: {os.path.join(flags.FLAGS.workdir, 'results.json')}")

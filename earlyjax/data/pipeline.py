@@ -141,3 +141,29 @@ def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = CIFAR_PAD) ->
     cropped = jax.vmap(crop)(padded, offsets)
     flip = jax.random.bernoulli(flip_key, 0.5, (n, 1, 1, 1))
     return jnp.where(flip, cropped[:, :, ::-1, :], cropped)
+
+
+METRIC_SET_SIZE = 2048  # the paper's metric set (App. B), as Andriushchenko et al.
+METRIC_BATCH_SIZE = 256
+
+
+def metric_set(
+    split: Split, size: int = METRIC_SET_SIZE, batch_size: int = METRIC_BATCH_SIZE
+) -> dict[str, np.ndarray]:
+    """The first `size` training examples, un-augmented, as batches with a leading batch axis.
+
+    Returns {"image": uint8 [size // batch_size, batch_size, H, W, C], "label": int32 [...]},
+    the `batches` argument of the functions in `earlyjax.metrics`. The same examples for every
+    step and run, so metric curves are comparable. Raises ValueError if the split is smaller.
+    """
+    n = split.images.shape[0]
+    if size > n or size % batch_size:
+        raise ValueError(
+            f"metric set of {size} examples in batches of {batch_size}: needs a multiple of the "
+            f"batch size and at most the {n} training examples; lower the metric set size"
+        )
+    shape = (size // batch_size, batch_size)
+    return {
+        "image": split.images[:size].reshape(*shape, *split.images.shape[1:]),
+        "label": split.labels[:size].reshape(shape),
+    }

@@ -11,7 +11,7 @@ def get_config():
     c.data.name = "mnist"
     c.data.source = "tfds"
     c.data.ood_source = "tfds"
-    c.data.ood_severities = (1,)  # MNIST-C has one severity per corruption
+    c.data.ood_severities = (3,)  # MNIST-C has one severity per corruption, keyed 3
     c.model.name = "resnet18"
     c.optimizer.lr = 0.01
     c.optimizer.momentum = 0.9
