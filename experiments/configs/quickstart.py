@@ -1,6 +1,6 @@
 """Quickstart on the embedded digits (no download): ResNet-18 at width 16 with gradual
 unfreezing, Table 5's MNIST settings (SGD, lr 0.01, momentum 0.9, wd 0.01), OOD = the digits
-test set under 15 MNIST-C corruptions x 5 severities. About 3 minutes on 2 CPU cores.
+test set under 15 MNIST-C corruptions x 5 severities. About 4 minutes on 2 CPU cores.
 """
 
 from earlyjax.config import default_config
