@@ -188,14 +188,15 @@ def evaluate(eval_step: Callable, state: TrainState, split: Split, batch_size: i
 
 def evaluate_ood(
     eval_step: Callable, state: TrainState, ood: dict, batch_size: int
-) -> tuple[float, dict[str, dict[str, float]]]:
-    """Mean OOD accuracy (%) over every (corruption, severity) and the per-cell table."""
+) -> tuple[float | None, dict[str, dict[str, float]]]:
+    """Mean OOD accuracy (%) over every (corruption, severity) (None without OOD splits) and
+    the per-cell table."""
     table: dict[str, dict[str, float]] = {}
     for (corruption, severity), split in sorted(ood.items()):
         acc = evaluate(eval_step, state, split, batch_size)["accuracy"]
         table.setdefault(corruption, {})[str(severity)] = acc
     cells = [acc for row in table.values() for acc in row.values()]
-    return (float(np.mean(cells)) if cells else float("nan")), table
+    return (float(np.mean(cells)) if cells else None), table
 
 
 def trainable_blocks(experiment: Experiment, opt_state: Any, step: int) -> list[str]:
@@ -247,8 +248,7 @@ def train_and_evaluate(
         _prepare_workdir(config, workdir)  # refuses a different config
         with open(results_path) as f:
             results = json.load(f)
-        print(f"{workdir} already holds a finished run; its results ({results_path}):")
-        print(format_results(results))
+        print(f"{workdir} already holds a finished run; not training again ({results_path})")
         return results
     dataset = dataset or load_dataset(config.data)
     try:
@@ -354,7 +354,8 @@ def train_and_evaluate(
         "ood_table": ood_table,
         "train_seconds_this_session": train_seconds,
     }
-    log.write(num_steps, "final", id_accuracy=results["id_accuracy"], ood_accuracy=ood_mean)
+    ood_line = {} if ood_mean is None else {"ood_accuracy": ood_mean}
+    log.write(num_steps, "final", id_accuracy=results["id_accuracy"], **ood_line)
     log.close()
     checkpointer.close()
     if is_writer:
@@ -371,11 +372,15 @@ def experiment_lr(config: ml_collections.ConfigDict, step: int) -> float:
 
 def format_results(results: dict) -> str:
     """A short human-readable summary: ID, mean OOD, and OOD accuracy per corruption."""
-    lines = [
-        f"ID accuracy:  {results['id_accuracy']:.2f}%  ({results['dataset']}, clean test set)",
-        f"OOD accuracy: {results['ood_accuracy']:.2f}%  (mean over "
-        f"{sum(len(r) for r in results['ood_table'].values())} corruption x severity splits)",
-    ]
+    lines = [f"ID accuracy:  {results['id_accuracy']:.2f}%  ({results['dataset']}, clean test set)"]
+    if results["ood_accuracy"] is None:
+        lines.append("OOD accuracy: n/a (no OOD splits: data.ood_source='none')")
+    else:
+        cells = sum(len(r) for r in results["ood_table"].values())
+        lines.append(
+            f"OOD accuracy: {results['ood_accuracy']:.2f}%  (mean over {cells} corruption x "
+            "severity splits)"
+        )
     for corruption, row in sorted(results["ood_table"].items()):
         cells = "  ".join(f"s{s}:{acc:5.1f}" for s, acc in sorted(row.items()))
         lines.append(f"  {corruption:<18} {cells}")

@@ -1,0 +1,264 @@
+"""Runs a grid of experiments (k values, seeds, LR scales, LR switches) into one sweep folder.
+
+    python -m experiments.sweep --config=mnist_rn18.py --sweep_dir=runs/mnist_k \
+        --k=none,1,10,100,1000 --seeds=0,1,2 --lr_scale=1.0,0.1
+    python -m experiments.sweep --config=cifar10_rn18.py --sweep_dir=runs/c10_k --k_log=10
+    python -m experiments.sweep --config=cifar10_rn18.py --sweep_dir=runs/c10_lr \
+        --lr_switch=l2h:300,h2l:300 --seeds=0,1,2
+
+Each grid point is one run in `sweep_dir/<name>/` (e.g. `k=10_seed=0_lrs=1`), trained by
+`earlyjax.train.train_and_evaluate`: finished runs are skipped, interrupted ones resume from
+their newest checkpoint, so a killed sweep is simply started again with the same command.
+`--config.a.b=v` overrides apply to every run. `sweep.json` records the grid; a sweep folder
+refuses a different grid. `--processes=N` runs N runs at once as separate processes (on GPUs,
+process i sees only GPU i via CUDA_VISIBLE_DEVICES).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from absl import app, flags, logging
+
+from experiments import cli
+
+SWEEP_FILE = "sweep.json"
+
+flags.DEFINE_string("sweep_dir", None, "Folder of the sweep; each run gets a subfolder.")
+flags.DEFINE_list("k", [], "Unfreezing intervals: ints and/or 'none' (standard training).")
+flags.DEFINE_integer(
+    "k_log", 0, "Also add this many k values log-spaced from 1 to total_steps / L (Fig. 1)."
+)
+flags.DEFINE_list("seeds", ["0"], "Seeds.")
+flags.DEFINE_list("lr_scale", [], "LR scales (1.0 = lr_d, 0.1 = 0.1*lr_d); default: config's.")
+flags.DEFINE_list("lr_switch", [], "LR switches as DIRECTION:STEP, e.g. l2h:300,h2l:300.")
+flags.DEFINE_integer("processes", 1, "Runs at once, each in its own process.")
+flags.DEFINE_bool("dry_run", False, "Print the runs (and whether each is done) and exit.")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of the grid: its folder name and its config overrides (dotted field -> value)."""
+
+    name: str
+    overrides: tuple[tuple[str, object], ...]
+
+
+def _parse_k(value: str) -> int | None:
+    if value.lower() == "none":
+        return None
+    k = int(value)
+    if k < 1:
+        raise ValueError(f"--k value {value!r}: use 'none' or an int >= 1")
+    return k
+
+
+def log_spaced_ks(num: int, max_k: int) -> list[int]:
+    """`num` distinct ints from 1 to max_k, evenly spaced in log (Fig. 1's x axis)."""
+    if num < 1 or max_k < 1:
+        return []
+    if num == 1:
+        return [1]
+    ks = {round(math.exp(math.log(max_k) * i / (num - 1))) for i in range(num)}
+    return sorted(ks)
+
+
+def _fmt(value: object) -> str:
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def expand_grid(
+    ks: Sequence[int | None],
+    seeds: Sequence[int],
+    lr_scales: Sequence[float],
+    lr_switches: Sequence[tuple[str, int]],
+) -> list[Point]:
+    """The cross product of the grid's axes as Points (empty axes keep the config's value)."""
+    axes: list[list[tuple[str, tuple[tuple[str, object], ...]]]] = []
+    if ks:
+        axes.append([(f"k={_fmt(k)}", (("unfreeze.k", k),)) for k in ks])
+    if lr_switches:
+        axes.append(
+            [
+                (
+                    f"lr={d}@{s}",
+                    (("optimizer.lr_switch", d), ("optimizer.lr_switch_step", s)),
+                )
+                for d, s in lr_switches
+            ]
+        )
+    axes.append([(f"seed={s}", (("seed", s),)) for s in seeds])
+    if lr_scales:
+        axes.append([(f"lrs={_fmt(x)}", (("optimizer.lr_scale", x),)) for x in lr_scales])
+    points = []
+    for combo in itertools.product(*axes):
+        name = "_".join(n for n, _ in combo)
+        overrides = tuple(kv for _, kvs in combo for kv in kvs)
+        points.append(Point(name, overrides))
+    return points
+
+
+def apply_overrides(config, overrides) -> None:
+    """Sets dotted fields of an (unlocked or locked) ConfigDict."""
+    for field, value in overrides:
+        *path, last = field.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        node[last] = value
+
+
+def _write_manifest(sweep_dir: str, manifest: dict) -> None:
+    path = os.path.join(sweep_dir, SWEEP_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved != manifest:
+            raise SystemExit(
+                f"{sweep_dir} holds a different sweep ({path}); use a fresh --sweep_dir, or "
+                "rerun the original command to finish it"
+            )
+        return
+    os.makedirs(sweep_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(manifest, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def is_done(sweep_dir: str, point: Point) -> bool:
+    from earlyjax.train import RESULTS_FILE
+
+    return os.path.exists(os.path.join(sweep_dir, point.name, RESULTS_FILE))
+
+
+def run_sequential(config, sweep_dir: str, points: Sequence[Point]) -> None:
+    from earlyjax.train import train_and_evaluate
+
+    for i, point in enumerate(points):
+        if is_done(sweep_dir, point):
+            print(f"[{i + 1}/{len(points)}] {point.name}: done, skipped")
+            continue
+        print(f"[{i + 1}/{len(points)}] {point.name}")
+        run_config = config.copy_and_resolve_references()
+        apply_overrides(run_config, point.overrides)
+        train_and_evaluate(run_config, os.path.join(sweep_dir, point.name))
+
+
+def run_processes(
+    config_arg: str, extra_flags: Sequence[str], sweep_dir: str, points: Sequence[Point], n: int
+) -> None:
+    """Runs the points as `python -m experiments.main` processes, n at a time."""
+    todo = [p for p in points if not is_done(sweep_dir, p)]
+    running: list[tuple[subprocess.Popen, int, Point]] = []
+    free = list(range(n))
+    failed = []
+    while todo or running:
+        while todo and free:
+            slot, point = free.pop(0), todo.pop(0)
+            cmd = [
+                sys.executable,
+                "-m",
+                "experiments.main",
+                f"--config={config_arg}",
+                f"--workdir={os.path.join(sweep_dir, point.name)}",
+                *extra_flags,
+                *(f"--config.{k}={_fmt(v)}" for k, v in point.overrides),
+            ]
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot)) if n > 1 else None
+            print(f"start {point.name} (slot {slot})")
+            running.append((subprocess.Popen(cmd, env=env), slot, point))
+        proc, slot, point = running.pop(0)
+        if proc.wait() != 0:
+            failed.append(point.name)
+        print(f"{'FAILED' if proc.returncode else 'done'} {point.name}")
+        free.append(slot)
+    if failed:
+        raise SystemExit(f"runs failed: {', '.join(failed)}; rerun the same command to retry")
+
+
+def build_points(config) -> list[Point]:
+    from earlyjax.models import MODELS
+
+    ks = [_parse_k(v) for v in flags.FLAGS.k]
+    if flags.FLAGS.k_log:
+        max_k = max_unfreezing_interval(config, len(MODELS[config.model.name][1]))
+        ks += [k for k in log_spaced_ks(flags.FLAGS.k_log, max_k) if k not in ks]
+    seeds = [int(s) for s in flags.FLAGS.seeds]
+    scales = [float(s) for s in flags.FLAGS.lr_scale]
+    switches = []
+    for item in flags.FLAGS.lr_switch:
+        direction, _, step = item.partition(":")
+        if direction not in ("l2h", "h2l") or not step.isdigit() or int(step) < 1:
+            raise SystemExit(f"--lr_switch value {item!r}: use l2h:STEP or h2l:STEP, STEP >= 1")
+        switches.append((direction, int(step)))
+    return expand_grid(ks, seeds, scales, switches)
+
+
+def max_unfreezing_interval(config, num_blocks: int) -> int:
+    """total_steps / L: the largest k of Fig. 1 (the run's steps shared among the blocks)."""
+    from earlyjax.data import load_dataset
+    from earlyjax.train import total_steps
+
+    if config.total_steps:
+        steps = config.total_steps
+    else:
+        steps = total_steps(config, load_dataset(config.data).train.images.shape[0])
+    return max(1, steps // num_blocks)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS.sweep_dir:
+        raise app.UsageError("--sweep_dir is required")
+    cli.enable_compilation_cache()
+    logging.set_verbosity(logging.WARNING)
+    config = flags.FLAGS.config
+    try:
+        points = build_points(config)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    sweep_dir = flags.FLAGS.sweep_dir
+    manifest = {
+        "config": json.loads(config.to_json()),
+        "runs": {p.name: dict(p.overrides) for p in points},
+    }
+    if flags.FLAGS.dry_run:
+        for p in points:
+            print(f"{'done' if is_done(sweep_dir, p) else 'todo'}  {p.name}")
+        return
+    _write_manifest(sweep_dir, manifest)
+    if flags.FLAGS.processes > 1:
+        extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
+        run_processes(_config_arg(), extra, sweep_dir, points, flags.FLAGS.processes)
+    else:
+        try:
+            run_sequential(config, sweep_dir, points)
+        except cli.user_errors() as e:
+            raise SystemExit(f"error: {e}") from None
+    print(f"sweep finished: {len(points)} runs in {sweep_dir}")
+
+
+def _config_arg() -> str:
+    for i, arg in enumerate(sys.argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config":
+            return sys.argv[i + 1]
+    raise app.UsageError("--config is required")
+
+
+def run() -> None:
+    sys.argv = cli.rewrite_config_argument(sys.argv)
+    app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()

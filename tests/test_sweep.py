@@ -1,0 +1,112 @@
+"""Sweeps: grid expansion, skip/resume after a kill, and the tables and figure made from them."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import analysis
+from experiments.sweep import Point, apply_overrides, expand_grid, log_spaced_ks, run_sequential
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_grid_is_the_cross_product_with_readable_names():
+    points = expand_grid([None, 10], [0, 1], [1.0, 0.1], [])
+    assert len(points) == 8
+    assert points[0] == Point(
+        "k=none_seed=0_lrs=1", (("unfreeze.k", None), ("seed", 0), ("optimizer.lr_scale", 1.0))
+    )
+    switch = expand_grid([], [0], [], [("l2h", 300)])
+    assert switch[0].name == "lr=l2h@300_seed=0"
+    assert dict(switch[0].overrides)["optimizer.lr_switch_step"] == 300
+
+
+def test_log_spaced_ks_span_one_to_max():
+    ks = log_spaced_ks(5, 1000)
+    assert ks[0] == 1 and ks[-1] == 1000 and ks == sorted(set(ks))
+    assert log_spaced_ks(4, 8) == [1, 2, 4, 8]
+
+
+@pytest.fixture
+def sweep_config(tiny_config):
+    tiny_config.total_steps = 4
+    tiny_config.log_every = 2
+    tiny_config.checkpoint_every = 2
+    return tiny_config
+
+
+def test_killed_sweep_resumes_without_redoing_finished_runs(sweep_config, tmp_path, capsys):
+    from earlyjax.train import train_and_evaluate
+
+    points = expand_grid([None, 2], [0, 1], [], [])
+    sweep = str(tmp_path)
+    # As if killed during the second run: the first finished, the second stopped at step 2.
+    first = points[0]
+    cfg = sweep_config.copy_and_resolve_references()
+    apply_overrides(cfg, first.overrides)
+    train_and_evaluate(cfg, os.path.join(sweep, first.name))
+    cfg = sweep_config.copy_and_resolve_references()
+    apply_overrides(cfg, points[1].overrides)
+    train_and_evaluate(cfg, os.path.join(sweep, points[1].name), stop_after=2)
+    finished = os.path.join(sweep, first.name, "results.json")
+    mtime = os.stat(finished).st_mtime_ns
+    capsys.readouterr()
+
+    run_sequential(sweep_config, sweep, points)
+    out = capsys.readouterr().out
+    assert f"{first.name}: done, skipped" in out
+    assert "resumed from the checkpoint at step 2" in out
+    assert os.stat(finished).st_mtime_ns == mtime
+    assert all(os.path.exists(os.path.join(sweep, p.name, "results.json")) for p in points)
+
+    runs = analysis.load_runs(sweep)
+    assert len(runs) == 4
+    rows = analysis.table1(runs)
+    assert [r["training"] for r in rows] == ["standard", "GU k=2"]
+    assert rows[0]["ΔID"] == 0 and rows[1]["n"] == 2
+    std = [r["id"] for r in runs if r["k"] is None]
+    assert rows[0]["ID"] == pytest.approx(sum(std) / 2)
+    markdown = analysis.write_table(rows, str(tmp_path / "out"), "table1")
+    assert "GU k=2" in markdown and " ± " in markdown
+    assert (tmp_path / "out" / "table1.csv").exists()
+    paths = analysis.figure1(runs, str(tmp_path / "out"))
+    assert paths and all(os.path.getsize(p) > 1000 for p in paths)
+
+
+def test_table3_separates_lr_switches(sweep_config, tmp_path):
+    sweep_config.unfreeze.k = None
+    points = expand_grid([], [0], [], [("l2h", 2), ("h2l", 2)])
+    run_sequential(sweep_config, str(tmp_path), points)
+    rows = analysis.table3(analysis.load_runs(str(tmp_path)))
+    assert sorted(r["schedule"] for r in rows) == ["lr_h2l @ 2", "lr_l2h @ 2"]
+
+
+def test_cli_dry_run_lists_the_grid_and_refuses_bad_values(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        "--config=quickstart.py",
+        f"--sweep_dir={tmp_path}",
+        "--k=none,5",
+        "--seeds=0,1",
+        "--dry_run",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [
+        "todo",
+        "k=none_seed=0",
+        "todo",
+        "k=none_seed=1",
+        "todo",
+        "k=5_seed=0",
+        "todo",
+        "k=5_seed=1",
+    ]
+    proc = subprocess.run(
+        cmd[:-2] + ["--k=0"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode != 0 and "use 'none' or an int >= 1" in proc.stderr
