@@ -1,0 +1,193 @@
+"""Cost of the metrics on ResNet-18 with the paper's metric set, as ratios measured in one run.
+
+The metric set is B batches of n random 32x32x3 inputs (default 8 x 256 = the paper's 2048
+points) with random labels; the model is `build_model("resnet18", num_classes=10, width=W)` in
+eval mode (BatchNorm running statistics closed over). Every function is compiled once before
+it is timed (compile time printed separately), then timed `--repeats` times (best kept).
+Printed, each against references measured in the same process:
+
+* tr(F) (Eq. 2, sampled ŷ) vs a per-example Python loop of a jitted single-example
+  gradient (timed on `--loop-examples` points and extrapolated to all points; goal >= 5x
+  faster) and vs one batched forward+backward over the same points (the practical lower bound;
+  goal <= 1.5x);
+* average sharpness (n_samples perturbations) vs n_samples batched forward passes over the
+  points (goal <= 1.2x), with the samples vmapped (the default) and one at a time
+  (`samples_per_pass=1`);
+* worst-case sharpness, per Auto-PGD iteration (total time / (n_iters + 1): the initial
+  gradient counts as one), vs one batched forward+backward;
+* memory: XLA's compiled temp + argument + output bytes of each program (reported on every
+  backend), and the device's peak bytes in use where JAX reports it (`n/a` on CPU).
+
+    python benchmarks/metrics.py                    # width 8 (CPU-sized), 8 x 256 points
+    python benchmarks/metrics.py --width 64         # the paper's ResNet-18, on a GPU
+    python benchmarks/metrics.py --width 4 --batches 2 --batch-size 64 --apgd-iters 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from earlyjax.metrics import average_sharpness, fisher_trace, worst_sharpness
+from earlyjax.models import build_model
+
+
+def compile_and_time(fn: Callable, args: tuple, repeats: int) -> tuple[float, float, object, str]:
+    """(best seconds per call, compile seconds, last output, memory text) of jit(fn)(*args)."""
+    t = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t
+    out = jax.block_until_ready(compiled(*args))  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = jax.block_until_ready(compiled(*args))
+        best = min(best, time.perf_counter() - t)
+    return best, compile_s, out, memory_text(compiled)
+
+
+def memory_text(compiled) -> str:
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        compiled_mb = "n/a"
+    else:
+        total = (
+            analysis.temp_size_in_bytes
+            + analysis.argument_size_in_bytes
+            + analysis.output_size_in_bytes
+        )
+        compiled_mb = f"{total / 2**20:.0f} MiB"
+    stats = jax.devices()[0].memory_stats()
+    peak = "n/a" if not stats or "peak_bytes_in_use" not in stats else stats["peak_bytes_in_use"]
+    peak = peak if peak == "n/a" else f"{peak / 2**20:.0f} MiB"
+    return f"compiled program {compiled_mb}, device peak so far {peak}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--width", type=int, default=8, help="ResNet-18 width (64 = the paper's)")
+    p.add_argument("--batches", type=int, default=8, help="metric batches B")
+    p.add_argument("--batch-size", type=int, default=256, help="points per metric batch")
+    p.add_argument("--n-samples", type=int, default=15, help="average-sharpness perturbations")
+    p.add_argument("--apgd-iters", type=int, default=20, help="Auto-PGD iterations")
+    p.add_argument("--chunk-size", type=int, default=None, help="fisher_trace chunk_size")
+    p.add_argument("--loop-examples", type=int, default=16, help="points timed in the loop")
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args()
+
+    b, n = args.batches, args.batch_size
+    model, _ = build_model("resnet18", num_classes=10, width=args.width)
+    kx, ky, kinit = jax.random.split(jax.random.key(0), 3)
+    images = jax.random.uniform(kx, (b, n, 32, 32, 3), jnp.float32)
+    labels = jax.random.randint(ky, (b, n), 0, 10)
+    variables = model.init(kinit, images[0, :2], train=False)
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    n_params = sum(leaf.size for leaf in jax.tree.leaves(params))
+    points = images.reshape(b * n, 32, 32, 3)
+    batches = (images, labels)
+
+    def logits_fn(p, x):
+        return model.apply({"params": p, "batch_stats": batch_stats}, x, train=False)
+
+    def loss_fn(p, batch):
+        x, y = batch
+        logp = jax.nn.log_softmax(logits_fn(p, x))
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+
+    def forward_all(p, batches):  # one batched forward pass over all points
+        return jnp.mean(jax.lax.map(lambda batch: loss_fn(p, batch), batches))
+
+    def forward_backward_all(p, batches):  # one batched forward+backward over all points
+        def add(g, batch):
+            return jax.tree.map(jnp.add, g, jax.grad(loss_fn)(p, batch)), None
+
+        return jax.lax.scan(add, jax.tree.map(jnp.zeros_like, p), batches)[0]
+
+    print(
+        f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}); ResNet-18 width "
+        f"{args.width} ({n_params:,} parameters), {b} x {n} = {b * n} points of 32x32x3, "
+        f"eval mode; best of {args.repeats} timed calls after compilation"
+    )
+
+    def report(name, seconds, compile_s, memory):
+        print(f"  {name:<44} {seconds:9.3f} s   (compile {compile_s:6.1f} s; {memory})")
+
+    key = jax.random.key(1)
+    t_fwd, c, _, mem = compile_and_time(forward_all, (params, batches), args.repeats)
+    report("batched forward, all points", t_fwd, c, mem)
+    t_fb, c, _, mem = compile_and_time(forward_backward_all, (params, batches), args.repeats)
+    report("batched forward+backward, all points", t_fb, c, mem)
+
+    def fisher(p, x, k):
+        return fisher_trace(logits_fn, p, x, k, chunk_size=args.chunk_size)
+
+    t_fisher, c, tr_f, mem = compile_and_time(fisher, (params, points, key), args.repeats)
+    report("fisher_trace (Eq. 2, sampled)", t_fisher, c, mem)
+
+    # The per-example Python loop: a jitted single-example gradient, one call per point.
+    @jax.jit
+    def one_example(p, xi, ki):
+        def log_p_yhat(q):
+            logp = jax.nn.log_softmax(logits_fn(q, xi[None])[0])
+            return logp[jax.random.categorical(ki, jax.lax.stop_gradient(logp))]
+
+        g = jax.grad(log_p_yhat)(p)
+        return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(g))
+
+    keys = jax.random.split(key, b * n)
+    m = min(args.loop_examples, b * n)
+    jax.block_until_ready(one_example(params, points[0], keys[0]))  # compile
+    t = time.perf_counter()
+    total = sum(one_example(params, points[i], keys[i]) for i in range(m))
+    jax.block_until_ready(total)
+    t_loop = (time.perf_counter() - t) * (b * n) / m
+    print(
+        f"  {'per-example Python loop (extrapolated)':<44} {t_loop:9.3f} s   "
+        f"(timed on {m} of {b * n} points, x {b * n / m:.0f})"
+    )
+
+    def avg(p, batches, k, samples_per_pass=None):
+        return average_sharpness(
+            loss_fn, p, batches, k, n_samples=args.n_samples, samples_per_pass=samples_per_pass
+        )
+
+    t_avg, c, s_avg, mem = compile_and_time(avg, (params, batches, key), args.repeats)
+    report(f"average_sharpness ({args.n_samples} samples, vmapped)", t_avg, c, mem)
+    avg_seq = functools.partial(avg, samples_per_pass=1)
+    t_avg_seq, c, s_avg_seq, mem = compile_and_time(avg_seq, (params, batches, key), args.repeats)
+    report("  the same, samples_per_pass=1 (sequential)", t_avg_seq, c, mem)
+    assert abs(float(s_avg_seq) - float(s_avg)) <= 1e-3 * abs(float(s_avg)) + 1e-6
+
+    def worst(p, batches, k):
+        return worst_sharpness(loss_fn, p, batches, k, n_iters=args.apgd_iters)
+
+    t_worst, c, (s_worst, _), mem = compile_and_time(worst, (params, batches, key), args.repeats)
+    report(f"worst_sharpness ({args.apgd_iters} APGD iterations)", t_worst, c, mem)
+
+    print(
+        f"values: tr(F)/P = {float(tr_f):.4g}, S_avg = {float(s_avg):.4g}, "
+        f"S_worst = {float(s_worst):.4g}"
+    )
+    per_iter = t_worst / (args.apgd_iters + 1)
+    ratios = [
+        ("tr(F): Python loop / ours", t_loop / t_fisher, "goal >= 5"),
+        ("tr(F): ours / batched forward+backward", t_fisher / t_fb, "goal <= 1.5"),
+        (f"S_avg: ours / {args.n_samples} batched forwards", t_avg / (args.n_samples * t_fwd),
+         "goal <= 1.2"),
+        ("S_avg, samples_per_pass=1: ours / forwards", t_avg_seq / (args.n_samples * t_fwd),
+         "goal <= 1.2"),
+        ("S_worst: per APGD iteration / fwd+bwd", per_iter / t_fb,
+         "total / (n_iters + 1): the initial gradient counts as one"),
+    ]  # fmt: skip
+    print("ratios (same process):")
+    for name, ratio, note in ratios:
+        print(f"  {name:<44} {ratio:8.2f}x  ({note})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The paper's instruments as jit-compatible functions of plain callables and pytrees.
+
+- `fisher_trace`: tr(F) of Eq. 2 per trainable parameter (§3.1, §4); `exact=True` sums over the
+  classes; `estimator="batch_argmax"` is the (non-Eq. 2) estimator of the FUN-with-Fisher code.
+- `average_sharpness`, `worst_sharpness`: Eqs. 3-4 with adaptive L2 scaling, ρ = 0.01, 15 samples
+  and Auto-PGD (§3.2, §4, App. B), following Andriushchenko et al. (ICML 2023);
+  `worst_sharpness(..., geometry="scaled")` runs Auto-PGD in the rescaled coordinates, whose
+  fixed points are the maximisers that the default (their) geometry can miss.
+- `hessian_top_eigenvalue`: λ_max by Lanczos on Hessian-vector products (App. C).
+- `feature_rank`: 99%-variance PCA rank of penultimate features (App. E.1).
+
+`logits_fn(params, x) -> logits[N, C]`, `loss_fn(params, batch) -> scalar mean loss`; `batches`
+is `batch` with a leading batch-index axis. Each docstring gives the cost in forward/backward
+passes. Nothing here depends on the rest of earlyjax.
+"""
+
+from earlyjax.metrics.fisher import fisher_trace
+from earlyjax.metrics.hessian import hessian_top_eigenvalue
+from earlyjax.metrics.rank import feature_rank
+from earlyjax.metrics.sharpness import (
+    apgd_checkpoints,
+    average_sharpness,
+    project_ellipsoid,
+    worst_sharpness,
+)
+
+__all__ = [
+    "apgd_checkpoints",
+    "average_sharpness",
+    "feature_rank",
+    "fisher_trace",
+    "hessian_top_eigenvalue",
+    "project_ellipsoid",
+    "worst_sharpness",
+]

@@ -1,0 +1,173 @@
+"""Private helpers shared by the metric modules: `trainable` masks, leaf selection, checks.
+
+Nothing here (or anywhere in `earlyjax.metrics`) imports the rest of earlyjax: the metrics take
+plain callables and pytrees so that they can be reused on any Flax model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+def _static_bool(value: Any) -> bool | None:
+    """The Python bool of a concrete scalar mask leaf, or None for a traced one."""
+    try:
+        return bool(value)
+    except (jax.errors.TracerBoolConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _short(treedef: Any, limit: int = 200) -> str:
+    text = str(treedef)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def resolve_trainable(
+    params: PyTree, trainable: PyTree | None
+) -> tuple[tuple[bool, ...], tuple[jax.Array, ...]]:
+    """Splits a `trainable` mask into a static part and a traced part.
+
+    Returns `(active, weights)`: `active[i]` is False only for leaf i of `params` (in
+    `jax.tree.leaves` order) that is *statically* frozen (a Python/numpy bool or a concrete
+    array); such leaves are left out of differentiation altogether. `weights` holds one float32
+    scalar per active leaf: 1.0 for a statically trainable leaf, the 0/1 value of a traced mask
+    leaf otherwise (a mask computed inside a compiled training step stays data).
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    if not leaves:
+        raise ValueError("params has no array leaves; pass the model's parameter pytree")
+    for leaf in leaves:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise ValueError(
+                f"every params leaf must be a floating-point array, got dtype "
+                f"{jnp.result_type(leaf)}; pass only the parameters (e.g. variables['params'])"
+            )
+    if trainable is None:
+        ones = tuple(jnp.ones((), jnp.float32) for _ in leaves)
+        return (True,) * len(leaves), ones
+    mask_leaves, mask_def = jax.tree.flatten(trainable)
+    if mask_def != treedef:
+        raise ValueError(
+            "trainable must be a pytree of bools with exactly the structure of params (one bool "
+            f"per parameter leaf); got {mask_def.num_leaves} leaves in structure "
+            f"{_short(mask_def)} for params with {treedef.num_leaves} leaves in structure "
+            f"{_short(treedef)}. Build it with jax.tree.map(lambda _: True, params) and set the "
+            "frozen leaves to False."
+        )
+    active, weights = [], []
+    for m in mask_leaves:
+        shape = jnp.shape(m)
+        dtype = jnp.result_type(m)
+        if shape != () or dtype != jnp.bool_:
+            raise ValueError(
+                f"each trainable leaf must be a scalar bool (one per parameter leaf), got shape "
+                f"{shape} and dtype {dtype}"
+            )
+        static = _static_bool(m)
+        if static is False:
+            active.append(False)
+            continue
+        active.append(True)
+        weights.append(jnp.ones((), jnp.float32) if static else jnp.asarray(m, jnp.float32))
+    if not any(active):
+        raise ValueError("trainable marks every parameter leaf as frozen; nothing to measure")
+    return tuple(active), tuple(weights)
+
+
+def select_active(params: PyTree, active: Sequence[bool]) -> list[jax.Array]:
+    """The active leaves of `params`, in `jax.tree.leaves` order."""
+    return [leaf for leaf, a in zip(jax.tree.leaves(params), active, strict=True) if a]
+
+
+def merge_active(params: PyTree, active: Sequence[bool], new_active: Sequence[jax.Array]) -> PyTree:
+    """`params` with its active leaves replaced by `new_active` (same order)."""
+    leaves, treedef = jax.tree.flatten(params)
+    it = iter(new_active)
+    out = [next(it) if a else leaf for leaf, a in zip(leaves, active, strict=True)]
+    return treedef.unflatten(out)
+
+
+def active_indices(active: Sequence[bool]) -> list[int]:
+    """Global leaf indices of the active leaves (used to derive per-leaf random keys)."""
+    return [i for i, a in enumerate(active) if a]
+
+
+def weighted_sq_norm(tree_leaves: Sequence[jax.Array], weights: Sequence[jax.Array]) -> jax.Array:
+    """Σ_j w_j ||leaf_j||² in float32."""
+    total = jnp.zeros((), jnp.float32)
+    for leaf, w in zip(tree_leaves, weights, strict=True):
+        total = total + w * jnp.sum(jnp.square(leaf.astype(jnp.float32)))
+    return total
+
+
+def param_count(active_leaves: Sequence[jax.Array], weights: Sequence[jax.Array]) -> jax.Array:
+    """Number of trainable parameters (float32 scalar; traced when the mask is)."""
+    total = jnp.zeros((), jnp.float32)
+    for leaf, w in zip(active_leaves, weights, strict=True):
+        total = total + w * float(math.prod(jnp.shape(leaf)))
+    return total
+
+
+def check_positive_int(name: str, value: Any, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}; {fix}")
+
+
+def check_rho(rho: Any) -> None:
+    """rho must be a non-negative number (checked when concrete; a traced rho is trusted)."""
+    try:
+        r = float(rho)
+    except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError):
+        if jnp.shape(rho) != ():
+            raise ValueError(f"rho must be a scalar, got shape {jnp.shape(rho)}") from None
+        return
+    if not math.isfinite(r) or r < 0:
+        raise ValueError(f"rho must be a finite number >= 0, got {rho!r}; the paper uses 0.01")
+
+
+def check_key(key: Any) -> jax.Array:
+    """Accepts a new-style typed key or a legacy uint32[2] key."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"key must be a single PRNG key, got a key array of shape {key.shape}")
+        return key
+    if key.shape != (2,) or key.dtype != jnp.uint32:
+        raise ValueError(
+            f"key must be a jax.random.key(...) or jax.random.PRNGKey(...), got an array of "
+            f"shape {key.shape} and dtype {key.dtype}"
+        )
+    return key
+
+
+def check_batches(batches: PyTree) -> int:
+    """Number of batches B: every leaf of `batches` must have the same leading axis B >= 1."""
+    leaves = jax.tree.leaves(batches)
+    if not leaves:
+        raise ValueError("batches has no array leaves; pass e.g. (images[B, n, ...], labels[B, n])")
+    for leaf in leaves:
+        if jnp.ndim(leaf) < 1:
+            raise ValueError(
+                "every leaf of batches needs a leading batch-index axis; got a scalar leaf. "
+                "Stack batches as e.g. images[B, n, 32, 32, 3]"
+            )
+    n_batches = jnp.shape(leaves[0])[0]
+    try:
+        chex.assert_tree_shape_prefix(batches, (n_batches,))
+    except AssertionError as err:
+        shapes = [jnp.shape(leaf) for leaf in leaves]
+        raise ValueError(
+            f"all leaves of batches must share the leading batch-index axis; got shapes {shapes}. "
+            "Reshape every leaf to [num_batches, batch_size, ...]"
+        ) from err
+    if n_batches < 1:
+        raise ValueError("batches is empty (leading axis 0); pass at least one batch")
+    return int(n_batches)

@@ -1,0 +1,186 @@
+"""Trace of the Fisher information matrix (Liu & Gurevych, §3.1, Eq. 2; §4).
+
+    tr(F) = E_{x ~ Q̂(x)} E_{ŷ ~ p_w(·|x)} ||∇_w log p_w(ŷ|x)||²,
+
+normalised by the number of trainable parameters (§4). Per-example gradients come from `vmap`
+over the examples, processed `chunk_size` examples at a time (`lax.map` over chunks) so that the
+per-example gradients held in memory are `chunk_size x P` floats, whatever the number of points.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from earlyjax.metrics._common import (
+    check_key,
+    check_positive_int,
+    merge_active,
+    param_count,
+    resolve_trainable,
+    select_active,
+    weighted_sq_norm,
+)
+
+PyTree = Any
+LogitsFn = Callable[[PyTree, jax.Array], jax.Array]
+
+ESTIMATORS = ("eq2", "batch_argmax")
+DEFAULT_CHUNK = 32  # examples whose per-example gradients are held at once
+
+
+def fisher_trace(
+    logits_fn: LogitsFn,
+    params: PyTree,
+    x: jax.Array,
+    key: jax.Array,
+    *,
+    trainable: PyTree | None = None,
+    exact: bool = False,
+    chunk_size: int | None = None,
+    estimator: str = "eq2",
+) -> jax.Array:
+    """tr(F) of Eq. 2 divided by the number of trainable parameters (float32 scalar).
+
+    Args:
+      logits_fn: `logits_fn(params, x) -> logits[N, C]` for a batch `x[N, ...]` (eval mode;
+        close over BatchNorm statistics). For "eq2" it is called on one example at a time
+        (`x[i][None]`) under `vmap`, so it must not mix examples (BatchNorm in eval mode is fine).
+        Pass the same function object on every call: it is a static argument of the compiled
+        function, and a new lambda each time recompiles.
+      params: the parameter pytree w.
+      x: inputs [N, ...] (the empirical distribution Q̂(x); labels are not used).
+      key: PRNG key for ŷ ~ p_w(·|x); example i uses `split(key, N)[i]`, so the value does not
+        depend on `chunk_size`. Unused by `exact=True` and `estimator="batch_argmax"`.
+      trainable: optional pytree of scalar bools with the structure of `params`. Frozen leaves
+        are excluded from the squared gradient norm *and* from the parameter count. Concrete
+        bools skip the frozen leaves' gradients entirely; a traced mask (e.g. computed in a
+        jitted training step) is applied as 0/1 weights.
+      exact: take the expectation over ŷ exactly, Σ_c p_c ||∇ log p_c||², instead of sampling
+        one ŷ per example. Reference / low-variance option; cost grows with C.
+      chunk_size: examples per vmapped chunk (None: min(N, 32), or min(N, max(1, 32 // C))
+        with `exact`). Memory for per-example gradients is chunk_size x P floats (x C for
+        `exact`); N need not be a multiple (the last chunk is padded and masked).
+      estimator: "eq2" (default) is Eq. 2. "batch_argmax" is the estimator of the authors'
+        earlier FUN-with-Fisher code (Liu et al., NAACL 2024): ŷ = the argmax prediction and the
+        squared norm of the gradient of the *batch-mean* loss over all of `x`,
+        ||∇ (1/N) Σ_i -log p(ŷ_i|x_i)||², normalised by the same parameter count. That is NOT
+        Eq. 2: it estimates ||E g||², which shrinks as N grows, not E||g||². It is offered only
+        to compare with numbers produced that way; to reproduce per-batch numbers (e.g. batches
+        of 32), call it once per batch and average.
+
+    Cost: "eq2" sampled: N per-example forward+backward passes, run as ceil(N/chunk) vmapped
+    passes of width chunk (a batched forward+backward that also forms per-example weight
+    gradients). `exact`: N forwards and N*C backward passes. "batch_argmax": one batched
+    forward+backward over N (in chunks of `chunk_size`).
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if exact and estimator != "eq2":
+        raise ValueError("exact=True applies to estimator='eq2' only; drop one of the two")
+    if not callable(logits_fn):
+        raise ValueError(f"logits_fn must be callable as logits_fn(params, x), got {logits_fn!r}")
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must be a batch [N, ...] with N >= 1, got shape {x.shape}")
+    if chunk_size is not None:
+        check_positive_int("chunk_size", chunk_size, "e.g. 32 (or None for the default)")
+    key = check_key(key)
+    active, weights = resolve_trainable(params, trainable)
+    return _fisher_trace_jit(
+        logits_fn,
+        params,
+        x,
+        key,
+        weights,
+        active=active,
+        exact=bool(exact),
+        chunk_size=chunk_size,
+        estimator=estimator,
+    )
+
+
+def _chunked(x: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array]:
+    """x[N, ...] -> (x[n_chunks, chunk, ...] padded with x[0], mask[n_chunks, chunk])."""
+    n = x.shape[0]
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    mask = jnp.concatenate([jnp.ones((n,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
+    if pad:
+        x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, *x.shape[1:]))], axis=0)
+    return x.reshape(n_chunks, chunk, *x.shape[1:]), mask.reshape(n_chunks, chunk)
+
+
+def _check_logits(logits: jax.Array, n: int) -> None:
+    if logits.ndim != 2 or logits.shape[0] != n:
+        raise ValueError(
+            f"logits_fn must return logits [N, C] for a batch of N inputs; for {n} input(s) it "
+            f"returned shape {logits.shape}"
+        )
+
+
+@functools.partial(
+    jax.jit, static_argnames=("logits_fn", "active", "exact", "chunk_size", "estimator")
+)
+def _fisher_trace_jit(logits_fn, params, x, key, weights, *, active, exact, chunk_size, estimator):
+    n = x.shape[0]
+    act = select_active(params, active)
+    count = param_count(act, weights)
+
+    def batch_logits(al, xb):  # logits [n, C] of a batch xb[n, ...], in float32
+        logits = logits_fn(merge_active(params, active, al), xb)
+        _check_logits(logits, xb.shape[0])
+        return logits.astype(jnp.float32)
+
+    def example_logits(al, xi):  # logits [C] of one example
+        return batch_logits(al, xi[None])[0]
+
+    if estimator == "batch_argmax":
+        xs, mask = _chunked(x, min(n, chunk_size or DEFAULT_CHUNK))
+
+        def add_chunk_grad(gsum, chunk):
+            xc, mc = chunk
+
+            def summed_nll(al):
+                logp = jax.nn.log_softmax(batch_logits(al, xc))
+                yhat = jnp.argmax(lax.stop_gradient(logp), axis=-1)
+                return -jnp.sum(mc * jnp.take_along_axis(logp, yhat[:, None], axis=-1)[:, 0])
+
+            return jax.tree.map(jnp.add, gsum, jax.grad(summed_nll)(act)), None
+
+        gsum, _ = lax.scan(add_chunk_grad, [jnp.zeros_like(a) for a in act], (xs, mask))
+        return weighted_sq_norm([g / n for g in gsum], weights) / count
+
+    if exact:
+        n_classes = jax.eval_shape(lambda xi: example_logits(act, xi), x[0]).shape[0]
+        xs, mask = _chunked(x, min(n, chunk_size or max(1, DEFAULT_CHUNK // n_classes)))
+
+        def expected_sq_norm(xi):
+            logits, vjp = jax.vjp(lambda al: example_logits(al, xi), act)
+            p = jax.nn.softmax(lax.stop_gradient(logits))
+            # ∇ log p_c = J^T (e_c - p), so Σ_c p_c ||∇ log p_c||² is the summed squared norm of
+            # the vector-Jacobian products with the cotangents sqrt(p_c) (e_c - p), c = 1..C.
+            cots = jnp.sqrt(p)[:, None] * (jnp.eye(p.shape[0], dtype=p.dtype) - p[None, :])
+            grads = jax.vmap(lambda ct: vjp(ct)[0])(cots)
+            return weighted_sq_norm(grads, weights)
+
+        sq = lax.map(jax.vmap(expected_sq_norm), xs)
+        return jnp.sum(sq * mask) / n / count
+
+    xs, mask = _chunked(x, min(n, chunk_size or DEFAULT_CHUNK))
+    ks, _ = _chunked(jax.random.split(key, n), xs.shape[1])
+
+    def sampled_sq_norm(xi, ki):
+        def log_p_yhat(al):
+            logp = jax.nn.log_softmax(example_logits(al, xi))
+            return logp[jax.random.categorical(ki, lax.stop_gradient(logp))]
+
+        return weighted_sq_norm(jax.grad(log_p_yhat)(act), weights)
+
+    sq = lax.map(lambda chunk: jax.vmap(sampled_sq_norm)(*chunk), (xs, ks))
+    return jnp.sum(sq * mask) / n / count

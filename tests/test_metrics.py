@@ -1,0 +1,590 @@
+"""Metrics checked against exact or independent references on tiny models (issue 4).
+
+Fisher trace vs a brute-force per-example, per-class loop; average sharpness vs the closed form
+of a quadratic loss; worst-case sharpness vs its constraint, random feasible points and gradient
+steps; λ_max vs a dense `jax.hessian`; feature rank vs matrices of known spectrum.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from earlyjax.metrics import (
+    apgd_checkpoints,
+    average_sharpness,
+    feature_rank,
+    fisher_trace,
+    hessian_top_eigenvalue,
+    project_ellipsoid,
+    worst_sharpness,
+)
+
+N_CLASSES = 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiny models
+# ----------------------------------------------------------------------------------------------
+
+
+def mlp_params(seed=0, d_in=4, hidden=6):
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    return {
+        "dense1": {
+            "kernel": jax.random.normal(k1, (d_in, hidden)) * 0.8,
+            "bias": jax.random.normal(k3, (hidden,)) * 0.1,
+        },
+        "head": {
+            "kernel": jax.random.normal(k2, (hidden, N_CLASSES)) * 0.8,
+            "bias": jnp.array([0.1, -0.2, 0.05]),
+        },
+    }
+
+
+def mlp_logits(params, x):
+    h = jnp.tanh(x @ params["dense1"]["kernel"] + params["dense1"]["bias"])
+    return h @ params["head"]["kernel"] + params["head"]["bias"]
+
+
+def mlp_loss(params, batch):
+    x, y = batch
+    logp = jax.nn.log_softmax(mlp_logits(params, x))
+    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+
+
+class TinyCNN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(3, (3, 3), name="conv")(x)
+        x = nn.relu(x)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(N_CLASSES, name="head")(x)
+
+
+CNN = TinyCNN()
+
+
+def cnn_logits(params, x):
+    return CNN.apply({"params": params}, x)
+
+
+def cnn_params():
+    return CNN.init(jax.random.key(1), jnp.zeros((1, 5, 5, 2)))["params"]
+
+
+def classification_batches(n_batches=2, batch_size=6, d_in=4, seed=2):
+    kx, ky = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(kx, (n_batches, batch_size, d_in))
+    y = jax.random.randint(ky, (n_batches, batch_size), 0, N_CLASSES)
+    return x, y
+
+
+def n_params(tree):
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def brute_force_fisher(logits_fn, params, x, keep=lambda path: True):
+    """Σ_x Σ_c p_c ||∇ log p_c(x)||² / N / P over the kept leaves, one (x, c) at a time."""
+
+    def log_p(p, xi, c):
+        return jax.nn.log_softmax(logits_fn(p, xi[None])[0])[c]
+
+    grad_fn = jax.jit(jax.grad(log_p))
+    prob_fn = jax.jit(lambda p, xi: jax.nn.softmax(logits_fn(p, xi[None])[0]))
+    paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+    kept = [keep(path) for path in paths]
+    count = sum(
+        math.prod(leaf.shape) for leaf, k in zip(jax.tree.leaves(params), kept, strict=True) if k
+    )
+    total = 0.0
+    for i in range(x.shape[0]):
+        probs = np.asarray(prob_fn(params, x[i]), np.float64)
+        for c in range(probs.shape[0]):
+            leaves = jax.tree.leaves(grad_fn(params, x[i], c))
+            sq = sum(
+                np.sum(np.asarray(g, np.float64) ** 2)
+                for g, k in zip(leaves, kept, strict=True)
+                if k
+            )
+            total += probs[c] * sq
+    return total / x.shape[0] / count
+
+
+def not_dense1_kernel(path):
+    return jax.tree_util.keystr(path) != "['dense1']['kernel']"
+
+
+def mask_without_dense1_kernel(params):
+    mask = jax.tree.map(lambda _: True, params)
+    mask["dense1"]["kernel"] = False
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Fisher trace
+# ----------------------------------------------------------------------------------------------
+
+
+def test_fisher_exact_matches_brute_force_mlp_and_chunking_is_invisible():
+    params = mlp_params()
+    x = jax.random.normal(jax.random.key(3), (5, 4))
+    ref = brute_force_fisher(mlp_logits, params, x)
+    key = jax.random.key(0)
+    for chunk in (None, 2):  # 2 pads the last chunk
+        got = fisher_trace(mlp_logits, params, x, key, exact=True, chunk_size=chunk)
+        np.testing.assert_allclose(float(got), ref, rtol=1e-5)
+
+
+def test_fisher_exact_matches_brute_force_cnn():
+    params = cnn_params()
+    x = jax.random.normal(jax.random.key(4), (4, 5, 5, 2))
+    ref = brute_force_fisher(cnn_logits, params, x)
+    got = fisher_trace(cnn_logits, params, x, jax.random.key(0), exact=True)
+    np.testing.assert_allclose(float(got), ref, rtol=1e-5)
+
+
+def test_fisher_sampled_estimator_converges_to_exact():
+    params = mlp_params()
+    x = jax.random.normal(jax.random.key(5), (8, 4))
+    exact = float(fisher_trace(mlp_logits, params, x, jax.random.key(0), exact=True))
+    keys = jax.random.split(jax.random.key(6), 512)
+    samples = np.asarray(jax.vmap(lambda k: fisher_trace(mlp_logits, params, x, k))(keys))
+    mean, se = samples.mean(), samples.std(ddof=1) / np.sqrt(len(samples))
+    assert se < 0.05 * exact  # the comparison below is tight enough to mean something
+    assert abs(mean - exact) < 4 * se
+    assert samples.std() > 0  # the keys do change ŷ
+    # The sampled value is deterministic given the key and does not depend on the chunking.
+    one = fisher_trace(mlp_logits, params, x, keys[0], chunk_size=3)
+    np.testing.assert_allclose(float(one), samples[0], rtol=1e-6)
+
+
+def test_fisher_frozen_leaves_change_numerator_and_normaliser():
+    params = mlp_params()
+    x = jax.random.normal(jax.random.key(7), (5, 4))
+    mask = mask_without_dense1_kernel(params)
+    ref = brute_force_fisher(mlp_logits, params, x, keep=not_dense1_kernel)
+    full = brute_force_fisher(mlp_logits, params, x)
+    assert abs(ref - full) > 1e-3 * full  # freezing must make a difference here
+    key = jax.random.key(0)
+    got = fisher_trace(mlp_logits, params, x, key, exact=True, trainable=mask)
+    np.testing.assert_allclose(float(got), ref, rtol=1e-5)
+    # A traced mask (built inside a compiled step) gives the same number.
+    traced = jax.jit(lambda m: fisher_trace(mlp_logits, params, x, key, exact=True, trainable=m))(
+        jax.tree.map(jnp.asarray, mask)
+    )
+    np.testing.assert_allclose(float(traced), ref, rtol=1e-5)
+
+
+def test_fisher_batch_argmax_estimator_is_the_squared_mean_gradient():
+    params = mlp_params()
+    x = jax.random.normal(jax.random.key(8), (7, 4))
+
+    def mean_nll_of_argmax(p):
+        logp = jax.nn.log_softmax(mlp_logits(p, x))
+        yhat = jnp.argmax(jax.lax.stop_gradient(logp), axis=-1)
+        return -jnp.mean(jnp.take_along_axis(logp, yhat[:, None], axis=-1))
+
+    g = jax.grad(mean_nll_of_argmax)(params)
+    ref = sum(float(jnp.sum(leaf**2)) for leaf in jax.tree.leaves(g)) / n_params(params)
+    got = fisher_trace(
+        mlp_logits, params, x, jax.random.key(0), estimator="batch_argmax", chunk_size=3
+    )
+    np.testing.assert_allclose(float(got), ref, rtol=1e-5)
+    exact = fisher_trace(mlp_logits, params, x, jax.random.key(0), exact=True)
+    assert float(got) < float(exact)  # ||E g||² is not E||g||²
+
+
+# ----------------------------------------------------------------------------------------------
+# Average-case sharpness
+# ----------------------------------------------------------------------------------------------
+
+
+def quadratic_problem(n_batches=4):
+    """L_b(w) = ½ Σ_j a_j (w_j - m_bj)², diagonal curvature a, a different centre per batch."""
+    rng = np.random.default_rng(0)
+    params = {
+        "u": jnp.asarray(rng.normal(size=(5,)) + 2.0, jnp.float32),
+        "v": jnp.asarray(rng.normal(size=(2, 3)), jnp.float32),
+    }
+    curv = {
+        "u": jnp.asarray(rng.uniform(0.5, 3.0, size=(5,)), jnp.float32),
+        "v": jnp.asarray(rng.uniform(0.5, 3.0, size=(2, 3)), jnp.float32),
+    }
+    centres = jax.tree.map(  # near w, so that the curvature term dominates the noise
+        lambda w: w + jnp.asarray(0.05 * rng.normal(size=(n_batches, *w.shape)), jnp.float32),
+        params,
+    )
+
+    def loss_fn(p, m):
+        terms = jax.tree.map(lambda w, a, mb: 0.5 * jnp.sum(a * (w - mb) ** 2), p, curv, m)
+        return sum(jax.tree.leaves(terms))
+
+    return params, curv, centres, loss_fn
+
+
+def quadratic_mean_and_se(params, curv, centres, rho, n_samples, adaptive, keep=("u", "v")):
+    """Closed form of E_δ L(w+δ) - L(w) and the standard error of the estimator.
+
+    With δ_j ~ N(0, σ_j²), σ_j = ρ c_j: the difference is Σ_j g_bj δ_j + ½ a_j δ_j², of mean
+    ½ Σ a_j σ_j² and variance Σ g_bj² σ_j² + ½ Σ a_j² σ_j⁴ per batch b, averaged over
+    n_samples draws per batch and over the batches.
+    """
+    n_batches = centres["u"].shape[0]
+    mean, var = 0.0, 0.0
+    for name in keep:
+        w = np.asarray(params[name], np.float64)
+        a = np.asarray(curv[name], np.float64)
+        m = np.asarray(centres[name], np.float64)
+        sigma2 = (rho * (np.abs(w) if adaptive else 1.0)) ** 2
+        mean += 0.5 * np.sum(a * sigma2)
+        grads = a * (w - m)  # [B, ...]
+        var += np.mean(np.sum((grads**2 * sigma2).reshape(n_batches, -1), axis=1))
+        var += 0.5 * np.sum(a**2 * sigma2**2)
+    return mean, np.sqrt(var / (n_samples * n_batches))
+
+
+def test_average_sharpness_zero_rho_is_zero():
+    params, batches = mlp_params(), classification_batches()
+    value = average_sharpness(mlp_loss, params, batches, jax.random.key(0), rho=0.0)
+    loss = float(mlp_loss(params, (batches[0][0], batches[1][0])))
+    assert abs(float(value)) <= 1e-6 * loss  # float rounding only
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_average_sharpness_matches_quadratic_closed_form(adaptive):
+    params, curv, centres, loss_fn = quadratic_problem()
+    rho, n_samples = 0.3, 64
+    mean, se = quadratic_mean_and_se(params, curv, centres, rho, n_samples, adaptive)
+    value = average_sharpness(
+        loss_fn, params, centres, jax.random.key(1), rho=rho, n_samples=n_samples,
+        adaptive=adaptive,
+    )  # fmt: skip
+    assert se < 0.2 * mean
+    assert abs(float(value) - mean) < 4 * se, (float(value), mean, se)
+
+
+def test_average_sharpness_frozen_leaves_and_passes():
+    params, curv, centres, loss_fn = quadratic_problem()
+    rho, n_samples = 0.3, 64
+    mask = {"u": True, "v": False}
+    mean, se = quadratic_mean_and_se(params, curv, centres, rho, n_samples, True, keep=("u",))
+    key = jax.random.key(2)
+    kw = dict(rho=rho, n_samples=n_samples, trainable=mask)
+    value = average_sharpness(loss_fn, params, centres, key, **kw)
+    assert abs(float(value) - mean) < 4 * se, (float(value), mean, se)
+    # Chunking the samples into several passes changes nothing but memory.
+    chunked = average_sharpness(loss_fn, params, centres, key, samples_per_pass=10, **kw)
+    np.testing.assert_allclose(float(chunked), float(value), rtol=1e-5)
+
+
+def test_average_sharpness_shared_noise_uses_one_set_of_perturbations():
+    params, (x, y) = mlp_params(), classification_batches()
+    swapped = (x[::-1], y[::-1])
+    key, kw = jax.random.key(3), dict(rho=0.1, n_samples=4)
+    # One set of perturbations for every batch: the order of the batches does not matter.
+    shared = average_sharpness(mlp_loss, params, (x, y), key, shared_noise=True, **kw)
+    shared_swapped = average_sharpness(mlp_loss, params, swapped, key, shared_noise=True, **kw)
+    np.testing.assert_allclose(float(shared_swapped), float(shared), rtol=1e-6)
+    # Fresh noise per batch (the default): it does.
+    fresh = average_sharpness(mlp_loss, params, (x, y), key, **kw)
+    fresh_swapped = average_sharpness(mlp_loss, params, swapped, key, **kw)
+    assert abs(float(fresh) - float(fresh_swapped)) > 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# Worst-case sharpness
+# ----------------------------------------------------------------------------------------------
+
+
+def weighted_norms(delta, params, adaptive=True):
+    """||δ_b ⊙ c⁻¹||₂ for every batch b (float64), over entries with c > 0."""
+    total = 0.0
+    for d, w in zip(jax.tree.leaves(delta), jax.tree.leaves(params), strict=True):
+        d = np.asarray(d, np.float64)
+        c = np.abs(np.asarray(w, np.float64)) if adaptive else np.ones(w.shape)
+        ratio = np.where(c > 0, d / np.where(c > 0, c, 1), 0)
+        total = total + np.sum(ratio.reshape(d.shape[0], -1) ** 2, axis=1)
+    return np.sqrt(total)
+
+
+def per_batch_loss_gain(params, batches, deltas):
+    """L_b(w + δ_b) - L_b(w) for perturbations δ[K, B, ...] -> [K, B]."""
+
+    def gain(delta):
+        def one(batch, d):
+            moved = jax.tree.map(jnp.add, params, d)
+            return mlp_loss(moved, batch) - mlp_loss(params, batch)
+
+        return jax.vmap(one)(batches, delta)
+
+    return np.asarray(jax.jit(jax.vmap(gain))(deltas))
+
+
+@pytest.fixture(scope="module")
+def worst_case():
+    params, batches, rho = mlp_params(), classification_batches(), 0.05
+    value, delta = worst_sharpness(mlp_loss, params, batches, jax.random.key(0), rho=rho)
+    return params, batches, rho, float(value), delta
+
+
+def test_worst_sharpness_delta_satisfies_the_constraint(worst_case):
+    params, _, rho, value, delta = worst_case
+    assert jax.tree.structure(delta) == jax.tree.structure(params)
+    norms = weighted_norms(delta, params)
+    assert norms.shape == (2,)
+    assert np.all(norms <= rho + 1e-6), norms
+    assert np.all(norms >= 0.99 * rho)  # the ascent reaches the boundary
+    assert value > 0
+
+
+def test_worst_sharpness_beats_random_feasible_perturbations(worst_case):
+    params, batches, rho, value, delta = worst_case
+    # The returned δ achieves the returned value.
+    gain = per_batch_loss_gain(params, batches, jax.tree.map(lambda d: d[None], delta))
+    np.testing.assert_allclose(gain.mean(), value, rtol=1e-4)
+    # 2000 random points on the ellipsoid's surface, independently per batch.
+    rng, n_random = np.random.default_rng(9), 2000
+    raw = jax.tree.map(lambda w: rng.normal(size=(n_random, 2, *w.shape)) * np.abs(w), params)
+    flat = jax.tree.map(lambda r: r.reshape(-1, *r.shape[2:]), raw)
+    norms = weighted_norms(flat, params).reshape(n_random, 2)
+    random = jax.tree.map(
+        lambda r: jnp.asarray(r * (rho / norms).reshape(n_random, 2, *[1] * (r.ndim - 2))), raw
+    )
+    best_random = per_batch_loss_gain(params, batches, random).max(axis=0).mean()
+    assert best_random > 0
+    assert value >= best_random
+
+
+def test_worst_sharpness_beats_one_normalised_gradient_step(worst_case):
+    params, batches, rho, value, _ = worst_case
+    grads = jax.vmap(lambda b: jax.grad(mlp_loss)(params, b))(batches)  # leading axis B
+    c = jax.tree.map(jnp.abs, params)
+
+    def unit_per_batch(tree, norm_of):
+        norms = jnp.sqrt(sum(jnp.sum(t**2, axis=tuple(range(1, t.ndim))) for t in norm_of))
+        return jax.tree.map(lambda t: rho * t / norms.reshape(-1, *[1] * (t.ndim - 1)), tree)
+
+    def gain_of(delta):
+        np.testing.assert_allclose(weighted_norms(delta, params), rho, rtol=1e-5)
+        return per_batch_loss_gain(params, batches, jax.tree.map(lambda d: d[None], delta)).mean()
+
+    cg = jax.tree.map(jnp.multiply, c, grads)
+    # δ = ρ c ⊙ g / ||g||: one normalised-gradient step scaled by c (APGD's own direction).
+    step = gain_of(unit_per_batch(cg, jax.tree.leaves(grads)))
+    # δ = ρ c² ⊙ g / ||c ⊙ g||: the maximiser of the linearised loss on the ellipsoid.
+    linear = gain_of(unit_per_batch(jax.tree.map(jnp.multiply, c, cg), jax.tree.leaves(cg)))
+    assert 0 < step < linear
+    assert value >= step
+    # Auto-PGD in the rescaled coordinates also beats the linearised maximiser (the default
+    # geometry, Andriushchenko et al.'s, can stop short of it: see worst_sharpness).
+    scaled, delta = worst_sharpness(
+        mlp_loss, params, batches, jax.random.key(0), rho=rho, geometry="scaled"
+    )
+    assert np.all(weighted_norms(delta, params) <= rho + 1e-6)
+    assert float(scaled) >= linear
+    assert float(scaled) >= value
+
+
+def test_worst_sharpness_is_monotone_in_n_iters(worst_case):
+    params, batches, rho, value, _ = worst_case  # n_iters = 20
+    key = jax.random.key(0)
+    values = [
+        float(worst_sharpness(mlp_loss, params, batches, key, rho=rho, n_iters=n)[0])
+        for n in (1, 5)
+    ]
+    values.append(value)
+    assert all(b >= a for a, b in zip(values, values[1:], strict=False)), values
+    assert values[-1] > values[0]  # later iterations find more
+
+
+def test_worst_sharpness_guards_parameters_that_are_exactly_zero():
+    params = mlp_params()
+    params["dense1"]["bias"] = jnp.zeros_like(params["dense1"]["bias"])  # zero-initialised bias
+    params["head"]["kernel"] = params["head"]["kernel"].at[0, :].set(0.0)  # zeros inside a leaf
+    batches, rho, key = classification_batches(), 0.05, jax.random.key(0)
+    value, delta = worst_sharpness(mlp_loss, params, batches, key, rho=rho)
+    assert np.isfinite(float(value)) and float(value) > 0
+    norms = weighted_norms(delta, params)
+    assert np.all(norms <= rho + 1e-6) and np.all(norms >= 0.99 * rho), norms
+    assert np.all(np.asarray(delta["dense1"]["bias"]) == 0)
+    assert np.all(np.asarray(delta["head"]["kernel"])[:, 0, :] == 0)
+    # A zero parameter cannot move, exactly like a frozen one.
+    mask = jax.tree.map(lambda _: True, params)
+    mask["dense1"]["bias"] = False
+    frozen_value, frozen_delta = worst_sharpness(
+        mlp_loss, params, batches, key, rho=rho, trainable=mask
+    )
+    np.testing.assert_allclose(float(frozen_value), float(value), rtol=1e-5)
+    avg = average_sharpness(mlp_loss, params, batches, key, rho=rho)
+    assert np.isfinite(float(avg))
+
+
+def test_worst_sharpness_frozen_leaves_are_not_perturbed():
+    params, batches, rho = mlp_params(), classification_batches(), 0.05
+    mask = jax.tree.map(lambda _: True, params)
+    mask["dense1"]["bias"] = False  # a nonzero leaf this time
+    value, delta = worst_sharpness(
+        mlp_loss, params, batches, jax.random.key(0), rho=rho, trainable=mask
+    )
+    assert float(value) > 0
+    assert np.all(np.asarray(delta["dense1"]["bias"]) == 0)
+    assert np.any(np.asarray(delta["dense1"]["kernel"]) != 0)
+    assert np.all(weighted_norms(delta, params) <= rho + 1e-6)
+
+
+def test_project_ellipsoid_is_the_euclidean_projection():
+    rng = np.random.default_rng(0)
+    c = [jnp.asarray(rng.uniform(0.01, 2.0, size=(6,)), jnp.float32), jnp.zeros((2,))]
+    c[0] = c[0].at[1].set(0.0)  # one zero entry inside a leaf, one all-zero leaf
+    rho = 0.3
+    for scale in (0.01, 1.0, 30.0):  # inside, near, far outside
+        v = [jnp.asarray(rng.normal(size=(6,)) * scale, jnp.float32), jnp.ones((2,))]
+        p = project_ellipsoid(v, c, rho)
+        c0, v0, p0 = (np.asarray(a[0], np.float64) for a in (c, v, p))
+        assert np.all(np.asarray(p[1]) == 0) and p0[1] == 0
+        inside = c0 > 0
+        norm = np.sqrt(np.sum((p0[inside] / c0[inside]) ** 2))
+        assert norm <= rho * (1 + 1e-6)
+        v_norm = np.sqrt(np.sum((v0[inside] / c0[inside]) ** 2))
+        if v_norm <= rho:
+            np.testing.assert_allclose(p0[inside], v0[inside], rtol=1e-6)
+            continue
+        # float64 reference: δ = v c² / (c² + μ) with ||v c / (c² + μ)|| = ρ, by bisection.
+        lo, hi = 0.0, 1e6
+        for _ in range(200):
+            mu = 0.5 * (lo + hi)
+            too_big = np.sqrt(np.sum((v0 * c0 / (c0**2 + mu)) ** 2)) > rho
+            lo, hi = (mu, hi) if too_big else (lo, mu)
+        ref = np.where(inside, v0 * c0**2 / (c0**2 + hi), 0)
+        np.testing.assert_allclose(p0, ref, rtol=1e-4, atol=1e-7)
+        # and no random feasible point is closer to v.
+        q = rng.normal(size=(5000, 6)) * c0
+        q *= (
+            rho
+            * rng.uniform(0, 1, size=(5000, 1))
+            / np.sqrt(np.sum((q[:, inside] / c0[inside]) ** 2, axis=1, keepdims=True))
+        )
+        assert np.linalg.norm(v0 - p0) <= np.min(np.linalg.norm(v0 - q, axis=1))
+        # metric="scaled" is the rescale onto the surface, zero where c = 0.
+        s = project_ellipsoid(v, c, rho, metric="scaled")
+        np.testing.assert_allclose(
+            np.asarray(s[0]), np.where(inside, v0, 0) * rho / v_norm, rtol=1e-5
+        )
+        assert np.all(np.asarray(s[1]) == 0)
+
+
+def test_apgd_checkpoints_follow_croce_and_hein():
+    # p = 0, .22, .41, .57, .70, .80, .87, .93, .99 times 20, rounded up
+    assert apgd_checkpoints(20) == (5, 9, 12, 15, 16, 18, 19, 20)
+    assert apgd_checkpoints(1) == (1,)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hessian top eigenvalue
+# ----------------------------------------------------------------------------------------------
+
+
+def dense_hessian(loss_fn, params, batches):
+    """∇² of the mean over batches, from `jax.hessian` on the flattened parameters (float64)."""
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+
+    def mean_loss(vec):
+        p = unravel(vec)
+        return jnp.mean(jax.vmap(lambda b: loss_fn(p, b))(batches))
+
+    return np.asarray(jax.jit(jax.hessian(mean_loss))(flat), np.float64)
+
+
+def test_hessian_top_eigenvalue_matches_dense_hessian():
+    params, batches = mlp_params(), classification_batches()
+    h = dense_hessian(mlp_loss, params, batches)
+    eigs = np.linalg.eigvalsh(h)
+    assert eigs[0] < 0  # an indefinite Hessian: λ_max is the top one, not the top |λ|
+    got = hessian_top_eigenvalue(mlp_loss, params, batches, jax.random.key(0), n_iters=20)
+    np.testing.assert_allclose(float(got), eigs[-1], rtol=1e-4)
+    # Restricted to trainable leaves: the top eigenvalue of that block of the Hessian.
+    mask = mask_without_dense1_kernel(params)
+    flags = jax.tree.map(lambda leaf, m: np.full(leaf.shape, m), params, mask)
+    keep = np.flatnonzero(jax.flatten_util.ravel_pytree(flags)[0])
+    sub = np.linalg.eigvalsh(h[np.ix_(keep, keep)])
+    assert abs(sub[-1] - eigs[-1]) > 1e-3 * eigs[-1]  # the restriction matters here
+    got = hessian_top_eigenvalue(
+        mlp_loss, params, batches, jax.random.key(0), n_iters=20, trainable=mask
+    )
+    np.testing.assert_allclose(float(got), sub[-1], rtol=1e-4)
+
+
+def test_hessian_lanczos_returns_the_algebraically_largest_eigenvalue():
+    # L(w) = ½ wᵀ A w with eigenvalues -5, -1, 0.5, 2, 3: the largest |λ| is negative.
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    a = jnp.asarray(q @ np.diag([-5.0, -1.0, 0.5, 2.0, 3.0]) @ q.T, jnp.float32)
+
+    def loss_fn(p, batch):
+        return 0.5 * p["w"] @ a @ p["w"] + jnp.sum(batch) * 0.0
+
+    params, batches = {"w": jnp.ones((5,))}, jnp.zeros((2, 1))
+    got = hessian_top_eigenvalue(loss_fn, params, batches, jax.random.key(0), n_iters=8)
+    np.testing.assert_allclose(float(got), 3.0, rtol=1e-5)
+    power = hessian_top_eigenvalue(
+        loss_fn, params, batches, jax.random.key(0), n_iters=200, method="power"
+    )
+    np.testing.assert_allclose(float(power), -5.0, rtol=1e-3)  # the documented limitation
+
+
+# ----------------------------------------------------------------------------------------------
+# Feature rank
+# ----------------------------------------------------------------------------------------------
+
+
+def features_with_spectrum(sq_singular_values, n=200, d=40, seed=0):
+    """F = U diag(σ) Vᵀ with orthonormal, centred U: PCA's squared singular values are σ²."""
+    rng = np.random.default_rng(seed)
+    r = len(sq_singular_values)
+    m = rng.normal(size=(n, r))
+    u, _ = np.linalg.qr(m - m.mean(axis=0))
+    v, _ = np.linalg.qr(rng.normal(size=(d, r)))
+    return jnp.asarray(u @ np.diag(np.sqrt(sq_singular_values)) @ v.T, jnp.float32)
+
+
+def test_feature_rank_on_constructed_low_rank_features():
+    # cumulative variance: 60, 85, 95, 98.5, 99.5, 99.8, 100 (%)
+    feats = features_with_spectrum([60.0, 25.0, 10.0, 3.5, 1.0, 0.3, 0.2])
+    assert int(feature_rank(feats)) == 5
+    assert int(feature_rank(feats, threshold=0.9)) == 3
+    assert int(feature_rank(feats, threshold=1.0)) == 7  # the numerical rank, not min(N, D)
+    assert int(feature_rank(1e3 * feats + 5.0)) == 5  # scale- and offset-invariant (PCA)
+    assert int(feature_rank(jnp.ones((10, 4)))) == 0
+    assert int(jax.jit(lambda f, t: feature_rank(f, threshold=t))(feats, 0.9)) == 3
+    # Andriushchenko et al.'s convention: centre each example, count cumsum <= 0.99 total, + 1.
+    phi = np.asarray(feats, np.float64) + np.random.default_rng(1).normal(size=(1, 40))
+    s2 = np.linalg.svd(phi - phi.mean(axis=1, keepdims=True), compute_uv=False) ** 2
+    ref = int(np.sum(np.cumsum(s2) <= 0.99 * np.sum(s2)) + 1)
+    assert int(feature_rank(jnp.asarray(phi, jnp.float32), center="examples")) == ref
+
+
+# ----------------------------------------------------------------------------------------------
+# User errors
+# ----------------------------------------------------------------------------------------------
+
+
+def test_user_errors_name_the_value_and_the_fix():
+    params, batches, key = mlp_params(), classification_batches(), jax.random.key(0)
+    x = batches[0][0]
+    with pytest.raises(ValueError, match="structure of params"):
+        fisher_trace(mlp_logits, params, x, key, trainable={"dense1": True, "head": True})
+    with pytest.raises(ValueError, match="estimator"):
+        fisher_trace(mlp_logits, params, x, key, estimator="empirical")
+    with pytest.raises(ValueError, match="n_iters"):
+        worst_sharpness(mlp_loss, params, batches, key, n_iters=0)
+    with pytest.raises(ValueError, match="rho"):
+        average_sharpness(mlp_loss, params, batches, key, rho=-0.01)
+    with pytest.raises(ValueError, match="leading batch-index axis"):
+        average_sharpness(mlp_loss, params, (x, jnp.zeros((3,), jnp.int32)), key)
+    with pytest.raises(ValueError, match="threshold"):
+        feature_rank(jnp.ones((4, 3)), threshold=1.5)
