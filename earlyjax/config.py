@@ -16,6 +16,7 @@ from earlyjax.data import DataConfigError, check_data_config
 from earlyjax.freezing import LR_SWITCH_DIRECTIONS
 from earlyjax.models import MODELS
 from earlyjax.models.init import INIT_STYLES
+from earlyjax.recording import check_record_config
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
 DATA_SOURCES = ("embedded", "tfds", "local")
@@ -58,6 +59,22 @@ def default_config() -> ml_collections.ConfigDict:
     c.unfreeze = ml_collections.ConfigDict()
     c.unfreeze.k = config_dict.placeholder(int)  # None: standard training
     c.unfreeze.freeze_bn_stats = False  # True: frozen blocks keep their BN running statistics
+    c.unfreeze.head_only = False  # True: only the head trains, all run (auto-k's signal run)
+    # A recorded metric (e.g. "fisher"): release each block when it stabilises (adaptive.py).
+    c.unfreeze.adaptive = config_dict.placeholder(str)
+    c.unfreeze.adaptive_tau = 3
+    c.unfreeze.adaptive_eps = 0.02
+
+    c.record = ml_collections.ConfigDict()  # early-period recording (earlyjax/recording.py)
+    c.record.every = 0  # steps between recordings; 0 = off (paper: 10)
+    c.record.until = 2000  # last step recorded (paper: 2000)
+    c.record.metrics = ("fisher", "avg_sharpness", "worst_sharpness")  # + hessian, feature_rank
+    c.record.set_size = 2048  # the metric set: the first set_size training examples
+    c.record.batch_size = 256
+    c.record.rho = 0.01
+    c.record.avg_samples = 15
+    c.record.worst_iters = 20
+    c.record.hessian_iters = 20
 
     c.batch_size = 128
     c.num_epochs = 1
@@ -139,6 +156,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"unfreeze.k must be None (standard training) or an int >= 1, "
         f"got {k}: set --config.unfreeze.k=100, say",
     )
+    problems = check_record_config(config.record)
+    _check(not problems, "; ".join(problems))
+    _check(
+        not (config.unfreeze.head_only and k is not None),
+        f"unfreeze.head_only=True trains only the head and ignores k; unset one (k={k})",
+    )
+    a = config.unfreeze.adaptive
+    if a is not None:
+        _check(
+            k is None and not config.unfreeze.head_only,
+            f"unfreeze.adaptive={a!r} sets the schedule itself: unset unfreeze.k ({k}) and "
+            "unfreeze.head_only",
+        )
+        _check(
+            config.record.every > 0 and a in config.record.metrics,
+            f"unfreeze.adaptive={a!r} needs that metric recorded: set --config.record.every=10 "
+            f"and include {a!r} in record.metrics (now {tuple(config.record.metrics)})",
+        )
+        _check(config.unfreeze.adaptive_tau >= 1, "unfreeze.adaptive_tau must be >= 1")
+        _check(config.unfreeze.adaptive_eps > 0, "unfreeze.adaptive_eps must be > 0")
     _check(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
     _check(config.num_epochs >= 1, f"num_epochs must be >= 1, got {config.num_epochs}")
     _check(

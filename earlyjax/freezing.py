@@ -185,8 +185,8 @@ def set_release_steps(opt_state: Any, release_steps: Any) -> Any:
     if new.shape != old.shape:
         raise ValueError(f"release_steps must have shape {old.shape}, got {new.shape}")
 
-    def replace(x):
-        return x._replace(release_steps=new) if _is_gate(x) else x
+    def replace(x):  # a copy per gate: the train step donates the state, buffer by buffer
+        return x._replace(release_steps=jnp.array(new)) if _is_gate(x) else x
 
     return jax.tree.map(replace, opt_state, is_leaf=_is_gate)
 
@@ -195,7 +195,7 @@ def set_step(opt_state: Any, step: int) -> Any:
     """Moves every gate's step counter to `step` (e.g. to start mid-schedule)."""
 
     def replace(x):
-        return x._replace(step=jnp.asarray(step, jnp.int32)) if _is_gate(x) else x
+        return x._replace(step=jnp.array(step, jnp.int32)) if _is_gate(x) else x
 
     return jax.tree.map(replace, opt_state, is_leaf=_is_gate)
 

@@ -2,8 +2,9 @@
 
 Each record is one JSON object per line with at least `step` and `kind`. On resume from a
 checkpoint at step m, lines with step > m (written after that checkpoint by the interrupted
-run) are moved, not deleted, to `metrics.jsonl.orphaned-after-<m>` so the log has no
-duplicates, and TensorBoard is told to purge its events past m.
+run; every line when there is no checkpoint yet, `resume_step=-1`) are moved, not deleted, to
+`metrics.jsonl.orphaned-after-<m>` so the log has no duplicates, and TensorBoard is told to
+purge its events past m.
 """
 
 from __future__ import annotations
@@ -59,16 +60,17 @@ class MetricLog:
         later = [line for line in lines if json.loads(line)["step"] > step]
         if not later:
             return
-        aside, n = f"{self.path}.orphaned-after-{step}", 1
+        suffix = f"after-{step}" if step >= 0 else "before-first-checkpoint"
+        aside, n = f"{self.path}.orphaned-{suffix}", 1
         while os.path.exists(aside):
-            aside, n = f"{self.path}.orphaned-after-{step}.{n}", n + 1
+            aside, n = f"{self.path}.orphaned-{suffix}.{n}", n + 1
         with open(aside, "w") as f:
             f.writelines(later)
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             f.writelines(keep)
         os.replace(tmp, self.path)
-        print(f"resuming at step {step}: moved {len(later)} later metric lines to {aside}")
+        print(f"resuming at step {max(step, 0)}: moved {len(later)} later metric lines to {aside}")
 
     def write(self, step: int, kind: str, **values: Any) -> None:
         if not self.enabled:

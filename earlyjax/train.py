@@ -25,6 +25,7 @@ from flax import linen as nn
 from tqdm import tqdm
 
 from earlyjax import freezing
+from earlyjax.adaptive import AdaptiveUnfreezing
 from earlyjax.checkpoint import Checkpointer
 from earlyjax.config import ConfigError, differing_fields, validate
 from earlyjax.data import load_dataset
@@ -32,13 +33,15 @@ from earlyjax.data.base import Dataset, Split
 from earlyjax.data.pipeline import (
     channel_stats,
     eval_batches,
+    metric_set,
     normalize,
     random_crop_flip,
     steps_per_epoch,
     train_batches,
 )
-from earlyjax.metric_log import MetricLog
+from earlyjax.metric_log import MetricLog, read_records
 from earlyjax.models import HEAD, build_model
+from earlyjax.recording import make_recorder, record_steps
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -95,7 +98,10 @@ def build_experiment(
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     o = config.optimizer
     schedule = freezing.lr_schedule(o.lr * o.lr_scale, o.lr_switch, o.lr_switch_step)
-    release = freezing.release_steps_for(config.unfreeze.k, len(blocks))
+    if config.unfreeze.head_only or config.unfreeze.adaptive:
+        release = freezing.head_only_release_steps(len(blocks))
+    else:
+        release = freezing.release_steps_for(config.unfreeze.k, len(blocks))
     optimizer, param_groups = freezing.make_optimizer(
         params,
         blocks,
@@ -256,6 +262,7 @@ def train_and_evaluate(
     except ValueError as e:
         raise ConfigError(str(e)) from None
     experiment, state = build_experiment(config, dataset)
+    recorder, to_record = _make_recorder(config, experiment, dataset, num_steps)
     _prepare_workdir(config, workdir)  # only now: a config that cannot run writes nothing
     is_writer = jax.process_index() == 0
 
@@ -268,12 +275,47 @@ def train_and_evaluate(
         state, meta = checkpointer.restore(start, state)
         pending = list(meta.get("pending_stats", []))
         print(f"resumed from the checkpoint at step {start} in {workdir}")
-    log = MetricLog(workdir, resume_step=start, enabled=is_writer)
+    # Without a checkpoint, lines of an earlier attempt (even at step 0) are set aside.
+    log = MetricLog(workdir, resume_step=start if start else -1, enabled=is_writer)
     train_step = make_train_step(
         experiment, augment=config.data.augment, freeze_bn_stats=config.unfreeze.freeze_bn_stats
     )
     eval_step = make_eval_step(experiment)
     stop = min(num_steps, stop_after or num_steps)
+    record_seconds = 0.0
+
+    adaptive = None
+    if config.unfreeze.adaptive:
+        adaptive = AdaptiveUnfreezing(
+            config.unfreeze.adaptive,
+            len(experiment.blocks),
+            tau=config.unfreeze.adaptive_tau,
+            eps=config.unfreeze.adaptive_eps,
+        )
+        adaptive.restore(
+            read_records(log.path), np.asarray(freezing.get_release_steps(state.opt_state))
+        )
+
+    def record(step: int) -> None:
+        """Records the metrics at `step`; with adaptive unfreezing, maybe releases a block."""
+        nonlocal record_seconds, state
+        t = time.time()
+        values = recorder(state)
+        record_seconds += time.time() - t
+        trainable = trainable_blocks(experiment, state.opt_state, step)
+        log.write(step, "record", trainable=trainable, **values)
+        if adaptive is None:
+            return
+        release = np.asarray(freezing.get_release_steps(state.opt_state))
+        new = adaptive.update(
+            step, values[adaptive.metric], release, last_recording=step == max(to_record)
+        )
+        if new is not None:
+            state = state._replace(opt_state=freezing.set_release_steps(state.opt_state, new))
+            names = [*experiment.blocks, HEAD]
+            released = [n for n, a, b in zip(names, release, new, strict=True) if a != b][::-1]
+            log.write(step, "release", blocks=released, release_steps=new.tolist())
+
     bar = tqdm(
         total=num_steps,
         initial=start,
@@ -311,6 +353,8 @@ def train_and_evaluate(
         bar.set_postfix(loss=f"{loss:.3f}")
 
     t0 = time.time()
+    if start == 0 and 0 in to_record:
+        record(0)
     batches = train_batches(
         dataset.train,
         seed=config.seed,
@@ -326,6 +370,8 @@ def train_and_evaluate(
             bar.update(1)
             if done % config.log_every == 0 or done == num_steps:
                 write_train_line(done)
+            if done in to_record:
+                record(done)
             if config.eval_every and done % config.eval_every == 0:
                 id_metrics = evaluate(eval_step, state, dataset.test, config.eval_batch_size)
                 log.write(done, "eval_id", **id_metrics)
@@ -352,7 +398,10 @@ def train_and_evaluate(
         "id_loss": id_metrics["loss"],
         "ood_accuracy": ood_mean,
         "ood_table": ood_table,
-        "train_seconds_this_session": train_seconds,
+        "train_seconds_this_session": train_seconds - record_seconds,
+        "record_seconds_this_session": record_seconds,
+        # Step at which each block (then the head) became trainable; NEVER = 2**31 - 1.
+        "release_steps": np.asarray(freezing.get_release_steps(state.opt_state)).tolist(),
     }
     ood_line = {} if ood_mean is None else {"ood_accuracy": ood_mean}
     log.write(num_steps, "final", id_accuracy=results["id_accuracy"], **ood_line)
@@ -363,6 +412,18 @@ def train_and_evaluate(
             json.dump(results, f, indent=2)
         os.replace(results_path + ".tmp", results_path)
     return results
+
+
+def _make_recorder(config, experiment: Experiment, dataset: Dataset, num_steps: int):
+    """(recorder or None, the steps to record) for the config's `record` block."""
+    steps = set(record_steps(config.record.every, config.record.until, num_steps))
+    if not steps:
+        return None, steps
+    try:
+        batches = metric_set(dataset.train, config.record.set_size, config.record.batch_size)
+    except ValueError as e:
+        raise ConfigError(f"record.set_size: {e}") from None
+    return make_recorder(experiment, config.record, batches), steps
 
 
 def experiment_lr(config: ml_collections.ConfigDict, step: int) -> float:

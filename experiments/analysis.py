@@ -3,6 +3,8 @@
     python -m experiments.analysis table1 runs/mnist_k        # standard vs GU, mean ± std
     python -m experiments.analysis table3 runs/c10_lr         # LR switch (l2h / h2l)
     python -m experiments.analysis fig1 runs/mnist_k          # ΔID and ΔOOD vs k, log x
+    python -m experiments.analysis fig2 runs/mnist_k          # recorded metric curves per k
+    python -m experiments.analysis fig6 runs/mnist_autok      # signal curves, picked k marked
 
 Outputs go to `<sweep>/analysis/` (or --out): tables as Markdown (printed too) and CSV,
 figures as PNG and PDF. Only finished runs (with results.json) count; mean ± sample std over
@@ -33,6 +35,8 @@ def load_runs(sweep_dir: str) -> list[dict]:
                 results = json.load(f)
             with open(os.path.join(root, CONFIG_FILE)) as f:
                 config = json.load(f)
+            if config["unfreeze"].get("head_only"):
+                continue  # an auto-k signal run, not a training result
             o = config["optimizer"]
             runs.append(
                 {
@@ -185,22 +189,129 @@ def figure1(runs: list[dict], out_dir: str) -> list[str]:
         ax.set_title(" / ".join(setting))
         ax.legend()
         fig.tight_layout()
-        stem = os.path.join(out_dir, "fig1_" + "_".join(setting).replace("*", ""))
-        os.makedirs(out_dir, exist_ok=True)
-        for ext in ("png", "pdf"):
-            fig.savefig(f"{stem}.{ext}", dpi=150)
-            paths.append(f"{stem}.{ext}")
+        paths += _save(fig, os.path.join(out_dir, "fig1_" + "_".join(setting).replace("*", "")))
+        plt.close(fig)
+    return paths
+
+
+METRIC_TITLES = {
+    "fisher": "tr(F)",
+    "avg_sharpness": "S_avg",
+    "worst_sharpness": "S_worst",
+    "hessian": "λ_max",
+    "feature_rank": "feature rank",
+}
+
+
+def recorded_curves(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{metric: (steps, values)} from a run's `record` lines."""
+    from earlyjax.metric_log import METRICS_FILE, read_records
+
+    recs = [r for r in read_records(os.path.join(workdir, METRICS_FILE)) if r["kind"] == "record"]
+    names = [m for m in METRIC_TITLES if recs and m in recs[0]]
+    return {
+        m: (np.array([r["step"] for r in recs]), np.array([float(r[m]) for r in recs]))
+        for m in names
+    }
+
+
+def normalize_0_1000(curves: list[np.ndarray]) -> list[np.ndarray]:
+    """The paper's display normalisation: min-max over all curves of a panel, to 0..1000.
+
+    Shifted by 1 before a log axis (so the minimum is drawn at 1, not at log 0).
+    """
+    lo = min(c.min() for c in curves)
+    hi = max(c.max() for c in curves)
+    span = hi - lo if hi > lo else 1.0
+    return [1.0 + 1000.0 * (c - lo) / span for c in curves]
+
+
+def _save(fig, stem: str) -> list[str]:
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        fig.savefig(f"{stem}.{ext}", dpi=150)
+        paths.append(f"{stem}.{ext}")
+    return paths
+
+
+def figure2(sweep_dir: str, out_dir: str) -> list[str]:
+    """Recorded metrics vs step for each run with records (standard and each k), one panel per
+    metric, normalised to 0..1000 per panel, log y (as Fig. 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {r["run"]: r for r in load_runs(sweep_dir)}
+    curves = {name: recorded_curves(os.path.join(sweep_dir, name)) for name in runs}
+    curves = {name: c for name, c in curves.items() if c}
+    if not curves:
+        raise SystemExit(f"no run under {sweep_dir} has recorded metrics (--config.record.every)")
+    metrics = [m for m in METRIC_TITLES if any(m in c for c in curves.values())]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        names = sorted((n for n in curves if metric in curves[n]), key=lambda n: str(runs[n]["k"]))
+        ys = normalize_0_1000([curves[n][metric][1] for n in names])
+        for name, y in zip(names, ys, strict=True):
+            k = runs[name]["k"]
+            label = ("standard" if k is None else f"k={k}") + f" (seed {runs[name]['seed']})"
+            ax.plot(curves[name][metric][0], y, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"{METRIC_TITLES[metric]} (normalised 0-1000)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    paths = _save(fig, os.path.join(out_dir, "fig2"))
+    plt.close(fig)
+    return paths
+
+
+def figure6(autok_dir: str, out_dir: str) -> list[str]:
+    """The auto-k signal curves (head-only runs) with each metric's picked k as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = os.path.join(autok_dir, "autok.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} not found: run experiments.autok with --out={autok_dir} first")
+    with open(path) as f:
+        picked = json.load(f)["picked"]
+    paths = []
+    for seed_dir, per_metric in sorted(picked.items()):
+        curves = recorded_curves(os.path.join(autok_dir, seed_dir, "signal"))
+        metrics = [m for m in per_metric if m in curves]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+        for ax, metric in zip(axes[0], metrics, strict=True):
+            steps, values = curves[metric]
+            ax.plot(steps, normalize_0_1000([values])[0], color="tab:blue")
+            k = per_metric[metric]["k"]
+            if k is not None:
+                ax.axvline(k, color="tab:red", ls="--", label=f"k = {k}")
+                ax.legend(fontsize=8)
+            ax.set_yscale("log")
+            ax.set_xlabel("step (head-only run)")
+            ax.set_title(f"{METRIC_TITLES[metric]}, {seed_dir}")
+        fig.tight_layout()
+        paths += _save(fig, os.path.join(out_dir, f"fig6_{seed_dir}"))
         plt.close(fig)
     return paths
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["table1", "table3", "fig1"])
+    p.add_argument("what", choices=["table1", "table3", "fig1", "fig2", "fig6"])
     p.add_argument("sweep_dir")
     p.add_argument("--out", help="output folder (default: <sweep_dir>/analysis)")
     args = p.parse_args(argv)
     out = args.out or os.path.join(args.sweep_dir, "analysis")
+    if args.what in ("fig2", "fig6"):
+        make = figure2 if args.what == "fig2" else figure6
+        for path in make(args.sweep_dir, out):
+            print(path)
+        return
     runs = load_runs(args.sweep_dir)
     if args.what == "fig1":
         for path in figure1(runs, out):

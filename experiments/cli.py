@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by experiments.main and experiments.sweep.
+"""Command-line plumbing shared by experiments.main, .sweep and .autok.
 
 Defines the `--config` flag (ml_collections config_flags, locked: unknown fields are refused),
 resolves a bare config name to `experiments/configs/`, explains unknown `--config.x` fields, and
@@ -21,6 +21,8 @@ config_flags.DEFINE_config_file(
     "Config file (a name in experiments/configs/ or a path), optionally with a ':arg' suffix.",
     lock_config=True,
 )
+# Shared by the drivers that run several seeds (experiments.sweep, experiments.autok).
+flags.DEFINE_list("seeds", ["0"], "Seeds.")
 
 
 def resolve_config_path(value: str) -> str:
@@ -105,3 +107,13 @@ def user_errors() -> tuple[type[Exception], ...]:
     from earlyjax.train import TrainingDiverged
 
     return (ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError, DatasetFileError)
+
+
+def apply_overrides(config, overrides) -> None:
+    """Sets dotted fields of an (unlocked or locked) ConfigDict."""
+    for field, value in overrides:
+        *path, last = field.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        node[last] = value

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from absl import app, flags, logging
 
 from experiments import cli
+from experiments.cli import apply_overrides
 
 SWEEP_FILE = "sweep.json"
 
@@ -36,7 +37,6 @@ flags.DEFINE_list("k", [], "Unfreezing intervals: ints and/or 'none' (standard t
 flags.DEFINE_integer(
     "k_log", 0, "Also add this many k values log-spaced from 1 to total_steps / L (Fig. 1)."
 )
-flags.DEFINE_list("seeds", ["0"], "Seeds.")
 flags.DEFINE_list("lr_scale", [], "LR scales (1.0 = lr_d, 0.1 = 0.1*lr_d); default: config's.")
 flags.DEFINE_list("lr_switch", [], "LR switches as DIRECTION:STEP, e.g. l2h:300,h2l:300.")
 flags.DEFINE_integer("processes", 1, "Runs at once, each in its own process.")
@@ -103,16 +103,6 @@ def expand_grid(
         overrides = tuple(kv for _, kvs in combo for kv in kvs)
         points.append(Point(name, overrides))
     return points
-
-
-def apply_overrides(config, overrides) -> None:
-    """Sets dotted fields of an (unlocked or locked) ConfigDict."""
-    for field, value in overrides:
-        *path, last = field.split(".")
-        node = config
-        for part in path:
-            node = node[part]
-        node[last] = value
 
 
 def _write_manifest(sweep_dir: str, manifest: dict) -> None:

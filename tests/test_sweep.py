@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from experiments import analysis
-from experiments.sweep import Point, apply_overrides, expand_grid, log_spaced_ks, run_sequential
+from experiments.cli import apply_overrides
+from experiments.sweep import Point, expand_grid, log_spaced_ks, run_sequential
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

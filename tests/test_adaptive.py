@@ -1,0 +1,74 @@
+"""Adaptive unfreezing: releases decided from the recorded signal, in one run, resumable."""
+
+import os
+
+import numpy as np
+
+from earlyjax.adaptive import AdaptiveUnfreezing
+from earlyjax.freezing import NEVER, head_only_release_steps
+from earlyjax.metric_log import read_records
+from earlyjax.train import train_and_evaluate
+
+
+def feed(adaptive, release, values, start=0, every=10, until=None):
+    """Feeds recordings until the first release; returns {step: new release array}, release."""
+    out = {}
+    for i, v in enumerate(values):
+        step = start + i * every
+        new = adaptive.update(step, v, release, last_recording=step == until)
+        if new is not None:
+            return {step: new}, new
+    return out, release
+
+
+def test_releases_the_next_block_top_down_when_the_signal_settles():
+    adaptive = AdaptiveUnfreezing("fisher", 3, tau=2, eps=0.02)
+    release = head_only_release_steps(3)
+    settled = [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # a jump, then flat
+    got, release = feed(adaptive, release, settled)
+    ((step, new),) = got.items()
+    assert new.tolist() == [NEVER, NEVER, step, 0] and step > 10
+    # The next segment starts empty: a still-moving signal releases nothing ...
+    got, release = feed(adaptive, release, np.linspace(0, 1, 5), start=step + 10)
+    assert not got
+    # ... and the last recording releases whatever is still frozen.
+    got, release = feed(adaptive, release, [1.0], start=step + 60, until=step + 60)
+    assert release.tolist() == [step + 60, step + 60, step, 0]
+
+
+def test_restore_rebuilds_the_segment_since_the_last_release():
+    records = [{"kind": "record", "step": s, "fisher": float(s)} for s in range(0, 60, 10)]
+    release = np.array([NEVER, 20, 0])
+    adaptive = AdaptiveUnfreezing("fisher", 2)
+    adaptive.restore(records + [{"kind": "train", "step": 50}], release)
+    assert adaptive.steps == [30, 40, 50]
+    adaptive.restore(records, head_only_release_steps(2))
+    assert adaptive.steps == [0, 10, 20, 30, 40, 50]
+
+
+def test_one_run_releases_every_block_by_the_end_of_recording(tiny_config, tiny_dataset, tmp_path):
+    c = tiny_config
+    c.unfreeze.k = None
+    c.unfreeze.adaptive = "fisher"
+    c.unfreeze.adaptive_tau = 1
+    c.total_steps = 8
+    c.record.every = 1
+    c.record.until = 6
+    c.record.set_size = 64
+    c.record.batch_size = 32
+    c.record.metrics = ("fisher", "avg_sharpness")  # the recorder of test_recording (cached)
+    c.record.avg_samples = 2
+    results = train_and_evaluate(c, str(tmp_path), dataset=tiny_dataset)
+    releases = [
+        r for r in read_records(os.path.join(tmp_path, "metrics.jsonl")) if r["kind"] == "release"
+    ]
+    assert releases and releases[-1]["step"] <= 6
+    assert results["release_steps"] == releases[-1]["release_steps"]
+    assert max(results["release_steps"]) <= 6
+    assert [b for r in releases for b in r["blocks"]] == [
+        "layer4",
+        "layer3",
+        "layer2",
+        "layer1",
+        "stem",
+    ][: sum(len(r["blocks"]) for r in releases)]
