@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
-from earlyjax import freezing, metrics
+from earlyjax import freezing, metrics, parallel
 from earlyjax.data.pipeline import normalize
 
 RECORDABLE = ("fisher", "avg_sharpness", "worst_sharpness", "hessian", "feature_rank")
@@ -39,12 +40,13 @@ def record_steps(every: int, until: int, num_steps: int) -> list[int]:
 
 
 def make_recorder(
-    experiment, record_config, metric_batches: dict
+    experiment, record_config, metric_batches: dict, mesh: Mesh | None = None
 ) -> Callable[[object], dict[str, float]]:
     """Returns recorder(state) -> {metric: value} for the metrics named in record_config.
 
     `experiment` is `earlyjax.train.Experiment`; `metric_batches` holds uint8 images
-    [B, b, H, W, C] and labels [B, b] (`earlyjax.data.pipeline.metric_set`).
+    [B, b, H, W, C] and labels [B, b] (`earlyjax.data.pipeline.metric_set`). With a `mesh`
+    the metrics run data-parallel over its devices (the `mesh` argument of `earlyjax.metrics`).
     """
     names = tuple(record_config.metrics)
     unknown = sorted(set(names) - set(RECORDABLE))
@@ -52,12 +54,16 @@ def make_recorder(
         raise ValueError(f"unknown record.metrics {unknown}; choose from {RECORDABLE}")
     model = experiment.model
     mean, std = jnp.asarray(experiment.mean), jnp.asarray(experiment.std)
-    images = normalize(jnp.asarray(metric_batches["image"]), mean, std)
-    batches = {"image": images, "label": jnp.asarray(metric_batches["label"])}
-    flat_x = images.reshape(-1, *images.shape[2:])
+    # An argument of the compiled recorder, not a constant baked into it.
+    metric_batches = dict(metric_batches)
+    if mesh is not None:
+        metric_batches = parallel.put_replicated(metric_batches, mesh)
 
     @jax.jit
-    def record(params, batch_stats, opt_state, step, rng):
+    def record(params, batch_stats, opt_state, step, rng, metric_batches):
+        images = normalize(metric_batches["image"], mean, std)
+        batches = {"image": images, "label": metric_batches["label"]}
+        flat_x = images.reshape(-1, *images.shape[2:])
         variables = {"batch_stats": batch_stats}
 
         def logits_fn(p, x):
@@ -74,7 +80,7 @@ def make_recorder(
         out = {}
         if "fisher" in names:
             out["fisher"] = metrics.fisher_trace(
-                logits_fn, params, flat_x, keys["fisher"], trainable=trainable
+                logits_fn, params, flat_x, keys["fisher"], trainable=trainable, mesh=mesh
             )
         if "avg_sharpness" in names:
             out["avg_sharpness"] = metrics.average_sharpness(
@@ -85,6 +91,7 @@ def make_recorder(
                 rho=record_config.rho,
                 n_samples=record_config.avg_samples,
                 trainable=trainable,
+                mesh=mesh,
             )
         if "worst_sharpness" in names:
             out["worst_sharpness"], _ = metrics.worst_sharpness(
@@ -95,6 +102,7 @@ def make_recorder(
                 rho=record_config.rho,
                 n_iters=record_config.worst_iters,
                 trainable=trainable,
+                mesh=mesh,
             )
         if "hessian" in names:
             out["hessian"] = metrics.hessian_top_eigenvalue(
@@ -104,6 +112,7 @@ def make_recorder(
                 keys["hessian"],
                 n_iters=record_config.hessian_iters,
                 trainable=trainable,
+                mesh=mesh,
             )
         if "feature_rank" in names:
             features = model.apply(
@@ -114,7 +123,9 @@ def make_recorder(
 
     def recorder(state) -> dict[str, float]:
         rng = jax.random.wrap_key_data(state.rng)
-        values = record(state.params, state.batch_stats, state.opt_state, state.step, rng)
+        values = record(
+            state.params, state.batch_stats, state.opt_state, state.step, rng, metric_batches
+        )
         return {k: float(v) for k, v in jax.device_get(values).items()}
 
     return recorder

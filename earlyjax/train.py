@@ -22,9 +22,10 @@ import ml_collections
 import numpy as np
 import optax
 from flax import linen as nn
+from jax.sharding import Mesh
 from tqdm import tqdm
 
-from earlyjax import freezing
+from earlyjax import freezing, parallel
 from earlyjax.adaptive import AdaptiveUnfreezing
 from earlyjax.checkpoint import Checkpointer
 from earlyjax.config import ConfigError, differing_fields, validate
@@ -125,13 +126,15 @@ def build_experiment(
 
 
 def make_train_step(
-    experiment: Experiment, *, augment: bool, freeze_bn_stats: bool
+    experiment: Experiment, *, augment: bool, freeze_bn_stats: bool, mesh: Mesh | None = None
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """A jitted step: (state, {"image": uint8 [B,H,W,C], "label": int32 [B]}) -> (state, stats).
 
     stats holds the batch's mean loss and accuracy. BatchNorm uses batch statistics and updates
     its running statistics in every block (PyTorch `requires_grad=False` semantics), unless
     `freeze_bn_stats`, in which case blocks that are still frozen keep their running statistics.
+    With a `mesh` (`earlyjax.parallel`), the batch comes split over its devices and the new
+    state leaves replicated: data parallelism with global-batch BatchNorm statistics.
     """
     model, optimizer = experiment.model, experiment.optimizer
     mean, std = jnp.asarray(experiment.mean), jnp.asarray(experiment.std)
@@ -166,21 +169,29 @@ def make_train_step(
         new_state = TrainState(state.step + 1, params, batch_stats, opt_state, state.rng)
         return new_state, {"loss": loss, "accuracy": accuracy}
 
-    return jax.jit(train_step, donate_argnums=0)
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=0)
+    return jax.jit(train_step, donate_argnums=0, out_shardings=parallel.replicated(mesh))
 
 
-def make_eval_step(experiment: Experiment) -> Callable:
-    """A jitted step: (params, batch_stats, batch with mask) -> (correct, loss_sum, count)."""
+def make_eval_step(experiment: Experiment, mesh: Mesh | None = None) -> Callable:
+    """(params, batch_stats, host batch with mask) -> (correct, loss_sum, count), jitted; with a
+    `mesh` the batch is split over its devices."""
     model = experiment.model
     mean, std = jnp.asarray(experiment.mean), jnp.asarray(experiment.std)
 
     @jax.jit
-    def eval_step(params, batch_stats, batch):
+    def step(params, batch_stats, batch):
         x = normalize(batch["image"], mean, std)
         logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
         return correct.sum(), (losses * batch["mask"]).sum(), batch["mask"].sum()
+
+    def eval_step(params, batch_stats, batch):
+        if mesh is not None:
+            batch = parallel.global_batch(batch, mesh)
+        return step(params, batch_stats, batch)
 
     return eval_step
 
@@ -212,9 +223,11 @@ def trainable_blocks(experiment: Experiment, opt_state: Any, step: int) -> list[
     return [name for name, r in zip(names, release, strict=True) if step >= r]
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Writes config.json on first use; refuses a workdir that holds a different config."""
-    os.makedirs(workdir, exist_ok=True)
+def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, write: bool) -> None:
+    """Writes config.json on first use (if `write`: process 0 of a multi-host run); refuses a
+    workdir that holds a different config."""
+    if write:
+        os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG_FILE)
     current = json.loads(config.to_json())
     if os.path.exists(path):
@@ -230,6 +243,8 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                 + ")."
             )
         return
+    if not write:
+        return
     with open(path + ".tmp", "w") as f:
         json.dump(current, f, indent=2, sort_keys=True)
     os.replace(path + ".tmp", path)
@@ -241,17 +256,21 @@ def train_and_evaluate(
     *,
     dataset: Dataset | None = None,
     stop_after: int | None = None,
+    mesh: Mesh | None = None,
 ) -> dict | None:
     """Trains (resuming from `workdir`'s newest checkpoint), evaluates, writes results.json.
 
     `stop_after` ends the run after that many total steps, with a checkpoint, as if it had been
     interrupted (used to test resumption); the return value is then None. Otherwise returns the
     results: ID accuracy, mean OOD accuracy and the per-corruption, per-severity table.
+    Training and metrics run data-parallel over `mesh` (default: every device of every host,
+    `earlyjax.parallel.data_mesh()`).
     """
     validate(config)
+    is_writer = jax.process_index() == 0
     results_path = os.path.join(workdir, RESULTS_FILE)
     if os.path.exists(results_path):
-        _prepare_workdir(config, workdir)  # refuses a different config
+        _prepare_workdir(config, workdir, write=False)  # refuses a different config
         with open(results_path) as f:
             results = json.load(f)
         print(f"{workdir} already holds a finished run; not training again ({results_path})")
@@ -261,10 +280,16 @@ def train_and_evaluate(
         num_steps = total_steps(config, dataset.train.images.shape[0])
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    mesh = mesh or parallel.data_mesh()
+    for name in ("batch_size", "eval_batch_size"):
+        try:
+            parallel.check_divisible(name, config[name], mesh)
+        except ValueError as e:
+            raise ConfigError(f"--config.{e}") from None
     experiment, state = build_experiment(config, dataset)
-    recorder, to_record = _make_recorder(config, experiment, dataset, num_steps)
-    _prepare_workdir(config, workdir)  # only now: a config that cannot run writes nothing
-    is_writer = jax.process_index() == 0
+    state = parallel.put_replicated(state, mesh)
+    recorder, to_record = _make_recorder(config, experiment, dataset, num_steps, mesh)
+    _prepare_workdir(config, workdir, write=is_writer)  # a config that cannot run writes nothing
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
     start = checkpointer.latest_step() or 0
@@ -278,9 +303,12 @@ def train_and_evaluate(
     # Without a checkpoint, lines of an earlier attempt (even at step 0) are set aside.
     log = MetricLog(workdir, resume_step=start if start else -1, enabled=is_writer)
     train_step = make_train_step(
-        experiment, augment=config.data.augment, freeze_bn_stats=config.unfreeze.freeze_bn_stats
+        experiment,
+        augment=config.data.augment,
+        freeze_bn_stats=config.unfreeze.freeze_bn_stats,
+        mesh=mesh,
     )
-    eval_step = make_eval_step(experiment)
+    eval_step = make_eval_step(experiment, mesh)
     stop = min(num_steps, stop_after or num_steps)
     record_seconds = 0.0
 
@@ -361,6 +389,7 @@ def train_and_evaluate(
         batch_size=config.batch_size,
         start_step=start,
         stop_step=stop,
+        mesh=mesh,
     )
     try:
         for step, batch in batches:
@@ -414,7 +443,7 @@ def train_and_evaluate(
     return results
 
 
-def _make_recorder(config, experiment: Experiment, dataset: Dataset, num_steps: int):
+def _make_recorder(config, experiment: Experiment, dataset: Dataset, num_steps: int, mesh: Mesh):
     """(recorder or None, the steps to record) for the config's `record` block."""
     steps = set(record_steps(config.record.every, config.record.until, num_steps))
     if not steps:
@@ -423,7 +452,7 @@ def _make_recorder(config, experiment: Experiment, dataset: Dataset, num_steps: 
         batches = metric_set(dataset.train, config.record.set_size, config.record.batch_size)
     except ValueError as e:
         raise ConfigError(f"record.set_size: {e}") from None
-    return make_recorder(experiment, config.record, batches), steps
+    return make_recorder(experiment, config.record, batches, mesh), steps
 
 
 def experiment_lr(config: ml_collections.ConfigDict, step: int) -> float:

@@ -142,6 +142,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS.out or not flags.FLAGS.config:
         raise app.UsageError("--config and --out are required")
+    cli.initialize_distributed()
     cli.enable_compilation_cache()
     logging.set_verbosity(logging.WARNING)
     try:

@@ -23,6 +23,12 @@ config_flags.DEFINE_config_file(
 )
 # Shared by the drivers that run several seeds (experiments.sweep, experiments.autok).
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Start with jax.distributed.initialize(), for one run over several hosts (TPU pod slice, "
+    "multi-node GPU): every host runs the same command. See initialize_distributed().",
+)
 
 
 def resolve_config_path(value: str) -> str:
@@ -83,6 +89,32 @@ def parse_flags(argv: list[str]) -> list[str]:
         raise SystemExit(
             f"unknown config field: {'; '.join(unknown)}. Valid fields: {', '.join(known)}"
         ) from e
+
+
+def initialize_distributed() -> None:
+    """With --distributed: `jax.distributed.initialize()`, so that JAX sees every host's devices.
+
+    On Cloud TPU, SLURM and Open MPI, JAX finds the coordinator, the process count and this
+    process's id by itself. Elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0),
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID on every host (launch/multigpu.py does): JAX reads the
+    first itself, the other two are passed on from here (jax 0.10 does not read them).
+    """
+    if not flags.FLAGS.distributed:
+        return
+    import jax
+
+    kwargs = {}
+    for var, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if os.environ.get(var):
+            try:
+                kwargs[arg] = int(os.environ[var])
+            except ValueError:
+                raise SystemExit(f"{var}={os.environ[var]!r} must be an integer") from None
+    jax.distributed.initialize(**kwargs)
+    print(
+        f"distributed: process {jax.process_index()} of {jax.process_count()}, "
+        f"{jax.local_device_count()} local of {jax.device_count()} devices"
+    )
 
 
 def enable_compilation_cache() -> None:

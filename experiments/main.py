@@ -24,6 +24,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS.config or not flags.FLAGS.workdir:
         raise app.UsageError("--config and --workdir are required")
+    cli.initialize_distributed()
     cli.enable_compilation_cache()
     from earlyjax.train import format_results, train_and_evaluate
 

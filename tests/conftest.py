@@ -7,6 +7,10 @@ import pytest
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
 
+# tests/multidevice/ needs 4 devices, which must be configured before JAX starts: it runs in a
+# subprocess of its own (tests/test_multidevice.py), which sets this variable.
+collect_ignore = [] if os.environ.get("EARLYJAX_MULTIDEVICE") else ["multidevice"]
+
 
 def pytest_configure(config):
     """Caches compiled programs on disk, so tests that rebuild the same model compile it once.

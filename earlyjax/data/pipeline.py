@@ -17,8 +17,10 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from earlyjax.data.base import Split
+from earlyjax.parallel import global_batch
 
 CIFAR_PAD = 4
 
@@ -44,20 +46,36 @@ def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> n
 
 
 def train_batches(
-    split: Split, *, seed: int, batch_size: int, start_step: int, stop_step: int, prefetch: int = 2
+    split: Split,
+    *,
+    seed: int,
+    batch_size: int,
+    start_step: int,
+    stop_step: int,
+    prefetch: int = 2,
+    mesh: Mesh | None = None,
 ) -> Iterator[tuple[int, dict[str, jax.Array]]]:
     """Yields (step, {"image": uint8 [B,H,W,C], "label": int32 [B]}) on device, start..stop-1.
 
-    A background thread gathers and transfers the next `prefetch` batches while the device
-    runs the current step, so the accelerator does not wait on the host.
+    With a `mesh`, each batch is a global array split over its devices, and each host gathers
+    only its devices' rows (`earlyjax.parallel.global_batch`); else it goes to the default
+    device. A background thread gathers and transfers the next `prefetch` batches while the
+    device runs the current step, so the accelerator does not wait on the host.
     """
     num_examples = split.images.shape[0]
     steps_per_epoch(num_examples, batch_size)  # validates batch_size early
+
+    def to_device(step: int) -> dict[str, jax.Array]:
+        idx = batch_indices(seed, step, num_examples, batch_size)
+        if mesh is not None:
+            return global_batch({"image": split.images, "label": split.labels}, mesh, rows=idx)
+        return {
+            "image": jax.device_put(split.images[idx]),
+            "label": jax.device_put(split.labels[idx]),
+        }
+
     if prefetch < 1:
-        yield from (
-            (s, _to_device(split, batch_indices(seed, s, num_examples, batch_size)))
-            for s in range(start_step, stop_step)
-        )
+        yield from ((s, to_device(s)) for s in range(start_step, stop_step))
         return
     buffer: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -65,7 +83,7 @@ def train_batches(
     def producer():
         try:
             for s in range(start_step, stop_step):
-                item = (s, _to_device(split, batch_indices(seed, s, num_examples, batch_size)))
+                item = (s, to_device(s))
                 while not stop.is_set():
                     try:
                         buffer.put(item, timeout=0.1)
@@ -88,10 +106,6 @@ def train_batches(
     finally:
         stop.set()
         thread.join(timeout=5)
-
-
-def _to_device(split: Split, idx: np.ndarray) -> dict[str, jax.Array]:
-    return {"image": jax.device_put(split.images[idx]), "label": jax.device_put(split.labels[idx])}
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:

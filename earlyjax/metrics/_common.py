@@ -13,6 +13,8 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 PyTree = Any
 
@@ -171,3 +173,74 @@ def check_batches(batches: PyTree) -> int:
     if n_batches < 1:
         raise ValueError("batches is empty (leading axis 0); pass at least one batch")
     return int(n_batches)
+
+
+def check_mesh(mesh: Any) -> Mesh | None:
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise ValueError(
+            f"mesh must be a jax.sharding.Mesh (e.g. earlyjax.parallel.data_mesh()) or None, "
+            f"got {type(mesh).__name__}"
+        )
+    return mesh
+
+
+def place_on_mesh(tree: PyTree, mesh: Mesh | None) -> PyTree:
+    """Concrete arrays of `tree` replicated over `mesh` (traced leaves and mesh=None: as is).
+
+    Arrays already on the mesh (e.g. a training run's replicated parameters, or global arrays
+    of a multi-host run) are left where they are.
+    """
+    if mesh is None:
+        return tree
+    sharding = NamedSharding(mesh, P())
+
+    def place(x):
+        if isinstance(x, jax.core.Tracer):
+            return x
+        if isinstance(x, jax.Array) and x.sharding.device_set == sharding.device_set:
+            return x
+        return jax.device_put(x, sharding)
+
+    return jax.tree.map(place, tree)
+
+
+def split_over_devices(tree: PyTree, mesh: Mesh | None, axis: int = 0) -> PyTree:
+    """Inside a compiled function: lay `axis` of every leaf out across the mesh's devices and
+    let XLA partition the work (ordinary batched data parallelism; no-op without a mesh)."""
+    if mesh is None:
+        return tree
+    spec = P(*([None] * axis), mesh.axis_names[0])
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
+
+
+def device_map(fn, shared: PyTree, xs: PyTree, mesh: Mesh | None) -> PyTree:
+    """`fn(shared, xs)` with the leading axis of `xs` split over the mesh's devices.
+
+    The one mechanism behind the metrics' data parallelism: each device runs `fn` on its own
+    slice of `xs` (chunks of examples, perturbation samples or batches) as one `shard_map`ped
+    program, with `shared` (parameters, a batch) replicated. `fn` must take every array it uses
+    from its arguments (a closed-over array keeps its outer sharding, which shard_map refuses),
+    treat the elements of `xs` independently, and return outputs whose leading axis matches
+    them; those are put back together. The axis is padded to a multiple of the device count
+    with copies of element 0, cut from the outputs again. Without a mesh: `fn(shared, xs)`.
+
+    Why shard_map and not a sharding constraint: XLA's automatic partitioning of vmapped
+    per-example gradients of a convolution (`vmap(grad(...))` with the example axis split)
+    returned per-example gradient norms off by up to 0.8% on 4 CPU devices (jax 0.10.2),
+    while each device running the single-device program is exact. `check_vma=False`: with the
+    check on, the gradient with respect to a replicated value would be summed over devices.
+    """
+    if mesh is None:
+        return fn(shared, xs)
+    d = mesh.size
+    n = jax.tree.leaves(xs)[0].shape[0]
+    pad = -n % d
+    if pad:
+        xs = jax.tree.map(
+            lambda x: jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, *x.shape[1:]))]), xs
+        )
+    split = P(mesh.axis_names[0])
+    out = jax.shard_map(fn, mesh=mesh, in_specs=(P(), split), out_specs=split, check_vma=False)(
+        shared, xs
+    )
+    return jax.tree.map(lambda y: y[:n], out)

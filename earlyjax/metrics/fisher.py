@@ -16,12 +16,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import Mesh
 
 from earlyjax.metrics._common import (
     check_key,
+    check_mesh,
     check_positive_int,
+    device_map,
     merge_active,
     param_count,
+    place_on_mesh,
     resolve_trainable,
     select_active,
     weighted_sq_norm,
@@ -44,6 +48,7 @@ def fisher_trace(
     exact: bool = False,
     chunk_size: int | None = None,
     estimator: str = "eq2",
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """tr(F) of Eq. 2 divided by the number of trainable parameters (float32 scalar).
 
@@ -73,6 +78,10 @@ def fisher_trace(
         Eq. 2: it estimates ||E g||², which shrinks as N grows, not E||g||². It is offered only
         to compare with numbers produced that way; to reproduce per-batch numbers (e.g. batches
         of 32), call it once per batch and average.
+      mesh: optional device mesh (e.g. `earlyjax.parallel.data_mesh()`): the chunks of examples
+        are split over its devices, each computing the per-example gradients of its own chunks
+        (memory per device as above); the value equals the single-device one up to float
+        reassociation. "batch_argmax" ignores it.
 
     Cost: "eq2" sampled: N per-example forward+backward passes, run as ceil(N/chunk) vmapped
     passes of width chunk (a batched forward+backward that also forms per-example weight
@@ -91,7 +100,9 @@ def fisher_trace(
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size, "e.g. 32 (or None for the default)")
     key = check_key(key)
+    mesh = check_mesh(mesh)
     active, weights = resolve_trainable(params, trainable)
+    params, x = place_on_mesh((params, x), mesh)
     return _fisher_trace_jit(
         logits_fn,
         params,
@@ -102,6 +113,7 @@ def fisher_trace(
         exact=bool(exact),
         chunk_size=chunk_size,
         estimator=estimator,
+        mesh=mesh,
     )
 
 
@@ -125,29 +137,24 @@ def _check_logits(logits: jax.Array, n: int) -> None:
 
 
 @functools.partial(
-    jax.jit, static_argnames=("logits_fn", "active", "exact", "chunk_size", "estimator")
+    jax.jit, static_argnames=("logits_fn", "active", "exact", "chunk_size", "estimator", "mesh")
 )
-def _fisher_trace_jit(logits_fn, params, x, key, weights, *, active, exact, chunk_size, estimator):
+def _fisher_trace_jit(
+    logits_fn, params, x, key, weights, *, active, exact, chunk_size, estimator, mesh
+):
     n = x.shape[0]
     act = select_active(params, active)
     count = param_count(act, weights)
 
-    def batch_logits(al, xb):  # logits [n, C] of a batch xb[n, ...], in float32
-        logits = logits_fn(merge_active(params, active, al), xb)
-        _check_logits(logits, xb.shape[0])
-        return logits.astype(jnp.float32)
-
-    def example_logits(al, xi):  # logits [C] of one example
-        return batch_logits(al, xi[None])[0]
-
-    if estimator == "batch_argmax":
+    if estimator == "batch_argmax":  # one batched pass; not split over a mesh
         xs, mask = _chunked(x, min(n, chunk_size or DEFAULT_CHUNK))
 
         def add_chunk_grad(gsum, chunk):
             xc, mc = chunk
 
             def summed_nll(al):
-                logp = jax.nn.log_softmax(batch_logits(al, xc))
+                logits = _logits(logits_fn, params, active, al, xc)
+                logp = jax.nn.log_softmax(logits)
                 yhat = jnp.argmax(lax.stop_gradient(logp), axis=-1)
                 return -jnp.sum(mc * jnp.take_along_axis(logp, yhat[:, None], axis=-1)[:, 0])
 
@@ -157,30 +164,49 @@ def _fisher_trace_jit(logits_fn, params, x, key, weights, *, active, exact, chun
         return weighted_sq_norm([g / n for g in gsum], weights) / count
 
     if exact:
-        n_classes = jax.eval_shape(lambda xi: example_logits(act, xi), x[0]).shape[0]
+        n_classes = jax.eval_shape(lambda: _logits(logits_fn, params, active, act, x[:1])).shape[1]
         xs, mask = _chunked(x, min(n, chunk_size or max(1, DEFAULT_CHUNK // n_classes)))
+        chunks = (xs,)
+    else:
+        xs, mask = _chunked(x, min(n, chunk_size or DEFAULT_CHUNK))
+        ks, _ = _chunked(jax.random.split(key, n), xs.shape[1])
+        chunks = (xs, ks)
+    sq_norms = functools.partial(_chunk_sq_norms, logits_fn, active=active, exact=exact)
+    sq = device_map(lambda sh, ch: sq_norms(*sh, ch), (params, weights), chunks, mesh)
+    return jnp.sum(sq * mask) / n / count
 
-        def expected_sq_norm(xi):
-            logits, vjp = jax.vjp(lambda al: example_logits(al, xi), act)
-            p = jax.nn.softmax(lax.stop_gradient(logits))
-            # ∇ log p_c = J^T (e_c - p), so Σ_c p_c ||∇ log p_c||² is the summed squared norm of
-            # the vector-Jacobian products with the cotangents sqrt(p_c) (e_c - p), c = 1..C.
-            cots = jnp.sqrt(p)[:, None] * (jnp.eye(p.shape[0], dtype=p.dtype) - p[None, :])
-            grads = jax.vmap(lambda ct: vjp(ct)[0])(cots)
-            return weighted_sq_norm(grads, weights)
 
-        sq = lax.map(jax.vmap(expected_sq_norm), xs)
-        return jnp.sum(sq * mask) / n / count
+def _logits(logits_fn, params, active, act, xb):
+    """logits [n, C] in float32 of a batch xb[n, ...] with the active leaves set to `act`."""
+    logits = logits_fn(merge_active(params, active, act), xb)
+    _check_logits(logits, xb.shape[0])
+    return logits.astype(jnp.float32)
 
-    xs, mask = _chunked(x, min(n, chunk_size or DEFAULT_CHUNK))
-    ks, _ = _chunked(jax.random.split(key, n), xs.shape[1])
 
-    def sampled_sq_norm(xi, ki):
+def _chunk_sq_norms(logits_fn, params, weights, chunks, *, active, exact):
+    """[n_chunks, chunk] per-example squared gradient norms, one vmapped chunk at a time.
+
+    chunks: (x[n_chunks, chunk, ...],) with `exact`, else (x, keys[n_chunks, chunk]).
+    """
+    act = select_active(params, active)
+
+    def example_logits(al, xi):  # logits [C] of one example
+        return _logits(logits_fn, params, active, al, xi[None])[0]
+
+    def expected_sq_norm(xi):  # Σ_c p_c ||∇ log p_c(xi)||²
+        logits, vjp = jax.vjp(lambda al: example_logits(al, xi), act)
+        p = jax.nn.softmax(lax.stop_gradient(logits))
+        # ∇ log p_c = J^T (e_c - p), so Σ_c p_c ||∇ log p_c||² is the summed squared norm of
+        # the vector-Jacobian products with the cotangents sqrt(p_c) (e_c - p), c = 1..C.
+        cots = jnp.sqrt(p)[:, None] * (jnp.eye(p.shape[0], dtype=p.dtype) - p[None, :])
+        return weighted_sq_norm(jax.vmap(lambda ct: vjp(ct)[0])(cots), weights)
+
+    def sampled_sq_norm(xi, ki):  # ||∇ log p(ŷ|xi)||² with ŷ ~ p(·|xi) drawn from ki
         def log_p_yhat(al):
             logp = jax.nn.log_softmax(example_logits(al, xi))
             return logp[jax.random.categorical(ki, lax.stop_gradient(logp))]
 
         return weighted_sq_norm(jax.grad(log_p_yhat)(act), weights)
 
-    sq = lax.map(lambda chunk: jax.vmap(sampled_sq_norm)(*chunk), (xs, ks))
-    return jnp.sum(sq * mask) / n / count
+    sq_norm = expected_sq_norm if exact else sampled_sq_norm
+    return lax.map(lambda chunk: jax.vmap(sq_norm)(*chunk), chunks)

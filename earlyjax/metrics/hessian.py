@@ -14,14 +14,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh
 
 from earlyjax.metrics._common import (
     check_batches,
     check_key,
+    check_mesh,
     check_positive_int,
     merge_active,
+    place_on_mesh,
     resolve_trainable,
     select_active,
+    split_over_devices,
 )
 
 PyTree = Any
@@ -38,6 +42,7 @@ def hessian_top_eigenvalue(
     n_iters: int = 20,
     method: str = "lanczos",
     trainable: PyTree | None = None,
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """λ_max of ∇²_w (1/B) Σ_b loss_fn(w, batch_b), a float32 scalar (loss units per param²).
 
@@ -59,6 +64,8 @@ def hessian_top_eigenvalue(
         returns the Rayleigh quotient of the dominant eigenvector, which is λ_max only when the
         top eigenvalue also has the largest magnitude.
       trainable: optional pytree of scalar bools: the Hessian restricted to trainable leaves.
+      mesh: optional device mesh: the examples of each batch are split over its devices (data
+        parallel Hessian-vector products).
 
     Cost: n_iters Hessian-vector products, each one forward-over-reverse pass per batch
     (about 2-3 forward+backward passes).
@@ -70,14 +77,24 @@ def hessian_top_eigenvalue(
     check_batches(batches)
     check_positive_int("n_iters", n_iters, "e.g. 20")
     key = check_key(key)
+    mesh = check_mesh(mesh)
     active, weights = resolve_trainable(params, trainable)
+    params, batches = place_on_mesh((params, batches), mesh)
     return _hessian_jit(
-        loss_fn, params, batches, key, weights, active=active, n_iters=n_iters, method=method
+        loss_fn,
+        params,
+        batches,
+        key,
+        weights,
+        active=active,
+        n_iters=n_iters,
+        method=method,
+        mesh=mesh,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "active", "n_iters", "method"))
-def _hessian_jit(loss_fn, params, batches, key, weights, *, active, n_iters, method):
+@functools.partial(jax.jit, static_argnames=("loss_fn", "active", "n_iters", "method", "mesh"))
+def _hessian_jit(loss_fn, params, batches, key, weights, *, active, n_iters, method, mesh):
     act = select_active(params, active)
     w0, unravel = ravel_pytree(act)
     w0 = w0.astype(jnp.float32)
@@ -86,6 +103,7 @@ def _hessian_jit(loss_fn, params, batches, key, weights, *, active, n_iters, met
         [jnp.full((a.size,), wj, jnp.float32) for a, wj in zip(act, weights, strict=True)]
     )
     n_batches = jax.tree.leaves(batches)[0].shape[0]
+    batches = split_over_devices(batches, mesh, axis=1)
 
     def loss_flat(vec, batch):
         loss = loss_fn(merge_active(params, active, unravel(vec)), batch)

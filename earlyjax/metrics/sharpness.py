@@ -38,13 +38,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import Mesh
 
 from earlyjax.metrics._common import (
     check_batches,
     check_key,
+    check_mesh,
     check_positive_int,
     check_rho,
+    device_map,
     merge_active,
+    place_on_mesh,
     resolve_trainable,
     select_active,
 )
@@ -123,6 +127,7 @@ def average_sharpness(
     trainable: PyTree | None = None,
     shared_noise: bool = False,
     samples_per_pass: int | None = None,
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """Average-case sharpness of Eq. 3, a float32 scalar in the units of the loss (may be < 0).
 
@@ -144,8 +149,11 @@ def average_sharpness(
         and the mean over batches of (mean_s L_b(w + δ_bs) - L_b(w)). True: one set of
         `n_samples` perturbations shared by all batches (the metric set as a whole).
       samples_per_pass: perturbations evaluated together in one vmapped pass (None: all
-        `n_samples`). Lower it to bound memory: a pass holds that many copies of the noise, of
-        the perturbed parameters and of the activations.
+        `n_samples`, or a device's share of them with a mesh). Lower it to bound memory: a pass
+        holds that many copies of the noise, of the perturbed parameters and of the activations.
+      mesh: optional device mesh (e.g. `earlyjax.parallel.data_mesh()`): the perturbation
+        samples of each batch are split over its devices; the value equals the single-device
+        one up to float reassociation.
 
     Cost: B x (n_samples + 1) forward passes (no backward; the n_samples perturbed ones vmapped)
     and B x n_samples x P normal draws.
@@ -154,7 +162,9 @@ def average_sharpness(
     check_positive_int("n_samples", n_samples, "the paper uses 15")
     if samples_per_pass is not None:
         check_positive_int("samples_per_pass", samples_per_pass, "or None for all at once")
+    mesh = check_mesh(mesh)
     active, weights = resolve_trainable(params, trainable)
+    params, batches = place_on_mesh((params, batches), mesh)
     return _average_jit(
         loss_fn,
         params,
@@ -167,6 +177,7 @@ def average_sharpness(
         adaptive=bool(adaptive),
         shared_noise=bool(shared_noise),
         samples_per_pass=samples_per_pass,
+        mesh=mesh,
     )
 
 
@@ -179,35 +190,50 @@ def average_sharpness(
         "adaptive",
         "shared_noise",
         "samples_per_pass",
+        "mesh",
     ),
 )
 def _average_jit(
     loss_fn, params, batches, key, rho, weights, *, active, n_samples, adaptive, shared_noise,
-    samples_per_pass,
+    samples_per_pass, mesh,
 ):  # fmt: skip
-    act = select_active(params, active)
-    c = _scales(act, weights, adaptive)
     n_batches = jax.tree.leaves(batches)[0].shape[0]
-
-    def perturbed_loss(batch, k):
-        noise = _standard_normal_leaves(k, params, active)
-        new = [(a + rho * cj * z).astype(a.dtype) for a, cj, z in zip(act, c, noise, strict=True)]
-        return _scalar_loss(loss_fn, merge_active(params, active, new), batch)
+    losses = functools.partial(
+        _perturbed_losses,
+        loss_fn,
+        active=active,
+        adaptive=adaptive,
+        samples_per_pass=samples_per_pass,
+    )
 
     def per_batch(batch, kb):
         base = _scalar_loss(loss_fn, params, batch)
         ks = jax.random.split(kb, n_samples)
-        if samples_per_pass is None or samples_per_pass >= n_samples:
-            losses = jax.vmap(lambda k: perturbed_loss(batch, k))(ks)
-        else:
-            losses = lax.map(lambda k: perturbed_loss(batch, k), ks, batch_size=samples_per_pass)
-        return jnp.mean(losses - base)
+        shared = (params, rho, weights, batch)
+        return jnp.mean(device_map(lambda sh, k: losses(*sh, k), shared, ks, mesh) - base)
 
     if shared_noise:
         vals = lax.map(lambda b: per_batch(b, key), batches)
     else:
         vals = lax.map(lambda inp: per_batch(*inp), (batches, jax.random.split(key, n_batches)))
     return jnp.mean(vals)
+
+
+def _perturbed_losses(
+    loss_fn, params, rho, weights, batch, keys, *, active, adaptive, samples_per_pass
+):  # fmt: skip
+    """L(w + ρ c ⊙ z_k) on `batch` for the noise z_k of each key, `samples_per_pass` at a time."""
+    act = select_active(params, active)
+    c = _scales(act, weights, adaptive)
+
+    def perturbed_loss(k):
+        noise = _standard_normal_leaves(k, params, active)
+        new = [(a + rho * cj * z).astype(a.dtype) for a, cj, z in zip(act, c, noise, strict=True)]
+        return _scalar_loss(loss_fn, merge_active(params, active, new), batch)
+
+    if samples_per_pass is None or samples_per_pass >= keys.shape[0]:
+        return jax.vmap(perturbed_loss)(keys)
+    return lax.map(perturbed_loss, keys, batch_size=samples_per_pass)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,6 +336,7 @@ def worst_sharpness(
     trainable: PyTree | None = None,
     geometry: str = "ellipsoid",
     random_init: bool = False,
+    mesh: Mesh | None = None,
 ) -> tuple[jax.Array, PyTree]:
     """Worst-case sharpness of Eq. 4 (L2, ||δ ⊙ c⁻¹||₂ <= ρ) by Auto-PGD; returns (value, delta).
 
@@ -350,6 +377,9 @@ def worst_sharpness(
       rho: radius ρ >= 0 (the paper: 0.01). n_iters: APGD iterations (their scripts: 20).
       adaptive: c = |w| (default) or c = 1. trainable: frozen leaves are not perturbed.
       geometry: "ellipsoid" or "scaled", see above.
+      mesh: optional device mesh (e.g. `earlyjax.parallel.data_mesh()`): the batches are split
+        over its devices, each running Auto-PGD on its own batches; the value equals the
+        single-device one up to float reassociation.
 
     Cost: per batch n_iters + 1 forward+backward passes (+1 forward with `random_init`) and
     2 n_iters projections over the parameters; with "ellipsoid" and `adaptive` each projection
@@ -359,7 +389,9 @@ def worst_sharpness(
         raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
     key = _common_checks(loss_fn, batches, key, rho)
     check_positive_int("n_iters", n_iters, "their scripts use 20")
+    mesh = check_mesh(mesh)
     active, weights = resolve_trainable(params, trainable)
+    params, batches = place_on_mesh((params, batches), mesh)
     value, best = _worst_jit(
         loss_fn,
         params,
@@ -372,6 +404,7 @@ def worst_sharpness(
         adaptive=bool(adaptive),
         geometry=geometry,
         random_init=bool(random_init),
+        mesh=mesh,
     )
     n_batches = jax.tree.leaves(batches)[0].shape[0]
     leaves = jax.tree.leaves(params)
@@ -399,15 +432,37 @@ class _APGDState(NamedTuple):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("loss_fn", "active", "n_iters", "adaptive", "geometry", "random_init"),
-)
+    static_argnames=(
+        "loss_fn", "active", "n_iters", "adaptive", "geometry", "random_init", "mesh"
+    ),
+)  # fmt: skip
 def _worst_jit(
     loss_fn, params, batches, key, rho, weights, *, active, n_iters, adaptive, geometry,
+    random_init, mesh,
+):  # fmt: skip
+    n_batches = jax.tree.leaves(batches)[0].shape[0]
+    run = functools.partial(
+        _apgd_batches,
+        loss_fn,
+        active=active,
+        n_iters=n_iters,
+        adaptive=adaptive,
+        geometry=geometry,
+        random_init=random_init,
+    )
+    shared = (params, rho, weights)
+    xs = (batches, jax.random.split(key, n_batches))
+    vals, best = device_map(lambda sh, b_k: run(*sh, *b_k), shared, xs, mesh)
+    return jnp.mean(vals), best
+
+
+def _apgd_batches(
+    loss_fn, params, rho, weights, batches, keys, *, active, n_iters, adaptive, geometry,
     random_init,
 ):  # fmt: skip
+    """Per batch b: (max loss - loss at w, the best δ) by Auto-PGD, for batches[b], keys[b]."""
     act = select_active(params, active)
     c = _scales(act, weights, adaptive)
-    n_batches = jax.tree.leaves(batches)[0].shape[0]
     is_cp = jnp.zeros((n_iters,), bool)
     cps = [i for i in apgd_checkpoints(n_iters) if i < n_iters]
     if cps:
@@ -506,5 +561,4 @@ def _worst_jit(
         better = final.best_loss > base
         return jnp.where(better, final.best_loss - base, 0.0), where(better, final.best, zeros)
 
-    vals, best = lax.map(lambda inp: per_batch(*inp), (batches, jax.random.split(key, n_batches)))
-    return jnp.mean(vals), best
+    return lax.map(lambda inp: per_batch(*inp), (batches, keys))

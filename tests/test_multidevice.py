@@ -1,0 +1,29 @@
+"""Runs tests/multidevice/ in a subprocess with 4 CPU devices (issue 6).
+
+`XLA_FLAGS=--xla_force_host_platform_device_count=4` only takes effect before JAX starts, and
+would change every other test's devices, so the 1-vs-4-device tests get a process of their own.
+"""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_one_and_four_devices_agree_in_a_four_device_process():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    env["EARLYJAX_MULTIDEVICE"] = "1"
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "tests/multidevice"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in summary and "skipped" not in summary, summary
