@@ -11,7 +11,9 @@ Each grid point is one run in `sweep_dir/<name>/` (e.g. `k=10_seed=0_lrs=1`), tr
 their newest checkpoint, so a killed sweep is simply started again with the same command.
 `--config.a.b=v` overrides apply to every run. `sweep.json` records the grid; a sweep folder
 refuses a different grid. `--processes=N` runs N runs at once as separate processes (on GPUs,
-process i sees only GPU i via CUDA_VISIBLE_DEVICES).
+process i sees only GPU i via CUDA_VISIBLE_DEVICES). `--dry_run` lists the grid with each
+point's index; `--only=I,J` runs only those points (a SLURM array task runs
+`--only=$SLURM_ARRAY_TASK_ID`, see launch/slurm.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,7 +43,10 @@ flags.DEFINE_integer(
 flags.DEFINE_list("lr_scale", [], "LR scales (1.0 = lr_d, 0.1 = 0.1*lr_d); default: config's.")
 flags.DEFINE_list("lr_switch", [], "LR switches as DIRECTION:STEP, e.g. l2h:300,h2l:300.")
 flags.DEFINE_integer("processes", 1, "Runs at once, each in its own process.")
-flags.DEFINE_bool("dry_run", False, "Print the runs (and whether each is done) and exit.")
+flags.DEFINE_bool("dry_run", False, "Print the runs (index, whether each is done, name) and exit.")
+flags.DEFINE_list(
+    "only", [], "Run only the grid points with these 0-based indices (as --dry_run lists them)."
+)
 
 
 @dataclass(frozen=True)
@@ -117,9 +123,43 @@ def _write_manifest(sweep_dir: str, manifest: dict) -> None:
             )
         return
     os.makedirs(sweep_dir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
+    # A unique temporary name: array tasks of one sweep may write the manifest at the same time.
+    fd, tmp = tempfile.mkstemp(prefix=SWEEP_FILE + ".", suffix=".tmp", dir=sweep_dir)
+    with os.fdopen(fd, "w") as f:
         json.dump(manifest, f, indent=2)
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
+
+
+def select_points(points: Sequence[Point], only: Sequence[str]) -> list[tuple[int, Point]]:
+    """The (index, point) pairs that `--only` names, in grid order; all of them without `only`.
+
+    Raises ValueError naming a value that is not an index of the grid, and the valid range.
+    """
+    if not only:
+        return list(enumerate(points))
+    valid = f"indices 0 to {len(points) - 1}" if points else "no indices"
+    chosen = set()
+    for value in only:
+        try:
+            index = int(value)
+        except ValueError:
+            index = -1
+        if not 0 <= index < len(points):
+            raise ValueError(
+                f"--only value {value!r} is not a grid index: this grid has {len(points)} "
+                f"points, {valid} (--dry_run lists them)"
+            )
+        chosen.add(index)
+    return [(i, points[i]) for i in sorted(chosen)]
+
+
+def gpu_for_slot(slot: int, visible: str | None) -> str:
+    """The CUDA_VISIBLE_DEVICES value for process slot `slot`, within the parent's GPUs."""
+    if visible:
+        gpus = [g.strip() for g in visible.split(",") if g.strip()]
+        if slot < len(gpus):
+            return gpus[slot]
+    return str(slot)
 
 
 def is_done(sweep_dir: str, point: Point) -> bool:
@@ -161,7 +201,8 @@ def run_processes(
                 *extra_flags,
                 *(f"--config.{k}={_fmt(v)}" for k, v in point.overrides),
             ]
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot)) if n > 1 else None
+            gpu = gpu_for_slot(slot, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu) if n > 1 else None
             print(f"start {point.name} (slot {slot})")
             running.append((subprocess.Popen(cmd, env=env), slot, point))
         proc, slot, point = running.pop(0)
@@ -208,32 +249,42 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS.sweep_dir:
         raise app.UsageError("--sweep_dir is required")
+    if flags.FLAGS.distributed and flags.FLAGS.processes > 1:
+        raise app.UsageError(
+            "--distributed runs each point over every host's devices, one after another; "
+            f"drop --processes={flags.FLAGS.processes}"
+        )
+    cli.initialize_distributed()
     cli.enable_compilation_cache()
     logging.set_verbosity(logging.WARNING)
     config = flags.FLAGS.config
     try:
         points = build_points(config)
+        selected = select_points(points, flags.FLAGS.only)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     sweep_dir = flags.FLAGS.sweep_dir
+    # The manifest always records the whole grid, so that `--only` tasks of one sweep agree.
     manifest = {
         "config": json.loads(config.to_json()),
         "runs": {p.name: dict(p.overrides) for p in points},
     }
     if flags.FLAGS.dry_run:
-        for p in points:
-            print(f"{'done' if is_done(sweep_dir, p) else 'todo'}  {p.name}")
+        for i, p in selected:
+            print(f"{i:>3}  {'done' if is_done(sweep_dir, p) else 'todo'}  {p.name}")
         return
     _write_manifest(sweep_dir, manifest)
+    todo = [p for _, p in selected]
     if flags.FLAGS.processes > 1:
         extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
-        run_processes(_config_arg(), extra, sweep_dir, points, flags.FLAGS.processes)
+        run_processes(_config_arg(), extra, sweep_dir, todo, flags.FLAGS.processes)
     else:
         try:
-            run_sequential(config, sweep_dir, points)
+            run_sequential(config, sweep_dir, todo)
         except cli.user_errors() as e:
             raise SystemExit(f"error: {e}") from None
-    print(f"sweep finished: {len(points)} runs in {sweep_dir}")
+    of_grid = f" of {len(points)}" if len(todo) < len(points) else ""
+    print(f"sweep finished: {len(todo)}{of_grid} runs in {sweep_dir}")
 
 
 def _config_arg() -> str:

@@ -8,7 +8,14 @@ import pytest
 
 from experiments import analysis
 from experiments.cli import apply_overrides
-from experiments.sweep import Point, expand_grid, log_spaced_ks, run_sequential
+from experiments.sweep import (
+    Point,
+    expand_grid,
+    gpu_for_slot,
+    log_spaced_ks,
+    run_sequential,
+    select_points,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,12 +105,16 @@ def test_cli_dry_run_lists_the_grid_and_refuses_bad_values(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [
+        "0",
         "todo",
         "k=none_seed=0",
+        "1",
         "todo",
         "k=none_seed=1",
+        "2",
         "todo",
         "k=5_seed=0",
+        "3",
         "todo",
         "k=5_seed=1",
     ]
@@ -111,3 +122,40 @@ def test_cli_dry_run_lists_the_grid_and_refuses_bad_values(tmp_path):
         cmd[:-2] + ["--k=0"], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert proc.returncode != 0 and "use 'none' or an int >= 1" in proc.stderr
+
+
+def test_only_selects_grid_indices_in_grid_order():
+    points = expand_grid([None, 10], [0, 1, 2], [], [])
+    assert select_points(points, []) == list(enumerate(points))
+    assert select_points(points, ["4", "1", "4"]) == [(1, points[1]), (4, points[4])]
+    for bad in ("6", "-1", "x"):
+        with pytest.raises(ValueError, match=rf"--only value '{bad}'.*6 points, indices 0 to 5"):
+            select_points(points, [bad])
+
+
+def test_process_slots_map_into_the_parents_visible_gpus():
+    assert gpu_for_slot(1, None) == "1"
+    assert gpu_for_slot(1, "4,6") == "6"
+    assert gpu_for_slot(0, "") == "0"
+
+
+def test_cli_only_lists_and_runs_just_those_indices(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        "--config=quickstart.py",
+        f"--sweep_dir={tmp_path}",
+        "--k=none,5",
+        "--seeds=0,1",
+        "--dry_run",
+    ]
+    proc = subprocess.run(
+        cmd + ["--only=3,1"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "todo", "k=none_seed=1", "3", "todo", "k=5_seed=1"]
+    proc = subprocess.run(cmd + ["--only=4"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode != 0
+    assert "--only value '4'" in proc.stderr and "indices 0 to 3" in proc.stderr
+    assert not os.path.exists(tmp_path / "sweep.json")
