@@ -328,8 +328,12 @@ def train_and_evaluate(
         """Records the metrics at `step`; with adaptive unfreezing, maybe releases a block."""
         nonlocal record_seconds, state
         t = time.time()
+        bar.set_description(f"record step {step}")
         values = recorder(state)
+        bar.set_description("train")
         record_seconds += time.time() - t
+        postfix["recorded"] = f"{step} ({record_seconds:.0f}s in metrics)"
+        bar.set_postfix(postfix)
         trainable = trainable_blocks(experiment, state.opt_state, step)
         log.write(step, "record", trainable=trainable, **values)
         if adaptive is None:
@@ -352,6 +356,8 @@ def train_and_evaluate(
         disable=not (config.progress_bar and is_writer),
         dynamic_ncols=True,
     )
+
+    postfix: dict[str, str] = {}  # shown after the bar: last loss, last recording
 
     def fetch_pending(step: int) -> list[dict]:
         """The pending stats on the host; raises TrainingDiverged on a non-finite loss."""
@@ -378,7 +384,8 @@ def train_and_evaluate(
             lr=experiment_lr(config, step - 1),
             trainable=trainable_blocks(experiment, state.opt_state, step - 1),
         )
-        bar.set_postfix(loss=f"{loss:.3f}")
+        postfix["loss"] = f"{loss:.3f}"
+        bar.set_postfix(postfix)
 
     t0 = time.time()
     if start == 0 and 0 in to_record:

@@ -1,6 +1,7 @@
 """The paper's tables and figures from a sweep folder (see experiments/sweep.py).
 
     python -m experiments.analysis table1 runs/mnist_k        # standard vs GU, mean ± std
+    python -m experiments.analysis table2 runs/mnist_autok    # auto-k per metric, winning rate
     python -m experiments.analysis table3 runs/c10_lr         # LR switch (l2h / h2l)
     python -m experiments.analysis fig1 runs/mnist_k          # ΔID and ΔOOD vs k, log x
     python -m experiments.analysis fig2 runs/mnist_k          # recorded metric curves per k
@@ -267,6 +268,15 @@ def figure2(sweep_dir: str, out_dir: str) -> list[str]:
     return paths
 
 
+def read_autok(autok_dir: str) -> dict:
+    """The summary `experiments.autok` wrote to `autok_dir/autok.json`."""
+    path = os.path.join(autok_dir, "autok.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} not found: run experiments.autok with --out={autok_dir} first")
+    with open(path) as f:
+        return json.load(f)
+
+
 def figure6(autok_dir: str, out_dir: str) -> list[str]:
     """The auto-k signal curves (head-only runs) with each metric's picked k as a vertical line."""
     import matplotlib
@@ -274,11 +284,7 @@ def figure6(autok_dir: str, out_dir: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = os.path.join(autok_dir, "autok.json")
-    if not os.path.exists(path):
-        raise SystemExit(f"{path} not found: run experiments.autok with --out={autok_dir} first")
-    with open(path) as f:
-        picked = json.load(f)["picked"]
+    picked = read_autok(autok_dir)["picked"]
     paths = []
     for seed_dir, per_metric in sorted(picked.items()):
         curves = recorded_curves(os.path.join(autok_dir, seed_dir, "signal"))
@@ -300,9 +306,71 @@ def figure6(autok_dir: str, out_dir: str) -> list[str]:
     return paths
 
 
+def winning_rate(metric_ood: list[float], random_ood: list[list[float]]) -> float:
+    """Share of (seed, random k) pairs where the metric's k has the higher OOD accuracy."""
+    wins = [m > r for m, rs in zip(metric_ood, random_ood, strict=True) for r in rs]
+    return 100.0 * float(np.mean(wins)) if wins else float("nan")
+
+
+def table2(summary: dict) -> list[dict]:
+    """Table 2 from an auto-k summary (`autok.json`): standard, random k, and k per metric with
+    its winning rate over the random k."""
+    rows = []
+    std = summary["standard"]
+    id_m, id_s = mean_std(std["id"])
+    ood_m, ood_s = mean_std(std["ood"])
+    rows.append(
+        {
+            "method": "standard",
+            "k": "-",
+            "ID": id_m,
+            "ID std": id_s,
+            "OOD": ood_m,
+            "OOD std": ood_s,
+            "WR (OOD) %": float("nan"),
+            "n": len(std["id"]),
+        }
+    )
+    rnd = summary["random"]
+    flat_id = [x for xs in rnd["id"] for x in xs]
+    flat_ood = [x for xs in rnd["ood"] for x in xs]
+    id_m, id_s = mean_std(flat_id)
+    ood_m, ood_s = mean_std(flat_ood)
+    rows.append(
+        {
+            "method": "GU, random k",
+            "k": f"1..{summary['max_random_k']}",
+            "ID": id_m,
+            "ID std": id_s,
+            "OOD": ood_m,
+            "OOD std": ood_s,
+            "WR (OOD) %": float("nan"),
+            "n": len(flat_id),
+        }
+    )
+    for name, m in summary["metrics"].items():
+        if not m["id"]:
+            continue
+        id_m, id_s = mean_std(m["id"])
+        ood_m, ood_s = mean_std(m["ood"])
+        rows.append(
+            {
+                "method": f"GU, k from {name}",
+                "k": ",".join(str(k) for k in m["k"]),
+                "ID": id_m,
+                "ID std": id_s,
+                "OOD": ood_m,
+                "OOD std": ood_s,
+                "WR (OOD) %": winning_rate(m["ood"], m["random_ood"]),
+                "n": len(m["id"]),
+            }
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["table1", "table3", "fig1", "fig2", "fig6"])
+    p.add_argument("what", choices=["table1", "table2", "table3", "fig1", "fig2", "fig6"])
     p.add_argument("sweep_dir")
     p.add_argument("--out", help="output folder (default: <sweep_dir>/analysis)")
     args = p.parse_args(argv)
@@ -311,6 +379,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         make = figure2 if args.what == "fig2" else figure6
         for path in make(args.sweep_dir, out):
             print(path)
+        return
+    if args.what == "table2":
+        print(write_table(table2(read_autok(args.sweep_dir)), out, "table2"))
         return
     runs = load_runs(args.sweep_dir)
     if args.what == "fig1":

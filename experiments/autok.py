@@ -10,9 +10,12 @@ Per seed:
   3. full gradual-unfreezing runs with each metric's k, standard training (k = None), and
      `--n_random` runs with k drawn uniformly from 1..`--max_random_k` (paper: 10 and 800);
   4. Table 2: per metric, k, ID and OOD accuracy (mean ± std over seeds) and the winning rate:
-     the share of (seed, random k) pairs whose OOD accuracy the metric's k beats.
+     the share of (seed, random k) pairs whose OOD accuracy the metric's k beats;
+  5. Figure 2 (the metrics recorded by the standard and the metric-k runs) and Figure 6 (the
+     signal curves with each picked k marked).
 Everything lands in `--out` (runs skip when finished and resume when interrupted, so the same
-command finishes a killed pipeline); `autok.json` and `analysis/table2.{md,csv}` hold the result.
+command finishes a killed pipeline); `autok.json` and `analysis/` (table2.{md,csv}, fig2, fig6)
+hold the result.
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ flags.DEFINE_integer("tau", 3, "Algorithm 2's moving-average window (paper: 3 or
 flags.DEFINE_float("eps", 0.02, "Algorithm 2's threshold on the normalised change.")
 
 
-def run(config, workdir: str, overrides) -> dict:
+def run(config, workdir: str, overrides, dataset=None) -> dict:
     from earlyjax.train import train_and_evaluate
 
     run_config = config.copy_and_resolve_references()
     apply_overrides(run_config, overrides)
-    return train_and_evaluate(run_config, workdir)
+    return train_and_evaluate(run_config, workdir, dataset=dataset)
 
 
 def signal_records(workdir: str) -> list[dict]:
@@ -77,143 +80,104 @@ def random_ks(seed: int, n: int, max_k: int) -> list[int]:
     return sorted(int(k) for k in rng.choice(np.arange(1, max_k + 1), size=n, replace=False))
 
 
-def winning_rate(metric_ood: list[float], random_ood: list[list[float]]) -> float:
-    """Share of (seed, random k) pairs where the metric's k has the higher OOD accuracy."""
-    wins = [m > r for m, rs in zip(metric_ood, random_ood, strict=True) for r in rs]
-    return 100.0 * float(np.mean(wins)) if wins else float("nan")
-
-
-def table2(summary: dict) -> list[dict]:
-    rows = []
-    std = summary["standard"]
-    id_m, id_s = analysis.mean_std(std["id"])
-    ood_m, ood_s = analysis.mean_std(std["ood"])
-    rows.append(
-        {
-            "method": "standard",
-            "k": "-",
-            "ID": id_m,
-            "ID std": id_s,
-            "OOD": ood_m,
-            "OOD std": ood_s,
-            "WR (OOD) %": float("nan"),
-            "n": len(std["id"]),
-        }
-    )
-    rnd = summary["random"]
-    flat_id = [x for xs in rnd["id"] for x in xs]
-    flat_ood = [x for xs in rnd["ood"] for x in xs]
-    id_m, id_s = analysis.mean_std(flat_id)
-    ood_m, ood_s = analysis.mean_std(flat_ood)
-    rows.append(
-        {
-            "method": "GU, random k",
-            "k": f"1..{summary['max_random_k']}",
-            "ID": id_m,
-            "ID std": id_s,
-            "OOD": ood_m,
-            "OOD std": ood_s,
-            "WR (OOD) %": float("nan"),
-            "n": len(flat_id),
-        }
-    )
-    for name, m in summary["metrics"].items():
-        if not m["id"]:
-            continue
-        id_m, id_s = analysis.mean_std(m["id"])
-        ood_m, ood_s = analysis.mean_std(m["ood"])
-        rows.append(
-            {
-                "method": f"GU, k from {name}",
-                "k": ",".join(str(k) for k in m["k"]),
-                "ID": id_m,
-                "ID std": id_s,
-                "OOD": ood_m,
-                "OOD std": ood_s,
-                "WR (OOD) %": winning_rate(m["ood"], m["random_ood"]),
-                "n": len(m["id"]),
-            }
-        )
-    return rows
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS.out or not flags.FLAGS.config:
+    f = flags.FLAGS
+    if not f.out or not f.config:
         raise app.UsageError("--config and --out are required")
     cli.initialize_distributed()
     cli.enable_compilation_cache()
     logging.set_verbosity(logging.WARNING)
     try:
-        summary = pipeline(flags.FLAGS.config, flags.FLAGS.out)
-    except cli.user_errors() as e:
+        summary = pipeline(
+            f.config,
+            f.out,
+            seeds=[int(s) for s in f.seeds],
+            n_random=f.n_random,
+            max_random_k=f.max_random_k,
+            metrics=tuple(f.metrics),
+            tau=f.tau,
+            eps=f.eps,
+        )
+    except cli.user_errors() + (ValueError,) as e:
         raise SystemExit(f"error: {e}") from None
-    rows = table2(summary)
-    print(analysis.write_table(rows, os.path.join(flags.FLAGS.out, "analysis"), "table2"))
+    analysis_dir = os.path.join(f.out, "analysis")
+    print(analysis.write_table(analysis.table2(summary), analysis_dir, "table2"))
+    print(f"\n(Table 2, Figure 2 and Figure 6 in {analysis_dir})")
 
 
-def pipeline(config, out: str) -> dict:
-    """Runs (or resumes) the whole pipeline and returns the summary written to autok.json."""
-    f = flags.FLAGS
-    metrics = tuple(f.metrics)
+def pipeline(
+    config,
+    out: str,
+    *,
+    seeds=(0,),
+    n_random: int = 10,
+    max_random_k: int = 800,
+    metrics=SIGNAL_METRICS,
+    tau: int = 3,
+    eps: float = 0.02,
+    dataset=None,
+) -> dict:
+    """Runs (or resumes) the whole pipeline; returns the summary written to `out/autok.json`.
+
+    The standard run and the runs with a metric's k record the metrics like the signal run (for
+    Figure 2); the random-k runs do not. Also writes Table 2 and Figures 2 and 6 to
+    `out/analysis/`.
+    `dataset` replaces the config's data (tests).
+    """
+    metrics = tuple(metrics)
     unknown = sorted(set(metrics) - set(SIGNAL_METRICS))
     if unknown:
-        raise SystemExit(f"--metrics {unknown}: choose from {SIGNAL_METRICS}")
-    if f.n_random < 0 or f.max_random_k < f.n_random:
-        raise SystemExit(
-            f"--n_random={f.n_random} distinct k need --max_random_k >= n_random (got "
-            f"{f.max_random_k})"
+        raise ValueError(f"--metrics {unknown}: choose from {SIGNAL_METRICS}")
+    if n_random < 0 or max_random_k < n_random:
+        raise ValueError(
+            f"--n_random={n_random} distinct k need --max_random_k >= n_random (got {max_random_k})"
         )
     if not config.record.every:
-        raise SystemExit("the signal run needs recording: set --config.record.every=10, say")
+        raise ValueError("the signal run needs recording: set --config.record.every=10, say")
     summary = {
-        "max_random_k": f.max_random_k,
+        "max_random_k": max_random_k,
         "standard": {"id": [], "ood": []},
         "random": {"k": [], "id": [], "ood": []},
         "metrics": {m: {"k": [], "id": [], "ood": [], "random_ood": []} for m in metrics},
         "picked": {},
     }
-    no_recording = (("record.every", 0),)
-    for seed in (int(s) for s in f.seeds):
+    for seed in seeds:
         base = f"seed={seed}"
         signal_dir = os.path.join(out, base, "signal")
-        run(
-            config,
-            signal_dir,
-            (
-                ("seed", seed),
-                ("unfreeze.k", None),
-                ("unfreeze.head_only", True),
-                ("total_steps", config.record.until),
-                ("data.ood_source", "none"),
-            ),
+        signal = (
+            ("seed", seed),
+            ("unfreeze.k", None),
+            ("unfreeze.head_only", True),
+            ("total_steps", config.record.until),
+            ("data.ood_source", "none"),
         )
-        picked = pick_ks(signal_records(signal_dir), metrics, f.tau, f.eps)
+        run(config, signal_dir, signal, dataset)
+        picked = pick_ks(signal_records(signal_dir), metrics, tau, eps)
         summary["picked"][base] = picked
         for name, p in picked.items():
             print(f"seed {seed}: {name} -> k = {p['k']} ({p['reason'] or 'stable'})")
 
-        def gu(k, seed=seed, base=base):
+        def gu(k, record, seed=seed, base=base):
             name = "standard" if k is None else f"k={k}"
-            return run(
-                config,
-                os.path.join(out, base, name),
-                (("seed", seed), ("unfreeze.k", k), *no_recording),
-            )
+            no_recording = () if record else (("record.every", 0),)
+            overrides = (("seed", seed), ("unfreeze.k", k), *no_recording)
+            return run(config, os.path.join(out, base, name), overrides, dataset)
 
-        std = gu(None)
+        std = gu(None, record=True)
         summary["standard"]["id"].append(std["id_accuracy"])
         summary["standard"]["ood"].append(std["ood_accuracy"])
-        ks = random_ks(seed, f.n_random, f.max_random_k)
-        rnd = [gu(k) for k in ks]
+        ks = random_ks(seed, n_random, max_random_k)
+        picked_ks = {p["k"] for p in picked.values()}
+        rnd = [gu(k, record=k in picked_ks) for k in ks]  # a run's folder has one config
         summary["random"]["k"].append(ks)
         summary["random"]["id"].append([r["id_accuracy"] for r in rnd])
         summary["random"]["ood"].append([r["ood_accuracy"] for r in rnd])
         for name, p in picked.items():
             if p["k"] is None:
                 continue
-            res = gu(p["k"])
+            res = gu(p["k"], record=True)
             m = summary["metrics"][name]
             m["k"].append(p["k"])
             m["id"].append(res["id_accuracy"])
@@ -222,6 +186,10 @@ def pipeline(config, out: str) -> dict:
     with open(os.path.join(out, "autok.json.tmp"), "w") as fh:
         json.dump(summary, fh, indent=2)
     os.replace(os.path.join(out, "autok.json.tmp"), os.path.join(out, "autok.json"))
+    analysis_dir = os.path.join(out, "analysis")
+    analysis.write_table(analysis.table2(summary), analysis_dir, "table2")
+    analysis.figure2(out, analysis_dir)
+    analysis.figure6(out, analysis_dir)
     return summary
 
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import autok
+from experiments import analysis, autok
 from experiments.analysis import figure6
 
 
@@ -43,7 +43,7 @@ def test_random_ks_are_distinct_fixed_per_seed_and_in_range():
 
 def test_winning_rate_counts_pairs_over_seeds():
     # seed 0: 50 beats 40 only; seed 1: 60 beats 59 and 30
-    assert autok.winning_rate([50.0, 60.0], [[40, 55, 70], [59, 61, 30]]) == pytest.approx(
+    assert analysis.winning_rate([50.0, 60.0], [[40, 55, 70], [59, 61, 30]]) == pytest.approx(
         100 * 3 / 6
     )
 
@@ -63,7 +63,7 @@ def test_table2_rows_and_figure6(tmp_path):
         },
         "picked": {"seed=0": {"fisher": {"k": 110, "stable": True, "index": 11, "reason": ""}}},
     }
-    rows = autok.table2(summary)
+    rows = analysis.table2(summary)
     assert [r["method"] for r in rows] == ["standard", "GU, random k", "GU, k from fisher"]
     assert rows[2]["WR (OOD) %"] == pytest.approx(75.0) and rows[2]["k"] == "110,120"
     signal = tmp_path / "seed=0" / "signal"
@@ -74,3 +74,39 @@ def test_table2_rows_and_figure6(tmp_path):
         json.dump(summary, f)
     paths = figure6(str(tmp_path), str(tmp_path / "out"))
     assert len(paths) == 2 and all(os.path.getsize(p) > 1000 for p in paths)
+
+
+def test_pipeline_end_to_end_writes_table2_and_figures_and_resumes(
+    tiny_config, tiny_dataset, tmp_path
+):
+    c = tiny_config
+    c.record.every = 1
+    c.record.until = 6
+    c.record.set_size = 64
+    c.record.batch_size = 32
+    c.record.metrics = ("fisher",)
+    out = str(tmp_path / "autok")
+    kwargs = dict(seeds=[0], n_random=1, max_random_k=4, metrics=("fisher",), tau=1, eps=0.05)
+    summary = autok.pipeline(c, out, dataset=tiny_dataset, **kwargs)
+
+    picked = summary["picked"]["seed=0"]["fisher"]
+    signal = autok.signal_records(os.path.join(out, "seed=0", "signal"))
+    assert [r["step"] for r in signal] == list(range(7))
+    assert all(r["trainable"] == ["head"] for r in signal)  # head-only signal run
+    [random_k] = summary["random"]["k"][0]
+    runs = {r["run"] for r in analysis.load_runs(out)}
+    expected = {"seed=0/standard", f"seed=0/k={random_k}"}
+    if picked["k"] is not None:
+        expected.add(f"seed=0/k={picked['k']}")
+        assert summary["metrics"]["fisher"]["k"] == [picked["k"]]
+    assert runs == expected
+    for name in ("table2.md", "table2.csv", "fig2.png", "fig2.pdf", "fig6_seed=0.png"):
+        assert os.path.getsize(os.path.join(out, "analysis", name)) > 0, name
+    with open(os.path.join(out, "autok.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(summary))
+
+    # The same command again trains nothing: every run is finished.
+    results = os.path.join(out, "seed=0", "standard", "results.json")
+    before = os.path.getmtime(results)
+    assert autok.pipeline(c, out, dataset=tiny_dataset, **kwargs) == summary
+    assert os.path.getmtime(results) == before

@@ -1,4 +1,4 @@
-"""Two processes as two hosts (2 CPU devices each) train like one process with 4 devices.
+"""Two processes as two hosts (2 CPU devices each) train like one process on one device.
 
 The processes form one JAX cluster through `jax.distributed.initialize` on localhost, share one
 workdir (as hosts share a file system), place only their own rows of each batch, and only
@@ -71,8 +71,12 @@ def test_two_hosts_train_like_one(tmp_path):
     port = free_port()
     two_hosts, one_host = str(tmp_path / "two_hosts"), str(tmp_path / "one_host")
     hosts = [start(2, i, 2, two_hosts, port) for i in range(2)]
+    from multihost_worker import tiny_config, tiny_data
+
+    from earlyjax.train import train_and_evaluate
+
+    train_and_evaluate(tiny_config(), one_host, dataset=tiny_data())  # here, on one device
     outputs = [finish(p) for p in hosts]
-    finish(start(1, 0, 4, one_host, 0))
 
     assert "process 0 of 2: 4 devices" in outputs[0]
     assert "process 1 of 2: 4 devices" in outputs[1]

@@ -1,0 +1,42 @@
+"""The README's metrics example runs as written, on a tiny model with BatchNorm."""
+
+import pathlib
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+class TinyNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Conv(4, (3, 3))(x)
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        return nn.Dense(10)(jnp.mean(nn.relu(x), axis=(1, 2)))
+
+
+def test_metrics_example_in_readme_runs():
+    text = README.read_text()
+    section = text.split("## The metrics on your own model", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    model = TinyNet()
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2048, 6, 6, 1)).astype(np.float32)
+    variables = model.init(jax.random.key(0), images[:2], train=False)
+    namespace = {
+        "model": model,
+        "params": variables["params"],
+        "stats": variables["batch_stats"],
+        "images": images,
+        "labels": rng.integers(0, 10, 2048),
+        "penultimate_features": rng.normal(size=(2048, 16)).astype(np.float32),
+    }
+    exec(compile(code, str(README), "exec"), namespace)
+    for name in ("tr_f", "s_avg", "s_worst", "lam"):
+        assert np.isfinite(float(namespace[name])), name
+    assert float(namespace["tr_f"]) > 0 and float(namespace["s_worst"]) >= 0
+    assert 1 <= int(namespace["rank"]) <= 16
