@@ -90,6 +90,7 @@ def make_recorder(
                 keys["avg_sharpness"],
                 rho=record_config.rho,
                 n_samples=record_config.avg_samples,
+                samples_per_pass=record_config.samples_per_pass,
                 trainable=trainable,
                 mesh=mesh,
             )
@@ -144,6 +145,8 @@ def check_record_config(record_config, names: Sequence[str] = RECORDABLE) -> lis
     for field in ("set_size", "batch_size", "avg_samples", "worst_iters", "hessian_iters"):
         if r[field] < 1:
             problems.append(f"record.{field} must be >= 1, got {r[field]}")
+    if r.samples_per_pass is not None and r.samples_per_pass < 1:
+        problems.append(f"record.samples_per_pass must be None or >= 1, got {r.samples_per_pass}")
     if r.set_size % r.batch_size:
         problems.append(
             f"record.set_size {r.set_size} must be a multiple of record.batch_size {r.batch_size}"

@@ -35,7 +35,11 @@ SIGNAL_METRICS = ("fisher", "avg_sharpness", "worst_sharpness")
 flags.DEFINE_string("out", None, "Folder for the pipeline's runs and results.")
 flags.DEFINE_integer("n_random", 10, "Random k per seed to compare against (paper: 10).")
 flags.DEFINE_integer("max_random_k", 800, "Random k are drawn from 1..max_random_k (paper: 800).")
-flags.DEFINE_list("metrics", list(SIGNAL_METRICS), "Metrics that pick k.")
+flags.DEFINE_list(
+    "metrics",
+    None,
+    "Metrics that pick k (default: those of tr(F), S_avg, S_worst the config records).",
+)
 flags.DEFINE_integer("tau", 3, "Algorithm 2's moving-average window (paper: 3 or 8).")
 flags.DEFINE_float("eps", 0.02, "Algorithm 2's threshold on the normalised change.")
 
@@ -96,7 +100,7 @@ def main(argv: list[str]) -> None:
             seeds=[int(s) for s in f.seeds],
             n_random=f.n_random,
             max_random_k=f.max_random_k,
-            metrics=tuple(f.metrics),
+            metrics=tuple(f.metrics or ()),
             tau=f.tau,
             eps=f.eps,
         )
@@ -114,7 +118,7 @@ def pipeline(
     seeds=(0,),
     n_random: int = 10,
     max_random_k: int = 800,
-    metrics=SIGNAL_METRICS,
+    metrics=(),
     tau: int = 3,
     eps: float = 0.02,
     dataset=None,
@@ -126,10 +130,17 @@ def pipeline(
     `out/analysis/`.
     `dataset` replaces the config's data (tests).
     """
-    metrics = tuple(metrics)
+    recorded = tuple(config.record.metrics)
+    metrics = tuple(metrics) or tuple(m for m in SIGNAL_METRICS if m in recorded)
     unknown = sorted(set(metrics) - set(SIGNAL_METRICS))
     if unknown:
         raise ValueError(f"--metrics {unknown}: choose from {SIGNAL_METRICS}")
+    missing = sorted(set(metrics) - set(recorded))
+    if missing or not metrics:
+        raise ValueError(
+            f"--metrics {list(metrics)} must be recorded by the signal run: record.metrics is "
+            f"{list(recorded)}; add {missing or list(SIGNAL_METRICS)} to --config.record.metrics"
+        )
     if n_random < 0 or max_random_k < n_random:
         raise ValueError(
             f"--n_random={n_random} distinct k need --max_random_k >= n_random (got {max_random_k})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -69,23 +70,55 @@ def _config_fields(tree, prefix=""):
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a clear message for an unknown `--config.x=v` field."""
-    try:
-        return flags.FLAGS(argv)
-    except (AttributeError, KeyError) as e:
-        from earlyjax.config import default_config
+    """absl's flag parsing, with a clear message for an unknown `--config.x=v` field.
 
-        known = list(_config_fields(default_config().to_dict()))
-        unknown = []
-        for arg in argv[1:]:
-            if arg.startswith("--config."):
-                field = arg[len("--config.") :].split("=", 1)[0]
-                if field not in known:
-                    close = difflib.get_close_matches(field, known, n=3)
-                    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                    unknown.append(f"--config.{field}{hint}")
-        if not unknown:
+    `--config.x=none` (any case) sets a field that may be None, such as `unfreeze.k` (standard
+    training), which absl's typed parsing of `--config.x` cannot.
+    """
+    nulls = [a for a in argv[1:] if a.startswith("--config.") and a.lower().endswith("=none")]
+    argv = [a for a in argv if a not in nulls]
+    sys.argv = [a for a in sys.argv if a not in nulls]  # config_flags reads sys.argv too
+    try:
+        rest = flags.FLAGS(argv)
+    except (AttributeError, KeyError) as e:
+        _refuse_unknown_fields(argv, e)
+        raise
+    for arg in nulls:
+        field = arg[len("--config.") : -len("=none")]
+        try:
+            apply_overrides(flags.FLAGS.config, [(field, None)])
+        except (AttributeError, KeyError) as e:
+            _refuse_unknown_fields([argv[0], arg], e)
             raise
+        if not _nullable(field):
+            raise SystemExit(f"{arg}: config field {field} cannot be None; give a value")
+    return rest
+
+
+def _nullable(field: str) -> bool:
+    """Whether a config field may be None: its default (earlyjax.config) is None."""
+    from earlyjax.config import default_config
+
+    node = default_config()
+    for part in field.split("."):
+        node = node[part]
+    return node is None
+
+
+def _refuse_unknown_fields(argv: list[str], e: Exception) -> None:
+    """Exits naming the unknown `--config.x` fields of argv and the closest valid ones."""
+    from earlyjax.config import default_config
+
+    known = list(_config_fields(default_config().to_dict()))
+    unknown = []
+    for arg in argv[1:]:
+        if arg.startswith("--config."):
+            field = arg[len("--config.") :].split("=", 1)[0]
+            if field not in known:
+                close = difflib.get_close_matches(field, known, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                unknown.append(f"--config.{field}{hint}")
+    if unknown:
         raise SystemExit(
             f"unknown config field: {'; '.join(unknown)}. Valid fields: {', '.join(known)}"
         ) from e

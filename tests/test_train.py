@@ -209,3 +209,23 @@ def test_cli_rejects_unknown_config_field(tmp_path):
     assert proc.returncode != 0
     assert "unknown config field: --config.optimizer.lrr (did you mean optimizer.lr" in proc.stderr
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_cli_sets_a_nullable_field_to_none_and_refuses_others():
+    script = (
+        "import sys; from absl import flags; from experiments import cli; "
+        "sys.argv = cli.rewrite_config_argument(sys.argv); cli.parse_flags(sys.argv); "
+        "print('k =', flags.FLAGS.config.unfreeze.k)"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def parse(*args):
+        cmd = [sys.executable, "-c", script, "--config=quickstart.py", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=root)
+
+    assert "k = 10" in parse().stdout  # the quickstart's own k
+    proc = parse("--config.unfreeze.k=None")
+    assert proc.returncode == 0 and "k = None" in proc.stdout, proc.stderr
+    proc = parse("--config.batch_size=none")
+    assert proc.returncode != 0
+    assert "config field batch_size cannot be None; give a value" in proc.stderr
