@@ -14,8 +14,9 @@ derives the same global batch indices from (seed, step) and gathers only the row
 hold (`global_batch`), so no host ever moves another host's data; only process 0 writes logs
 and results, and all hosts take part in orbax's checkpoint saves.
 
-Metrics take the mesh as `mesh=` (see `earlyjax.metrics`): per-example gradients, perturbation
-samples and Auto-PGD batches are split along the same axis.
+Metrics take the mesh as `mesh=` (see `earlyjax.metrics`): chunks of examples (tr(F)),
+perturbation samples (S_avg) and Auto-PGD batches (S_worst) are split over its devices with
+`shard_map` (`earlyjax.metrics._common.device_map`, which says why not by sharding alone).
 """
 
 from __future__ import annotations

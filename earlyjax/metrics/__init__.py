@@ -11,7 +11,8 @@
 
 `logits_fn(params, x) -> logits[N, C]`, `loss_fn(params, batch) -> scalar mean loss`; `batches`
 is `batch` with a leading batch-index axis. Each docstring gives the cost in forward/backward
-passes. Nothing here depends on the rest of earlyjax.
+passes. Every function but `feature_rank` takes `mesh=` (a `jax.sharding.Mesh`) to spread its
+work over several devices. Nothing here depends on the rest of earlyjax.
 """
 
 from earlyjax.metrics.fisher import fisher_trace
