@@ -16,14 +16,23 @@ from earlyjax.data.pipeline import (
 )
 
 
-def test_each_epoch_is_a_fresh_permutation_without_the_remainder():
+def test_each_epoch_is_a_fresh_permutation_with_a_smaller_last_batch():
     n, b = 103, 10
-    epoch0 = np.concatenate([batch_indices(7, s, n, b) for s in range(10)])
-    epoch1 = np.concatenate([batch_indices(7, s, n, b) for s in range(10, 20)])
-    assert len(set(epoch0)) == 100 and len(set(epoch1)) == 100  # drop_last
+    assert steps_per_epoch(n, b) == 11  # ceil, as PyTorch's drop_last=False
+    sizes = [len(batch_indices(7, s, n, b)) for s in range(11)]
+    assert sizes == [10] * 10 + [3]
+    epoch0 = np.concatenate([batch_indices(7, s, n, b) for s in range(11)])
+    epoch1 = np.concatenate([batch_indices(7, s, n, b) for s in range(11, 22)])
+    assert sorted(epoch0) == list(range(n)) and sorted(epoch1) == list(range(n))
     assert not np.array_equal(epoch0, epoch1)
     np.testing.assert_array_equal(batch_indices(7, 13, n, b), batch_indices(7, 13, n, b))
     assert not np.array_equal(batch_indices(7, 0, n, b), batch_indices(8, 0, n, b))
+
+
+def test_the_papers_step_counts_per_epoch():
+    assert steps_per_epoch(60_000, 128) == 469  # MNIST
+    assert steps_per_epoch(50_000, 128) == 391  # CIFAR-10/100
+    assert steps_per_epoch(50_000, 125) == 400
 
 
 def test_batch_larger_than_data_names_the_fix():
@@ -41,6 +50,13 @@ def test_train_batches_resume_mid_run_with_the_same_batches():
         assert s == t
         np.testing.assert_array_equal(a["label"], b["label"])
         np.testing.assert_array_equal(a["image"][:, 0, 0, 0], b["label"])
+
+
+def test_train_batches_yield_the_smaller_last_batch_of_an_epoch():
+    split = Split(np.zeros((10, 1, 1, 1), np.uint8), np.arange(10, dtype=np.int32))
+    batches = list(train_batches(split, seed=0, batch_size=4, start_step=0, stop_step=6))
+    assert [b["label"].shape[0] for _, b in batches] == [4, 4, 2, 4, 4, 2]
+    assert sorted(np.concatenate([b["label"] for _, b in batches[:3]])) == list(range(10))
 
 
 def test_eval_batches_pad_the_last_batch_and_mask_it():

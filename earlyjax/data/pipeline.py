@@ -2,10 +2,12 @@
 on-device parts (normalisation, CIFAR augmentation) used inside the jitted steps.
 
 The order of training examples is a pure function of (seed, step): epoch e uses the
-permutation `default_rng([seed, e])`, and step s reads batch s mod (N // B) of epoch s // (N // B)
-(the incomplete last batch of an epoch is dropped, as PyTorch's `drop_last=True`). The
-pipeline's position is therefore the train state's step, which the checkpoint holds, so a
-resumed run reads exactly the batches an uninterrupted run would.
+permutation `default_rng([seed, e])`, and an epoch has ceil(N / B) steps, the last one reading
+the N mod B remaining examples, as PyTorch's default loader (`drop_last=False`) counts them:
+469 steps per MNIST epoch and 391 per CIFAR epoch at batch 128, so k and every step number mean
+what they mean in the paper. The smaller last batch costs one more compiled train step. The
+pipeline's position is the train state's step, which the checkpoint holds, so a resumed run
+reads exactly the batches an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ import numpy as np
 from jax.sharding import Mesh
 
 from earlyjax.data.base import Split
-from earlyjax.parallel import global_batch
+from earlyjax.parallel import global_batch, put_replicated
 
 CIFAR_PAD = 4
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-    """Full batches per epoch; raises ValueError if the batch is larger than the data."""
+    """Batches per epoch, the last one possibly smaller: ceil(N / B) (`drop_last=False`).
+
+    Raises ValueError if the batch is larger than the data.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if batch_size > num_examples:
@@ -34,11 +39,12 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
             f"batch_size {batch_size} is larger than the training set ({num_examples} examples);"
             f" set --config.batch_size to at most {num_examples}"
         )
-    return num_examples // batch_size
+    return -(-num_examples // batch_size)
 
 
 def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> np.ndarray:
-    """Indices int64 [batch_size] of the training examples read at optimizer step `step`."""
+    """Indices int64 of the training examples read at optimizer step `step`: `batch_size` of
+    them, or the N mod B left over at the last step of an epoch."""
     per_epoch = steps_per_epoch(num_examples, batch_size)
     epoch, within = divmod(step, per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(num_examples)
@@ -58,15 +64,20 @@ def train_batches(
     """Yields (step, {"image": uint8 [B,H,W,C], "label": int32 [B]}) on device, start..stop-1.
 
     With a `mesh`, each batch is a global array split over its devices, and each host gathers
-    only its devices' rows (`earlyjax.parallel.global_batch`); else it goes to the default
-    device. A background thread gathers and transfers the next `prefetch` batches while the
-    device runs the current step, so the accelerator does not wait on the host.
+    only its devices' rows (`earlyjax.parallel.global_batch`); an epoch's smaller last batch
+    whose size the device count does not divide is replicated instead, so every device
+    computes that one step on the whole batch (same result, no example dropped or padded).
+    Without a mesh it goes to the default device. A background thread gathers and transfers
+    the next `prefetch` batches while the device runs the current step, so the accelerator
+    does not wait on the host.
     """
     num_examples = split.images.shape[0]
     steps_per_epoch(num_examples, batch_size)  # validates batch_size early
 
     def to_device(step: int) -> dict[str, jax.Array]:
         idx = batch_indices(seed, step, num_examples, batch_size)
+        if mesh is not None and len(idx) % mesh.size:
+            return put_replicated({"image": split.images[idx], "label": split.labels[idx]}, mesh)
         if mesh is not None:
             return global_batch({"image": split.images, "label": split.labels}, mesh, rows=idx)
         return {
