@@ -1,18 +1,24 @@
 """Command-line plumbing shared by experiments.main, .sweep and .autok.
 
 Defines the `--config` flag (ml_collections config_flags, locked: unknown fields are refused),
-resolves a bare config name to `experiments/configs/`, explains unknown `--config.x` fields, and
-turns on JAX's persistent compilation cache.
+resolves a bare config name to `experiments/configs/`, parses the `--config.x=v` overrides itself
+(typed by each field, `none` for nullable fields, last one wins; see parse_flags) and explains
+unknown fields, and turns on JAX's persistent compilation cache.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
-import sys
+import re
+from collections.abc import Sequence
+from typing import NoReturn
 
+import ml_collections
 from absl import flags
 from ml_collections import config_flags
+from ml_collections.config_flags import config_path
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -21,6 +27,9 @@ config_flags.DEFINE_config_file(
     None,
     "Config file (a name in experiments/configs/ or a path), optionally with a ':arg' suffix.",
     lock_config=True,
+    # config_flags would read the `--config.x` overrides from sys.argv itself: parse_flags
+    # takes them out of argv and parses them instead (see there), so it is given none.
+    sys_argv=[],
 )
 # Shared by the drivers that run several seeds (experiments.sweep, experiments.autok).
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
@@ -69,59 +78,228 @@ def _config_fields(tree, prefix=""):
             yield from _config_fields(value, name + ".")
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a clear message for an unknown `--config.x=v` field.
+# The `--config.x=v` overrides of the last parse_flags, parsed: (field, value) in command order.
+_OVERRIDES: list[tuple[str, object]] = []
+_OVERRIDE_ARG = re.compile(r"^--?(no)?config\.(.+)$")
 
-    `--config.x=none` (any case) sets a field that may be None, such as `unfreeze.k` (standard
-    training), which absl's typed parsing of `--config.x` cannot.
+
+def config_overrides() -> list[tuple[str, object]]:
+    """The `--config.x=v` overrides of the command line, as (field, value) pairs in order.
+
+    Set by parse_flags; `override_args` turns them back into arguments (for a child process).
     """
-    nulls = [a for a in argv[1:] if a.startswith("--config.") and a.lower().endswith("=none")]
-    argv = [a for a in argv if a not in nulls]
-    sys.argv = [a for a in sys.argv if a not in nulls]  # config_flags reads sys.argv too
-    try:
-        rest = flags.FLAGS(argv)
-    except (AttributeError, KeyError) as e:
-        _refuse_unknown_fields(argv, e)
-        raise
-    for arg in nulls:
-        field = arg[len("--config.") : -len("=none")]
+    return list(_OVERRIDES)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with `--config.x=v` overrides parsed here (absl's flags_parser).
+
+    The overrides are taken out of argv before absl sees it, then parsed against the type of
+    each field of the loaded config and set in command order, so the last one wins (tuples
+    included). `none` (any case) sets a nullable field (None by default, such as `unfreeze.k`)
+    to None; other fields parse it like any value (`data.ood_source=none` is the string).
+    Unknown fields and values that do not parse exit with a message that names the fix.
+    sys.argv is left as it is; `config_overrides()` returns what was parsed.
+    """
+    argv = [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]
+    rest, raw = split_config_args(argv)
+    unparsed = flags.FLAGS(rest)
+    config = flags.FLAGS.config
+    if raw and config is None:
+        raise SystemExit(f"--config.{raw[0][0]} needs a config to override: add --config=FILE")
+    _OVERRIDES[:] = parse_overrides(config, raw) if raw else []
+    if _OVERRIDES:
+        apply_overrides(config, _OVERRIDES)
+    return unparsed
+
+
+def split_config_args(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Splits argv into the other arguments and the `--config.x` overrides ("field", "text").
+
+    Takes `--config.x=v`, `--config.x v` (a field that is not a bool), `--config.x` and
+    `--noconfig.x` (a bool field: true / false). Stops at `--`.
+    """
+    rest, raw = [argv[0]], []
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            rest += argv[i - 1 :]
+            break
+        match = _OVERRIDE_ARG.match(arg)
+        if not match:
+            rest.append(arg)
+            continue
+        negated, body = match.groups()
+        field, eq, text = body.partition("=")
+        if negated:
+            if eq:
+                raise SystemExit(f"{arg}: --noconfig.{field} takes no value")
+            raw.append((field, "false"))
+        elif eq:
+            raw.append((field, text))
+        elif _default_type(field) in (bool, None) or i == len(argv):
+            raw.append((field, "true"))  # a bool; any other field refuses the text 'true'
+        else:
+            raw.append((field, argv[i]))
+            i += 1
+    return rest, raw
+
+
+def parse_overrides(config, raw: Sequence[tuple[str, str]]) -> list[tuple[str, object]]:
+    """Parses ("field", "text") overrides against the config's fields: [(field, value), ...].
+
+    Exits with a one-line message for an unknown field, a group of fields, or a value that does
+    not parse as the field's type; nothing is set.
+    """
+    _refuse_unknown_fields(config, [field for field, _ in raw])
+    return [(field, parse_value(config, field, text)) for field, text in raw]
+
+
+def parse_value(config, field: str, text: str) -> object:
+    """The value of `--config.<field>=<text>`, parsed as the type of that field of config."""
+    kind = config_path.get_type(field, config)
+    current = config_path.get_value(field, config)
+    arg = f"--config.{field}={text}"
+    if isinstance(current, ml_collections.ConfigDict):
+        first = next(iter(current.keys()), "name")
+        raise SystemExit(
+            f"{arg}: {field} is a group of fields, not a value; set one of them, "
+            f"e.g. --config.{field}.{first}=..."
+        )
+    nullable = _nullable(field, config)
+    if nullable and text.lower() == "none":
+        return None
+    if kind is bool:
+        value = _BOOLS.get(text.lower())
+        if value is None:
+            _bad_value(arg, field, text, "true or false", nullable, current)
+        return value
+    if kind is int:
         try:
-            apply_overrides(flags.FLAGS.config, [(field, None)])
-        except (AttributeError, KeyError) as e:
-            _refuse_unknown_fields([argv[0], arg], e)
-            raise
-        if not _nullable(field):
-            raise SystemExit(f"{arg}: config field {field} cannot be None; give a value")
-    return rest
+            return int(text)
+        except ValueError:
+            _bad_value(arg, field, text, "an int", nullable, current)
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            _bad_value(arg, field, text, "a number", nullable, current)
+    if kind in (tuple, list):
+        return _parse_tuple(arg, field, text, current)
+    if kind is str or current is None:
+        return text
+    raise SystemExit(f"{arg}: config field {field} of type {kind.__name__} cannot be set here")
 
 
-def _nullable(field: str) -> bool:
-    """Whether a config field may be None: its default (earlyjax.config) is None."""
+_BOOLS = {"true": True, "t": True, "1": True, "yes": True}
+_BOOLS.update({"false": False, "f": False, "0": False, "no": False})
+
+
+def _bad_value(arg: str, field: str, text: str, kind: str, nullable: bool, current) -> NoReturn:
+    example = current if current is not None and not isinstance(current, bool) else 1
+    if kind == "true or false":
+        example = "true"
+    if text.lower() == "none":
+        problem = f"config field {field} cannot be None; give a value"
+    else:
+        problem = f"config field {field} takes {kind}{' or none' if nullable else ''}, not {text!r}"
+    raise SystemExit(f"{arg}: {problem}, e.g. --config.{field}={format_value(example)}")
+
+
+def _parse_tuple(arg: str, field: str, text: str, current) -> tuple:
+    """A tuple field's value: a Python literal (`(2,)`, `2,3`, `('fisher',)`) or `a,b` words."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = tuple(part.strip() for part in text.split(",") if part.strip())
+    value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    kinds = {type(x) for x in current or ()}
+    if len(kinds) == 1:
+        (kind,) = kinds
+        ok = all(type(x) is kind or (kind is float and type(x) is int) for x in value)
+        if not ok:
+            example = format_value(tuple(current[:2]))
+            raise SystemExit(
+                f"{arg}: config field {field} takes a tuple of {kind.__name__}s, not {text!r}, "
+                f"e.g. --config.{field}={example}"
+            )
+    return value
+
+
+def format_value(value: object) -> str:
+    """`value` as the text of `--config.x=<text>` that parse_value turns back into it.
+
+    None is `none` (on a nullable field), floats keep every digit, tuples are Python literals.
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return repr(tuple(value))
+    return str(value)
+
+
+def override_args(overrides: Sequence[tuple[str, object]]) -> list[str]:
+    """[(field, value), ...] -> the `--config.field=value` arguments that set them."""
+    return [f"--config.{field}={format_value(value)}" for field, value in overrides]
+
+
+def _default_type(field: str):
+    """The type of a field of earlyjax.config.default_config (None: not a field, or a group)."""
+    from earlyjax.config import default_config
+
+    try:
+        kind = config_path.get_type(field, default_config())
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return None if issubclass(kind, ml_collections.ConfigDict) else kind
+
+
+def _nullable(field: str, config=None) -> bool:
+    """Whether a config field may be None: its default (earlyjax.config) is None.
+
+    A field that default_config lacks is nullable when its value in `config` is None.
+    """
     from earlyjax.config import default_config
 
     node = default_config()
-    for part in field.split("."):
-        node = node[part]
+    try:
+        for part in field.split("."):
+            node = node[part]
+    except (KeyError, TypeError):
+        if config is None:
+            return False
+        return config_path.get_value(field, config) is None
     return node is None
 
 
-def _refuse_unknown_fields(argv: list[str], e: Exception) -> None:
-    """Exits naming the unknown `--config.x` fields of argv and the closest valid ones."""
-    from earlyjax.config import default_config
+def _has_field(config, field: str) -> bool:
+    node = config
+    for part in field.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
-    known = list(_config_fields(default_config().to_dict()))
+
+def _refuse_unknown_fields(config, fields: Sequence[str]) -> None:
+    """Exits naming the fields that config lacks, each with the closest valid ones."""
     unknown = []
-    for arg in argv[1:]:
-        if arg.startswith("--config."):
-            field = arg[len("--config.") :].split("=", 1)[0]
-            if field not in known:
-                close = difflib.get_close_matches(field, known, n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                unknown.append(f"--config.{field}{hint}")
+    known = list(_config_fields(config.to_dict()))
+    for field in fields:
+        if not _has_field(config, field):
+            close = difflib.get_close_matches(field, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            unknown.append(f"--config.{field}{hint}")
     if unknown:
         raise SystemExit(
             f"unknown config field: {'; '.join(unknown)}. Valid fields: {', '.join(known)}"
-        ) from e
+        )
 
 
 def initialize_distributed() -> None:

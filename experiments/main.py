@@ -1,8 +1,10 @@
 """Runs one experiment: `python -m experiments.main --config=cifar10_rn18.py --workdir=DIR`.
 
 A bare config name resolves to `experiments/configs/`; a path works too. Override any field
-with `--config.a.b=value` (e.g. `--config.unfreeze.k=100`). Re-running with the same --workdir
-resumes from its newest checkpoint; a finished workdir just prints its results.
+with `--config.a.b=value` (e.g. `--config.unfreeze.k=100`; `--config.unfreeze.k=none` for a field
+that may be None; a tuple as `--config.data.ood_severities=(2,3)`); when a field is given twice,
+the last value wins. Re-running with the same --workdir resumes from its newest checkpoint; a
+finished workdir just prints its results.
 """
 
 from __future__ import annotations
