@@ -14,7 +14,8 @@ schedule need not be uniform. Choices:
 - when recording ends (`record.until`) with blocks still frozen, they are all released then,
   so the run trains the whole network afterwards.
 The state it needs is the release-step array (checkpointed in the optimizer state) and the
-metric log, so a resumed run continues exactly.
+metric log, so a resumed run continues exactly. Algorithm 2's parameters come from the config's
+`stabilization` block, the same as auto-k's.
 """
 
 from __future__ import annotations
@@ -24,14 +25,28 @@ from collections.abc import Sequence
 import numpy as np
 
 from earlyjax.freezing import NEVER
-from earlyjax.stabilization import stabilization_point
+from earlyjax.stabilization import (
+    DEFAULT_EPS,
+    DEFAULT_RAPID_EPS,
+    DEFAULT_TAU,
+    stabilization_point,
+)
 
 
 class AdaptiveUnfreezing:
     """Decides releases from recorded values of one metric. `num_blocks` excludes the head."""
 
-    def __init__(self, metric: str, num_blocks: int, *, tau: int = 3, eps: float = 0.02):
-        self.metric, self.num_blocks, self.tau, self.eps = metric, num_blocks, tau, eps
+    def __init__(
+        self,
+        metric: str,
+        num_blocks: int,
+        *,
+        tau: int = DEFAULT_TAU,
+        eps: float = DEFAULT_EPS,
+        rapid_eps: float = DEFAULT_RAPID_EPS,
+    ):
+        self.metric, self.num_blocks = metric, num_blocks
+        self.tau, self.eps, self.rapid_eps = tau, eps, rapid_eps
         self.steps: list[int] = []
         self.values: list[float] = []
 
@@ -66,7 +81,9 @@ class AdaptiveUnfreezing:
             return release
         if len(self.values) < self.tau + 3:
             return None
-        point = stabilization_point(self.values, self.steps, tau=self.tau, eps=self.eps)
+        point = stabilization_point(
+            self.values, self.steps, tau=self.tau, eps=self.eps, rapid_eps=self.rapid_eps
+        )
         if not point.stable:
             return None
         release[max(frozen)] = step  # the next block top-down

@@ -39,6 +39,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.ood_source = "generated"  # generated | tfds | local (CIFAR-10/100-C .npy) | none
     c.data.ood_dir = config_dict.placeholder(str)  # folder of CIFAR-10-C / CIFAR-100-C .npy
     c.data.ood_severities = (1, 2, 3, 4, 5)
+    # Corruptions the OOD mean covers: "benchmark" (CIFAR-10/100-C: Hendrycks & Dietterich's 15;
+    # MNIST-C: its 15) | "all" (CIFAR: the 19, + speckle_noise, gaussian_blur, spatter,
+    # saturate) | comma-separated names, e.g. "fog,snow" (earlyjax.data.ood_corruptions).
+    c.data.ood_corruptions = "benchmark"
     c.data.ood_max_examples = config_dict.placeholder(int)  # per OOD split; None = all
     c.data.cache_dir = config_dict.placeholder(str)  # generated corruptions; default ~/.cache
     c.data.augment = False  # pad-4 random crop + horizontal flip (the paper's CIFAR setting)
@@ -62,8 +66,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.unfreeze.head_only = False  # True: only the head trains, all run (auto-k's signal run)
     # A recorded metric (e.g. "fisher"): release each block when it stabilises (adaptive.py).
     c.unfreeze.adaptive = config_dict.placeholder(str)
-    c.unfreeze.adaptive_tau = 3
-    c.unfreeze.adaptive_eps = 0.02
+    # True: allow a schedule that releases a block after the run ends (k * L >= total steps).
+    c.unfreeze.allow_late_release = False
+
+    # Algorithm 2 (App. D, earlyjax/stabilization.py), for auto-k and adaptive unfreezing alike.
+    c.stabilization = ml_collections.ConfigDict()
+    c.stabilization.tau = 3  # moving-average window (paper: 3 or 8)
+    c.stabilization.eps = 0.02  # stable: smoothed change <= 2% of the signal's range (paper)
+    c.stabilization.rapid_eps = 0.05  # end of the rapid-change phase t_ΔS (ours; see the module)
 
     c.record = ml_collections.ConfigDict()  # early-period recording (earlyjax/recording.py)
     c.record.every = 0  # steps between recordings; 0 = off (paper: 10)
@@ -77,6 +87,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.record.samples_per_pass = config_dict.placeholder(int)
     c.record.worst_iters = 20
     c.record.hessian_iters = 20
+    # BatchNorm while recording: "eval" (running statistics, which lag early in training) or
+    # "batch" (statistics of the metric set at the current weights; running ones untouched).
+    c.record.bn = "eval"
 
     c.batch_size = 128
     c.num_epochs = 1
@@ -176,8 +189,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"unfreeze.adaptive={a!r} needs that metric recorded: set --config.record.every=10 "
             f"and include {a!r} in record.metrics (now {tuple(config.record.metrics)})",
         )
-        _check(config.unfreeze.adaptive_tau >= 1, "unfreeze.adaptive_tau must be >= 1")
-        _check(config.unfreeze.adaptive_eps > 0, "unfreeze.adaptive_eps must be > 0")
+    st = config.stabilization
+    _check(
+        isinstance(st.tau, int) and st.tau >= 1,
+        f"stabilization.tau must be an int >= 1 (paper: 3 or 8), got {st.tau}",
+    )
+    _check(st.eps > 0, f"stabilization.eps must be > 0 (paper: 0.02), got {st.eps}")
+    _check(
+        st.rapid_eps >= st.eps,
+        f"stabilization.rapid_eps ({st.rapid_eps}) must be >= stabilization.eps ({st.eps})",
+    )
     _check(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
     _check(config.num_epochs >= 1, f"num_epochs must be >= 1, got {config.num_epochs}")
     _check(

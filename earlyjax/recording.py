@@ -1,16 +1,24 @@
 """Early-period recording: the paper's metrics every few steps on the fixed metric set.
 
 Every `record.every` steps up to `record.until` (paper: 10 and 2000) the training loop calls a
-recorder built here. It evaluates, in eval mode (BatchNorm running statistics) on the metric
-set (the first `record.set_size` training examples, un-augmented, in batches of
-`record.batch_size`; paper: 2048 in batches of 256), over the parameters that are trainable at
-that step:
+recorder built here. It evaluates, with BatchNorm as `record.bn` says, on the metric set
+(the first `record.set_size` training examples, un-augmented, in batches of
+`record.batch_size`; paper: 2048 in batches of 256), over the parameters that are trainable
+at that step:
 
   fisher            tr(F) of Eq. 2 per trainable parameter (one sampled ŷ per example)
   avg_sharpness     S_avg of Eq. 3 (ρ = record.rho, record.avg_samples perturbations, adaptive)
   worst_sharpness   S_worst of Eq. 4 (Auto-PGD, record.worst_iters iterations, adaptive)
   hessian           λ_max of the loss Hessian (Lanczos, record.hessian_iters iterations)
   feature_rank      99%-variance rank of the penultimate features (App. E.1)
+
+BatchNorm (`record.bn`): "eval" normalises with the running statistics, as a model in eval
+mode does (and as Andriushchenko et al.'s sharpness code evaluates). Early in training those
+lag: they start at (0, 1) and, at PyTorch's momentum 0.1, need tens of steps to follow the
+weights, which is exactly Algorithm 2's transient window. "batch" normalises with the
+statistics of the whole metric set at the current weights (one train-mode forward pass over
+it; the running statistics are untouched), held fixed inside each metric, so per-example
+gradients (tr(F)) stay well defined and every metric sees the same normalisation.
 
 The trainable mask is traced data (from the release-step array in the optimizer state), so one
 compiled recorder serves the whole run, whatever the schedule.
@@ -27,8 +35,10 @@ from jax.sharding import Mesh
 
 from earlyjax import freezing, metrics, parallel
 from earlyjax.data.pipeline import normalize
+from earlyjax.models.init import BN_MOMENTUM
 
 RECORDABLE = ("fisher", "avg_sharpness", "worst_sharpness", "hessian", "feature_rank")
+BN_MODES = ("eval", "batch")
 RECORD_STREAM = 0x5EC0  # folded into the run's key, apart from the training steps' keys
 
 
@@ -64,6 +74,8 @@ def make_recorder(
         images = normalize(metric_batches["image"], mean, std)
         batches = {"image": images, "label": metric_batches["label"]}
         flat_x = images.reshape(-1, *images.shape[2:])
+        if record_config.bn == "batch":
+            batch_stats = metric_set_statistics(model, params, batch_stats, flat_x)
         variables = {"batch_stats": batch_stats}
 
         def logits_fn(p, x):
@@ -132,6 +144,19 @@ def make_recorder(
     return recorder
 
 
+def metric_set_statistics(model, params, batch_stats, x: jax.Array):
+    """BatchNorm statistics (mean, biased variance) of `x` at `params`, in `batch_stats` form.
+
+    One train-mode forward pass from zeroed running statistics: Flax's update
+    new = m * old + (1 - m) * batch gives the batch statistics as new / (1 - m).
+    """
+    zeros = jax.tree.map(jnp.zeros_like, batch_stats)
+    _, updates = model.apply(
+        {"params": params, "batch_stats": zeros}, x, train=True, mutable=["batch_stats"]
+    )
+    return jax.tree.map(lambda s: s / (1.0 - BN_MOMENTUM), updates["batch_stats"])
+
+
 def check_record_config(record_config, names: Sequence[str] = RECORDABLE) -> list[str]:
     """Messages for impossible record.* values (empty when fine)."""
     r = record_config
@@ -147,6 +172,8 @@ def check_record_config(record_config, names: Sequence[str] = RECORDABLE) -> lis
             problems.append(f"record.{field} must be >= 1, got {r[field]}")
     if r.samples_per_pass is not None and r.samples_per_pass < 1:
         problems.append(f"record.samples_per_pass must be None or >= 1, got {r.samples_per_pass}")
+    if r.bn not in BN_MODES:
+        problems.append(f"record.bn must be one of {BN_MODES}, got {r.bn!r}")
     if r.set_size % r.batch_size:
         problems.append(
             f"record.set_size {r.set_size} must be a multiple of record.batch_size {r.batch_size}"

@@ -287,6 +287,7 @@ def train_and_evaluate(
         except ValueError as e:
             raise ConfigError(f"--config.{e}") from None
     experiment, state = build_experiment(config, dataset)
+    check_schedule_fits(config, len(experiment.blocks), num_steps)
     state = parallel.put_replicated(state, mesh)
     recorder, to_record = _make_recorder(config, experiment, dataset, num_steps, mesh)
     _prepare_workdir(config, workdir, write=is_writer)  # a config that cannot run writes nothing
@@ -315,10 +316,7 @@ def train_and_evaluate(
     adaptive = None
     if config.unfreeze.adaptive:
         adaptive = AdaptiveUnfreezing(
-            config.unfreeze.adaptive,
-            len(experiment.blocks),
-            tau=config.unfreeze.adaptive_tau,
-            eps=config.unfreeze.adaptive_eps,
+            config.unfreeze.adaptive, len(experiment.blocks), **config.stabilization
         )
         adaptive.restore(
             read_records(log.path), np.asarray(freezing.get_release_steps(state.opt_state))
@@ -434,6 +432,10 @@ def train_and_evaluate(
         "id_loss": id_metrics["loss"],
         "ood_accuracy": ood_mean,
         "ood_table": ood_table,
+        # What ood_accuracy is the mean of: the OOD set's name (None for a hand-built Dataset;
+        # a generated set says so) and every "corruption/severity" cell averaged.
+        "ood_set": dataset.ood_set,
+        "ood_cells": [f"{c}/{s}" for c, s in sorted(dataset.ood)],
         "train_seconds_this_session": train_seconds - record_seconds,
         "record_seconds_this_session": record_seconds,
         # Step at which each block (then the head) became trainable; NEVER = 2**31 - 1.
@@ -448,6 +450,33 @@ def train_and_evaluate(
             json.dump(results, f, indent=2)
         os.replace(results_path + ".tmp", results_path)
     return results
+
+
+def max_fitting_k(num_blocks: int, num_steps: int) -> int:
+    """The largest interval k whose last release (block 0 at step kL - 1) comes with kL < T."""
+    return (num_steps - 1) // num_blocks
+
+
+def check_schedule_fits(config: ml_collections.ConfigDict, num_blocks: int, num_steps: int):
+    """Refuses a schedule that releases a block after the run ends, unless
+    `unfreeze.allow_late_release`: a gradual-unfreezing k with k * L >= total steps, or adaptive
+    unfreezing whose recording (its last chance to release) reaches the end of the run."""
+    if config.unfreeze.allow_late_release:
+        return
+    k, fix = config.unfreeze.k, "or set --config.unfreeze.allow_late_release=True"
+    if k is not None and k * num_blocks >= num_steps:
+        raise ConfigError(
+            f"unfreeze.k={k} with {num_blocks} blocks releases the last block at step "
+            f"{k * num_blocks - 1} of a {num_steps}-step run (k * L >= total steps), so part of "
+            f"the network would hardly train: use k <= {max_fitting_k(num_blocks, num_steps)}, "
+            f"more steps, {fix}"
+        )
+    if config.unfreeze.adaptive and config.record.until >= num_steps:
+        raise ConfigError(
+            f"unfreeze.adaptive releases blocks at recordings up to record.until="
+            f"{config.record.until}, which reaches the end of the {num_steps}-step run: set "
+            f"--config.record.until below {num_steps}, {fix}"
+        )
 
 
 def _make_recorder(config, experiment: Experiment, dataset: Dataset, num_steps: int, mesh: Mesh):
@@ -474,10 +503,13 @@ def format_results(results: dict) -> str:
         lines.append("OOD accuracy: n/a (no OOD splits: data.ood_source='none')")
     else:
         cells = sum(len(r) for r in results["ood_table"].values())
-        lines.append(
-            f"OOD accuracy: {results['ood_accuracy']:.2f}%  (mean over {cells} corruption x "
-            "severity splits)"
+        ood_set = results.get("ood_set")  # absent from results.json files of older versions
+        what = (
+            f"the {cells} splits of {ood_set}"
+            if ood_set
+            else f"{cells} corruption x severity splits"
         )
+        lines.append(f"OOD accuracy: {results['ood_accuracy']:.2f}%  (mean over {what})")
     for corruption, row in sorted(results["ood_table"].items()):
         cells = "  ".join(f"s{s}:{acc:5.1f}" for s, acc in sorted(row.items()))
         lines.append(f"  {corruption:<18} {cells}")

@@ -58,6 +58,9 @@ def tiny_config():
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 0.01
     c.unfreeze.k = 2
+    # 8 steps with k = 2 and L = 5 releases the stem after the end (k * L >= steps): these short
+    # runs exercise the loop mid-schedule on purpose (test_train tests the refusal itself).
+    c.unfreeze.allow_late_release = True
     c.data.ood_source = "none"
     return c
 

@@ -50,7 +50,7 @@ def test_one_run_releases_every_block_by_the_end_of_recording(tiny_config, tiny_
     c = tiny_config
     c.unfreeze.k = None
     c.unfreeze.adaptive = "fisher"
-    c.unfreeze.adaptive_tau = 1
+    c.stabilization.tau = 1
     c.total_steps = 8
     c.record.every = 1
     c.record.until = 6

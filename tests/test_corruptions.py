@@ -201,6 +201,50 @@ def test_empty_batch():
 def test_corruption_names_by_shape():
     assert C.corruption_names((28, 28, 1)) == C.MNIST_C_CORRUPTIONS
     assert len(C.MNIST_C_CORRUPTIONS) == 15 and len(C.CIFAR10_C_CORRUPTIONS) == 19
+    # Hendrycks & Dietterich's 15 benchmark corruptions, and the 4 extra ones of the release.
+    assert C.CIFAR10_C_BENCHMARK == (
+        "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+        "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
+        "elastic_transform", "pixelate", "jpeg_compression",
+    )  # fmt: skip
+    assert set(C.CIFAR10_C_CORRUPTIONS) - set(C.CIFAR10_C_BENCHMARK) == {
+        "speckle_noise", "gaussian_blur", "spatter", "saturate"
+    }  # fmt: skip
+    assert C.benchmark_names((32, 32, 3)) == C.CIFAR10_C_BENCHMARK
+    assert C.benchmark_names((28, 28, 1)) == C.MNIST_C_CORRUPTIONS
+
+
+@pytest.mark.parametrize(
+    "spec,shape,expected",
+    [
+        (None, (32, 32, 3), C.CIFAR10_C_BENCHMARK),
+        ("benchmark", (32, 32, 3), C.CIFAR10_C_BENCHMARK),
+        ("all", (32, 32, 3), C.CIFAR10_C_CORRUPTIONS),
+        ("benchmark", (28, 28, 1), C.MNIST_C_CORRUPTIONS),
+        ("all", (28, 28, 1), C.MNIST_C_CORRUPTIONS),  # MNIST-C has no extra corruptions
+        ("saturate, fog", (32, 32, 3), ("saturate", "fog")),
+        (("stripe", "fog"), (28, 28, 1), ("stripe", "fog")),
+    ],
+)
+def test_select_corruptions(spec, shape, expected):
+    assert C.select_corruptions(spec, shape) == expected
+
+
+def test_select_corruptions_refuses_unknown_names_listing_the_valid_ones():
+    with pytest.raises(ValueError) as e:
+        C.select_corruptions("fog,stripe", (32, 32, 3))  # stripe is MNIST-C's
+    msg = str(e.value)
+    assert "unknown corruption(s) 'stripe'" in msg and "'benchmark'" in msg and "'all'" in msg
+    assert all(n in msg for n in C.CIFAR10_C_CORRUPTIONS)
+    with pytest.raises(ValueError, match="'gaussian_noise'.*MNIST-C.*canny_edges"):
+        C.select_corruptions(["gaussian_noise"], (28, 28, 1))
+    with pytest.raises(ValueError, match="no corruption"):
+        C.select_corruptions((), (32, 32, 3))
+    with pytest.raises(ValueError, match="'fog' named more than once"):
+        C.select_corruptions("fog,snow,fog", (32, 32, 3))
+    assert C.select_corruptions(["identity"], (28, 28, 1), also_valid=("identity",)) == (
+        "identity",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,9 +277,13 @@ def test_corrupted_splits_without_cache(count_calls):
     assert len(count_calls) == 5  # 4 generated + the direct call above
 
 
-def test_corrupted_splits_defaults_to_whole_set(count_calls):
+def test_corrupted_splits_defaults_to_the_benchmark_set(count_calls):
     out = C.corrupted_splits(_split(CIFAR[:1]), severities=[2], seed=0)
+    assert sorted(k[0] for k in out) == sorted(C.CIFAR10_C_BENCHMARK)
+    out = C.corrupted_splits(_split(CIFAR[:1]), "all", severities=[2], seed=0)
     assert sorted(k[0] for k in out) == sorted(C.CIFAR10_C_CORRUPTIONS)
+    out = C.corrupted_splits(_split(MNIST[:1]), severities=[2], seed=0)
+    assert sorted(k[0] for k in out) == sorted(C.MNIST_C_CORRUPTIONS)
 
 
 def test_cache_hit_and_keys(tmp_path, count_calls):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from earlyjax.data import local_files as lf
-from earlyjax.data.corruptions import CIFAR10_C_CORRUPTIONS
+from earlyjax.data.corruptions import CIFAR10_C_BENCHMARK, CIFAR10_C_CORRUPTIONS
 
 MNIST_TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -213,10 +213,18 @@ def test_corrupted_npy_slices_severities(tmp_path):
     assert not isinstance(out[("fog", 2)].images, np.memmap)
 
 
-def test_corrupted_npy_defaults_to_all_19(tmp_path):
-    _write_c(tmp_path, CIFAR10_C_CORRUPTIONS, n=1, num_classes=10)
+def test_corrupted_npy_defaults_to_the_15_benchmark_corruptions(tmp_path):
+    _write_c(tmp_path, CIFAR10_C_CORRUPTIONS, n=1, num_classes=10)  # the release: 19 files
     out = lf.load_corrupted_npy(tmp_path, num_classes=10)
-    assert len(out) == 19 * 5
+    assert set(out) == {(c, s) for c in CIFAR10_C_BENCHMARK for s in range(1, 6)}
+    assert len(lf.load_corrupted_npy(tmp_path, "all", num_classes=10)) == 19 * 5
+
+
+def test_corrupted_npy_benchmark_needs_only_the_15_files(tmp_path):
+    _write_c(tmp_path, CIFAR10_C_BENCHMARK, n=1)
+    assert len(lf.load_corrupted_npy(tmp_path, severities=[3])) == 15
+    with pytest.raises(lf.DatasetNotFoundError, match="speckle_noise.npy"):
+        lf.load_corrupted_npy(tmp_path, "all")
 
 
 def test_corrupted_npy_errors(tmp_path):
@@ -259,8 +267,21 @@ def test_cifar100_config_reads_pickles_and_the_c_release(tmp_path, small_cifar_c
     config.data.ood_dir = str(tmp_path / "c")
     dataset = load_dataset(config.data)
     assert dataset.num_classes == 100 and dataset.train.images.shape == (10, 32, 32, 3)
-    assert len(dataset.ood) == 19 * 5
+    assert set(dataset.ood) == {(c, s) for c in CIFAR10_C_BENCHMARK for s in range(1, 6)}
     assert dataset.ood[("fog", 4)].images.shape == (3, 32, 32, 3)
+    assert dataset.ood_set == (
+        "CIFAR-100-C (.npy release: 15 benchmark corruptions x 5 severities)"
+    )
+    config.data.ood_corruptions = "all"
+    dataset = load_dataset(config.data)
+    assert set(dataset.ood) == {(c, s) for c in CIFAR10_C_CORRUPTIONS for s in range(1, 6)}
+    assert dataset.ood_set.startswith("CIFAR-100-C (.npy release: 19 corruptions (15 benchmark")
+    config.data.ood_corruptions = "spatter,gaussian_noise"
+    config.data.ood_severities = (5,)
+    assert set(load_dataset(config.data).ood) == {("spatter", 5), ("gaussian_noise", 5)}
+    config.data.ood_corruptions = "fog,canny_edges"  # an MNIST-C corruption
+    with pytest.raises(ValueError, match="'canny_edges'.*choose 'benchmark'.*jpeg_compression"):
+        load_dataset(config.data)
 
 
 def test_mnist_config_reads_the_real_idx_files(shared_mnist_dir, tmp_path):

@@ -13,7 +13,11 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from earlyjax.data import tfds_source as ts  # noqa: E402
-from earlyjax.data.corruptions import CIFAR10_C_CORRUPTIONS, MNIST_C_CORRUPTIONS  # noqa: E402
+from earlyjax.data.corruptions import (  # noqa: E402
+    CIFAR10_C_BENCHMARK,
+    CIFAR10_C_CORRUPTIONS,
+    MNIST_C_CORRUPTIONS,
+)
 
 
 def _unbound_getitems(*args, generator, serialized=False):
@@ -60,13 +64,23 @@ def test_read_matches_per_record_access(mock_tfds):
             assert split.labels[i] == ds[i]["label"]
 
 
-def test_cifar10_corrupted_all_95_configs(mock_tfds):
+def test_cifar10_corrupted_defaults_to_the_15_benchmark_corruptions(mock_tfds):
     with mock_tfds(num_examples=2):
         ood = ts.load_tfds_ood("cifar10_corrupted")
-    assert len(ood) == 95
-    assert set(ood) == {(c, s) for c in CIFAR10_C_CORRUPTIONS for s in range(1, 6)}
+    assert len(ood) == 15 * 5
+    assert set(ood) == {(c, s) for c in CIFAR10_C_BENCHMARK for s in range(1, 6)}
+    assert not {"speckle_noise", "gaussian_blur", "spatter", "saturate"} & {c for c, _ in ood}
     for split in ood.values():
         assert split.images.shape == (2, 32, 32, 3) and split.labels.dtype == np.int32
+
+
+def test_cifar10_corrupted_all_95_configs(mock_tfds):
+    with mock_tfds(num_examples=2):
+        ood = ts.load_tfds_ood("cifar10_corrupted", corruptions="all")
+        chosen = ts.load_tfds_ood("cifar10_corrupted", corruptions="spatter,fog", severities=[2])
+    assert len(ood) == 95
+    assert set(ood) == {(c, s) for c in CIFAR10_C_CORRUPTIONS for s in range(1, 6)}
+    assert set(chosen) == {("spatter", 2), ("fog", 2)}
 
 
 def test_cifar10_corrupted_config_names_exist():
@@ -145,8 +159,14 @@ def _paper_config(name):
     return importlib.import_module(f"experiments.configs.{name}").get_config()
 
 
-@pytest.mark.parametrize("config_name,num_ood", [("mnist_rn18", 15), ("cifar10_rn18", 19 * 5)])
-def test_paper_configs_load_id_and_ood_through_tfds(mock_tfds, config_name, num_ood):
+@pytest.mark.parametrize(
+    "config_name,num_ood,ood_set",
+    [
+        ("mnist_rn18", 15, "MNIST-C (tfds mnist_corrupted: 15 corruptions x its single severity"),
+        ("cifar10_rn18", 15 * 5, "CIFAR-10-C (tfds cifar10_corrupted: 15 benchmark corruptions"),
+    ],
+)
+def test_paper_configs_load_id_and_ood_through_tfds(mock_tfds, config_name, num_ood, ood_set):
     from earlyjax.data import load_dataset
 
     config = _paper_config(config_name)
@@ -154,6 +174,7 @@ def test_paper_configs_load_id_and_ood_through_tfds(mock_tfds, config_name, num_
         dataset = load_dataset(config.data)
     assert dataset.train.images.shape[0] == 6
     assert len(dataset.ood) == num_ood
+    assert dataset.ood_set.startswith(ood_set)
     assert {s for _, s in dataset.ood} == set(config.data.ood_severities)
     assert all(split.images.shape[1:] == dataset.image_shape for split in dataset.ood.values())
 
@@ -174,3 +195,37 @@ def test_mnist_c_from_tfds_needs_its_single_severity():
     config.data.ood_severities = (1, 2)
     with pytest.raises(ConfigError, match=r"ood_severities='\(3,\)'"):
         validate(config)
+
+
+@pytest.mark.parametrize(
+    "spec,names",
+    [
+        ("all", CIFAR10_C_CORRUPTIONS),
+        ("saturate, fog", ("saturate", "fog")),
+    ],
+)
+def test_cifar10_config_opts_into_extra_corruptions(mock_tfds, spec, names):
+    from earlyjax.config import validate
+    from earlyjax.data import load_dataset
+
+    config = _paper_config("cifar10_rn18")
+    config.data.ood_severities = (1, 5)
+    config.data.ood_corruptions = spec
+    validate(config)
+    with mock_tfds(num_examples=2):
+        dataset = load_dataset(config.data)
+    assert set(dataset.ood) == {(c, s) for c in names for s in (1, 5)}
+
+
+def test_cifar10_config_refuses_an_unknown_corruption_before_reading(monkeypatch):
+    from earlyjax.config import ConfigError, validate
+    from earlyjax.data import load_dataset
+
+    monkeypatch.setattr(ts, "read_tfds_split", lambda *a, **k: pytest.fail("read"))
+    config = _paper_config("cifar10_rn18")
+    config.data.ood_corruptions = "fog,frosted_glass_blur"
+    with pytest.raises(ConfigError, match="unknown corruption.*'frosted_glass_blur'") as e:
+        validate(config)
+    assert "glass_blur, motion_blur" in str(e.value) and "'all'" in str(e.value)
+    with pytest.raises(ValueError, match="'frosted_glass_blur'"):
+        load_dataset(config.data)

@@ -71,3 +71,76 @@ def test_bad_record_values_are_refused(recording_config, tiny_dataset, tmp_path)
     with pytest.raises(ConfigError, match="at most the 256 training examples"):
         train_and_evaluate(recording_config, str(tmp_path / "b"), dataset=tiny_dataset)
     assert not os.path.exists(tmp_path / "b" / "config.json")
+
+
+@pytest.mark.parametrize("bn", ["eval", "batch"])
+def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn):
+    """The recorder computes exactly the library's metrics, over the trainable parameters of
+    that step, with the BatchNorm statistics `record.bn` names."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from earlyjax import freezing, metrics
+    from earlyjax.data.pipeline import metric_set, normalize
+    from earlyjax.recording import RECORD_STREAM, RECORDABLE, make_recorder, metric_set_statistics
+    from earlyjax.train import build_experiment, make_train_step
+
+    c = recording_config
+    c.record.bn = bn
+    experiment, state = build_experiment(c, tiny_dataset)
+    step = make_train_step(experiment, augment=False, freeze_bn_stats=False)
+    batch = {k: jnp.asarray(v[:32]) for k, v in tiny_dataset.train._asdict().items()}
+    batch = {"image": batch["images"], "label": batch["labels"]}
+    for _ in range(3):  # k=2: layer4 is trainable from step 1, layer3 from step 3
+        state, _ = step(state, batch)
+    batches = metric_set(tiny_dataset.train, c.record.set_size, c.record.batch_size)
+    got = make_recorder(experiment, c.record, batches)(state)
+
+    model = experiment.model
+    images = normalize(jnp.asarray(batches["image"]), experiment.mean, experiment.std)
+    flat_x = images.reshape(-1, *images.shape[2:])
+    stats = state.batch_stats
+    if bn == "batch":
+        stats = metric_set_statistics(model, state.params, state.batch_stats, flat_x)
+        train_logits, _ = model.apply(
+            {"params": state.params, "batch_stats": state.batch_stats},
+            flat_x,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        eval_logits = model.apply({"params": state.params, "batch_stats": stats}, flat_x)
+        np.testing.assert_allclose(eval_logits, train_logits, rtol=1e-4, atol=1e-4)
+
+    def logits_fn(p, x):
+        return model.apply({"params": p, "batch_stats": stats}, x, train=False)
+
+    def loss_fn(p, b):
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits_fn(p, b["image"]), b["label"]
+        ).mean()
+
+    release = freezing.get_release_steps(state.opt_state)
+    trainable = freezing.trainable_mask(experiment.param_groups, release, state.step)
+    assert sorted(k for k, v in trainable.items() if all(bool(x) for x in jax.tree.leaves(v))) == [
+        "head",
+        "layer3",
+        "layer4",
+    ]
+    rng = jax.random.wrap_key_data(state.rng)
+    key = jax.random.fold_in(jax.random.fold_in(rng, RECORD_STREAM), state.step)
+    keys = dict(zip(RECORDABLE, jax.random.split(key, len(RECORDABLE)), strict=True))
+    want_fisher = metrics.fisher_trace(logits_fn, state.params, flat_x, keys["fisher"],
+                                       trainable=trainable)  # fmt: skip
+    want_avg = metrics.average_sharpness(
+        loss_fn,
+        state.params,
+        {"image": images, "label": jnp.asarray(batches["label"])},
+        keys["avg_sharpness"],
+        rho=c.record.rho,
+        n_samples=c.record.avg_samples,
+        trainable=trainable,
+    )
+    np.testing.assert_allclose(got["fisher"], float(want_fisher), rtol=1e-4)
+    np.testing.assert_allclose(got["avg_sharpness"], float(want_avg), rtol=1e-3, atol=1e-7)

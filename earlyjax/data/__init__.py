@@ -14,7 +14,21 @@ ood_source generated                                the test split under the MNI
            tfds                                     `mnist_corrupted` / `cifar10_corrupted`
            local                                    CIFAR-10-C / CIFAR-100-C `.npy` release
            none                                     no OOD evaluation
+ood_       benchmark (default)                      CIFAR-10-C / CIFAR-100-C: the 15 benchmark
+corruptions                                         corruptions of Hendrycks & Dietterich;
+                                                    MNIST-C: its 15
+           all                                      CIFAR: the 19 (+ speckle_noise,
+                                                    gaussian_blur, spatter, saturate); MNIST-C:
+                                                    its 15 (it has no extra ones)
+           "fog,snow" (names, comma-separated)      those corruptions only
 ========== ======================================== ==========================================
+
+Every OOD source reads or generates only the selected corruptions, so the OOD mean covers
+exactly them. `ood_set_name(data_config)` says what the OOD set is, as results report it: the
+published set read from tfds or the .npy release ("CIFAR-10-C (tfds cifar10_corrupted: 15
+benchmark corruptions x 5 severities)"), or a generated look-alike ("MNIST-C-style (generated
+from scikit-learn digits: 15 corruptions x 5 severities)": MNIST-C itself has one severity per
+corruption, and the generated CIFAR frost uses a procedural texture).
 """
 
 from __future__ import annotations
@@ -24,10 +38,33 @@ import os
 import ml_collections
 
 from earlyjax.data.base import Dataset, Split
+from earlyjax.data.corruptions import (
+    CIFAR10_C_BENCHMARK,
+    CIFAR10_C_CORRUPTIONS,
+    CIFAR_SHAPE,
+    MNIST_C_CORRUPTIONS,
+    MNIST_SHAPE,
+    SEVERITIES,
+    select_corruptions,
+)
 from earlyjax.data.tfds_source import MNIST_C_TFDS_SEVERITY as MNIST_C_SEVERITY
 
 NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
 TFDS_OOD_NAME = {"mnist": "mnist_corrupted", "cifar10": "cifar10_corrupted"}
+# The corruption set of each data set's images (generated, tfds or .npy alike).
+IMAGE_SHAPE = {
+    "digits": MNIST_SHAPE,
+    "mnist": MNIST_SHAPE,
+    "cifar10": CIFAR_SHAPE,
+    "cifar100": CIFAR_SHAPE,
+}
+# What a generated OOD set of each data set is called: it resembles, but is not, the published set.
+GENERATED_STYLE = {
+    "digits": "MNIST-C-style (generated from scikit-learn digits",
+    "mnist": "MNIST-C-style (generated",
+    "cifar10": "CIFAR-10-C-style (generated",
+    "cifar100": "CIFAR-100-C-style (generated",
+}
 
 
 class DataConfigError(ValueError):
@@ -85,6 +122,8 @@ def check_data_config(data: ml_collections.ConfigDict) -> None:
                 "data.ood_source='local' needs --config.data.ood_dir=DIR, the folder with "
                 "<corruption>.npy and labels.npy of the CIFAR-10-C / CIFAR-100-C release"
             )
+    if data.name in IMAGE_SHAPE:
+        _selected_corruptions(data)  # refuses unknown names, listing the valid ones
 
 
 def load_dataset(data: ml_collections.ConfigDict) -> Dataset:
@@ -98,7 +137,7 @@ def load_dataset(data: ml_collections.ConfigDict) -> Dataset:
     train, test = _load_id(data)
     ood = _load_ood(data, test)
     ood = {key: _subsample(split, data.ood_max_examples) for key, split in ood.items()}
-    return Dataset(data.name, NUM_CLASSES[data.name], train, test, ood)
+    return Dataset(data.name, NUM_CLASSES[data.name], train, test, ood, ood_set_name(data))
 
 
 def _load_id(data: ml_collections.ConfigDict) -> tuple[Split, Split]:
@@ -119,6 +158,7 @@ def _load_id(data: ml_collections.ConfigDict) -> tuple[Split, Split]:
 
 def _load_ood(data: ml_collections.ConfigDict, test: Split) -> dict:
     severities = tuple(data.ood_severities)
+    names = ood_corruptions(data)
     if data.ood_source == "none":
         return {}
     if data.ood_source == "generated":
@@ -126,6 +166,7 @@ def _load_ood(data: ml_collections.ConfigDict, test: Split) -> dict:
 
         return corruptions.corrupted_splits(
             _subsample(test, data.ood_max_examples),
+            names=names,
             severities=severities,
             seed=0,
             cache_dir=data.cache_dir or os.path.join(default_cache_dir(), "corruptions"),
@@ -133,12 +174,112 @@ def _load_ood(data: ml_collections.ConfigDict, test: Split) -> dict:
     if data.ood_source == "tfds":
         from earlyjax.data.tfds_source import load_tfds_ood
 
-        return load_tfds_ood(TFDS_OOD_NAME[data.name], data.data_dir, severities=severities)
+        return load_tfds_ood(
+            TFDS_OOD_NAME[data.name], data.data_dir, corruptions=names, severities=severities
+        )
     from earlyjax.data.local_files import load_corrupted_npy
 
     return load_corrupted_npy(
-        data.ood_dir, severities=severities, num_classes=NUM_CLASSES[data.name]
+        data.ood_dir, corruptions=names, severities=severities, num_classes=NUM_CLASSES[data.name]
     )
 
 
-__all__ = ["NUM_CLASSES", "DataConfigError", "Dataset", "Split", "load_dataset"]
+def _corruption_spec(data: ml_collections.ConfigDict) -> str | tuple[str, ...]:
+    """data.ood_corruptions (a config without the field means "benchmark")."""
+    spec = data.get("ood_corruptions", "benchmark")
+    return tuple(spec) if isinstance(spec, list) else spec
+
+
+def _selected_corruptions(data: ml_collections.ConfigDict) -> tuple[str, ...]:
+    spec = _corruption_spec(data)
+    ok = isinstance(spec, str) or (
+        isinstance(spec, tuple) and all(isinstance(n, str) for n in spec)
+    )
+    try:
+        if not ok:
+            raise ValueError("expected a string: 'benchmark', 'all' or comma-separated names")
+        return select_corruptions(spec, IMAGE_SHAPE[data.name])
+    except ValueError as e:
+        raise DataConfigError(
+            f"data.ood_corruptions={spec!r} ({data.name}): {e}. On the command line: "
+            "--config.data.ood_corruptions=benchmark (or all, or names separated by commas)"
+        ) from None
+
+
+def ood_corruptions(data: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The corruption names the OOD splits of `data` (the config's data block) cover.
+
+    data.ood_corruptions resolved for the data set's images: "benchmark" (default) is the 15
+    benchmark corruptions of CIFAR-10-C / CIFAR-100-C (Hendrycks & Dietterich) or MNIST-C's 15;
+    "all" adds CIFAR's 4 extra ones (speckle_noise, gaussian_blur, spatter, saturate; MNIST-C
+    has none); "fog,snow" (or a tuple of names) selects those. () when ood_source is "none".
+    Raises DataConfigError naming the valid choices.
+    """
+    names = _selected_corruptions(data)
+    return () if data.ood_source == "none" else names
+
+
+def _describe_corruptions(names: tuple[str, ...], cifar: bool) -> str:
+    if cifar and set(names) == set(CIFAR10_C_BENCHMARK):
+        return "15 benchmark corruptions"
+    if cifar and set(names) == set(CIFAR10_C_CORRUPTIONS):
+        return "19 corruptions (15 benchmark + 4 extra)"
+    if not cifar and set(names) == set(MNIST_C_CORRUPTIONS):
+        return "15 corruptions"
+    listed = f" ({', '.join(names)})" if len(names) <= 5 else ""
+    return f"{len(names)} of the {19 if cifar else 15} corruptions{listed}"
+
+
+def _describe_severities(severities: tuple[int, ...]) -> str:
+    if sorted(severities) == list(SEVERITIES):
+        return "5 severities"
+    if len(severities) == 1:
+        return f"severity {severities[0]}"
+    return f"severities {', '.join(map(str, sorted(severities)))}"
+
+
+def ood_set_name(data: ml_collections.ConfigDict) -> str:
+    """What the OOD set of `data` (the config's data block) is, as results report it.
+
+    E.g. "MNIST-C (tfds mnist_corrupted: 15 corruptions x its single severity, keyed 3)",
+    "CIFAR-10-C (tfds cifar10_corrupted: 15 benchmark corruptions x 5 severities)",
+    "CIFAR-100-C (.npy release: 19 corruptions (15 benchmark + 4 extra) x 5 severities)",
+    "MNIST-C-style (generated from scikit-learn digits: 15 corruptions x 5 severities)",
+    "CIFAR-10-C-style (generated: 15 benchmark corruptions x 5 severities; frost from a
+    procedural texture)". A generated set is never called by the published set's name: MNIST-C
+    has one severity per corruption where the generator makes five, and the generated CIFAR
+    frost is not the published one. Ends with "; first N images of each split" when
+    data.ood_max_examples subsamples.
+    """
+    if data.ood_source == "none":
+        return "none (data.ood_source='none')"
+    names = ood_corruptions(data)
+    cifar = IMAGE_SHAPE[data.name] == CIFAR_SHAPE
+    what = _describe_corruptions(names, cifar)
+    sevs = _describe_severities(tuple(data.ood_severities))
+    notes = ""
+    if data.ood_source == "tfds" and data.name == "mnist":
+        head = "MNIST-C (tfds mnist_corrupted"
+        sevs = f"its single severity, keyed {MNIST_C_SEVERITY}"
+    elif data.ood_source == "tfds":
+        head = f"CIFAR-10-C (tfds {TFDS_OOD_NAME[data.name]}"
+    elif data.ood_source == "local":
+        head = f"{'CIFAR-100-C' if data.name == 'cifar100' else 'CIFAR-10-C'} (.npy release"
+    else:
+        head = GENERATED_STYLE[data.name]
+        if cifar and "frost" in names:
+            notes = "; frost from a procedural texture"
+    if data.ood_max_examples is not None:
+        notes += f"; first {data.ood_max_examples} images of each split"
+    return f"{head}: {what} x {sevs}{notes})"
+
+
+__all__ = [
+    "NUM_CLASSES",
+    "DataConfigError",
+    "Dataset",
+    "Split",
+    "load_dataset",
+    "ood_corruptions",
+    "ood_set_name",
+]

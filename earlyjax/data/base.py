@@ -24,13 +24,20 @@ OODKey = tuple[str, int]  # (corruption name, severity 1..5)
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A training split, the clean (ID) test split and the OOD test splits."""
+    """A training split, the clean (ID) test split and the OOD test splits.
+
+    `ood_set` names what the OOD splits are, as reported (results.json, summaries): e.g.
+    "CIFAR-10-C (tfds cifar10_corrupted: 15 benchmark corruptions x 5 severities)" or
+    "MNIST-C-style (generated: ...)"; `earlyjax.data.load_dataset` sets it with
+    `earlyjax.data.ood_set_name`. None for a Dataset built by hand.
+    """
 
     name: str
     num_classes: int
     train: Split
     test: Split
     ood: dict[OODKey, Split]
+    ood_set: str | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -6,7 +6,8 @@
   ``cifar-100-python``): :func:`load_cifar_pickles`.
 * The official CIFAR-10-C / CIFAR-100-C release (Hendrycks & Dietterich 2019): one
   ``<corruption>.npy`` per corruption holding the 5 severities stacked (severity 1 first),
-  plus ``labels.npy``: :func:`load_corrupted_npy`.
+  plus ``labels.npy``: :func:`load_corrupted_npy` (by default the 15 benchmark corruptions of
+  the 19 files).
 
 Every reader validates what it reads (magic numbers, declared counts against the bytes
 present, shapes, dtypes, label ranges). A truncated or corrupt file raises
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from earlyjax.data.base import OODKey, Split, check_split
-from earlyjax.data.corruptions import CIFAR10_C_CORRUPTIONS, SEVERITIES
+from earlyjax.data.corruptions import CIFAR_SHAPE, SEVERITIES, select_corruptions
 
 PathLike = str | os.PathLike
 
@@ -302,7 +303,7 @@ def _load_npy(path: str) -> np.ndarray:
 
 def load_corrupted_npy(
     directory: PathLike,
-    corruptions: Iterable[str] | None = None,
+    corruptions: str | Iterable[str] | None = None,
     severities: Iterable[int] | None = None,
     num_classes: int = 100,
 ) -> dict[OODKey, Split]:
@@ -310,21 +311,19 @@ def load_corrupted_npy(
 
     Layout: ``<corruption>.npy`` uint8 [5*n, H, W, C] holding severities 1..5 stacked in
     order, and ``labels.npy`` [5*n] (the n test labels repeated 5 times). Only the requested
-    severities are sliced out of a memory map. `corruptions` defaults to the 19 files of the
-    release (:data:`CIFAR10_C_CORRUPTIONS`), `severities` to 1..5; set `num_classes` to 10
-    for CIFAR-10-C.
+    severities are sliced out of a memory map. `corruptions` is anything
+    :func:`earlyjax.data.corruptions.select_corruptions` takes: None (= ``"benchmark"``) reads
+    the 15 benchmark corruptions, ``"all"`` all 19 files of the release. `severities` defaults
+    to 1..5; set `num_classes` to 10 for CIFAR-10-C.
 
     Returns {(corruption, severity): Split(images uint8 [n, H, W, C], labels int32 [n])}.
     """
     directory = os.fspath(directory)
-    names = tuple(CIFAR10_C_CORRUPTIONS if corruptions is None else corruptions)
+    names = select_corruptions(corruptions, CIFAR_SHAPE)
     sevs = tuple(SEVERITIES if severities is None else severities)
     for s in sevs:
         if s not in SEVERITIES:
             raise ValueError(f"severity {s!r}: choose from {SEVERITIES}")
-    for n in names:
-        if n not in CIFAR10_C_CORRUPTIONS:
-            raise ValueError(f"corruption {n!r}: the release has {CIFAR10_C_CORRUPTIONS}")
     if not os.path.isdir(directory):
         raise DatasetNotFoundError(
             f"corrupted set directory {directory} does not exist; "

@@ -12,7 +12,8 @@ Data sets:
 * ID: ``mnist``, ``cifar10``, ``cifar100`` (train and test splits): :func:`load_tfds`.
 * OOD: ``mnist_corrupted`` (MNIST-C: 15 corruptions + ``identity``, one severity each) and
   ``cifar10_corrupted`` (CIFAR-10-C: 19 corruptions x 5 severities, configs like
-  ``brightness_1``, test split only): :func:`load_tfds_ood`. tfds has no CIFAR-100-C; read
+  ``brightness_1``, test split only; read by default are the 15 benchmark corruptions,
+  ``corruptions="all"`` adds the 4 extra ones): :func:`load_tfds_ood`. tfds has no CIFAR-100-C; read
   the official release with :func:`earlyjax.data.local_files.load_corrupted_npy`.
 
 OOD keys use the canonical corruption names of the original releases (those of
@@ -35,7 +36,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from earlyjax.data.base import OODKey, Split, check_split
-from earlyjax.data.corruptions import CIFAR10_C_CORRUPTIONS, MNIST_C_CORRUPTIONS, SEVERITIES
+from earlyjax.data.corruptions import SEVERITIES, select_corruptions
 
 # name -> (image shape, number of classes)
 TFDS_ID_DATASETS: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -183,16 +184,16 @@ def load_tfds(name: str, data_dir: str | None = None) -> tuple[Split, Split]:
 def load_tfds_ood(
     name: str,
     data_dir: str | None = None,
-    corruptions: Iterable[str] | None = None,
+    corruptions: str | Iterable[str] | None = None,
     severities: Iterable[int] | None = None,
 ) -> dict[OODKey, Split]:
     """Reads the test splits of ``mnist_corrupted`` or ``cifar10_corrupted``.
 
-    `corruptions` defaults to all corruptions of the set (MNIST-C: the 15 of
-    :data:`MNIST_C_CORRUPTIONS`, ``identity`` only when asked for; CIFAR-10-C: the 19 of
-    :data:`CIFAR10_C_CORRUPTIONS`), `severities` to 1..5 for CIFAR-10-C. MNIST-C has one
-    severity, keyed :data:`MNIST_C_TFDS_SEVERITY`; `severities` must then be None or
-    contain only that value.
+    `corruptions` is anything :func:`earlyjax.data.corruptions.select_corruptions` takes;
+    None (= ``"benchmark"``) reads MNIST-C's 15 corruptions (``identity`` only when named) or
+    the 15 benchmark corruptions of CIFAR-10-C, ``"all"`` CIFAR-10-C's 19. `severities`
+    defaults to 1..5 for CIFAR-10-C. MNIST-C has one severity, keyed
+    :data:`MNIST_C_TFDS_SEVERITY`; `severities` must then be None or contain only that value.
 
     Returns {(canonical corruption name, severity): Split}.
     """
@@ -210,8 +211,7 @@ def load_tfds_ood(
         )
     shape, k = TFDS_OOD_DATASETS[name]
     if name == "mnist_corrupted":
-        valid = (*MNIST_C_CORRUPTIONS, MNIST_C_IDENTITY)
-        names = tuple(MNIST_C_CORRUPTIONS if corruptions is None else corruptions)
+        also_valid: tuple[str, ...] = (MNIST_C_IDENTITY,)
         sevs = (MNIST_C_TFDS_SEVERITY,)
         if severities is not None and set(severities) != {MNIST_C_TFDS_SEVERITY}:
             raise ValueError(
@@ -221,15 +221,15 @@ def load_tfds_ood(
                 "earlyjax.data.corruptions.corrupted_splits"
             )
     else:
-        valid = CIFAR10_C_CORRUPTIONS
-        names = tuple(CIFAR10_C_CORRUPTIONS if corruptions is None else corruptions)
+        also_valid = ()
         sevs = tuple(SEVERITIES if severities is None else severities)
         for s in sevs:
             if s not in SEVERITIES:
                 raise ValueError(f"severity {s!r}: choose from {SEVERITIES}")
-    for c in names:
-        if c not in valid:
-            raise ValueError(f"corruption {c!r} is not in {name}: choose from {valid}")
+    try:
+        names = select_corruptions(corruptions, shape, also_valid)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
     return {
         (c, s): read_tfds_split(tfds_config_name(name, c, s), "test", shape, k, data_dir)
         for c in names

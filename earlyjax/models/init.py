@@ -67,6 +67,11 @@ def dense(x: jax.Array, features: int, *, init: str, name: str) -> jax.Array:
     return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, name=name)(x)
 
 
+BN_MOMENTUM = 0.9  # PyTorch's BatchNorm momentum 0.1, in Flax's convention
+
+
 def batch_norm(x: jax.Array, *, train: bool, name: str) -> jax.Array:
     """BatchNorm matching PyTorch's defaults: momentum 0.1 (Flax 0.9), eps 1e-5."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)(x)
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=1e-5, name=name
+    )(x)

@@ -1,0 +1,171 @@
+"""What an OOD mean covers: the selected corruptions, the set's honest name, and results.json.
+
+Design: "CIFAR-10-C / CIFAR-100-C over the 15 benchmark corruptions x 5 severities unless the
+config opts into the 4 extra ones; MNIST-C has one severity per corruption. A generated set is
+labelled as generated wherever it is reported."
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from earlyjax.config import ConfigError, default_config, validate
+from earlyjax.data import load_dataset, ood_corruptions, ood_set_name
+from earlyjax.data.corruptions import CIFAR10_C_BENCHMARK, CIFAR10_C_CORRUPTIONS
+from earlyjax.train import format_results, train_and_evaluate
+
+
+def _data(name="digits", source="embedded", ood_source="generated", **fields):
+    c = default_config()
+    c.data.name, c.data.source, c.data.ood_source = name, source, ood_source
+    if ood_source == "local":
+        c.data.ood_dir = "/release"
+    for k, v in fields.items():
+        c.data[k] = v
+    return c
+
+
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        (
+            ("mnist", "tfds", "tfds", {"ood_severities": (3,)}),
+            "MNIST-C (tfds mnist_corrupted: 15 corruptions x its single severity, keyed 3)",
+        ),
+        (
+            ("cifar10", "tfds", "tfds", {}),
+            "CIFAR-10-C (tfds cifar10_corrupted: 15 benchmark corruptions x 5 severities)",
+        ),
+        (
+            ("cifar100", "local", "local", {"ood_corruptions": "all"}),
+            "CIFAR-100-C (.npy release: 19 corruptions (15 benchmark + 4 extra) x 5 severities)",
+        ),
+        (
+            ("digits", "embedded", "generated", {}),
+            "MNIST-C-style (generated from scikit-learn digits: 15 corruptions x 5 severities)",
+        ),
+        (
+            ("mnist", "local", "generated", {"ood_severities": (2, 4), "ood_max_examples": 50}),
+            "MNIST-C-style (generated: 15 corruptions x severities 2, 4; first 50 images of each "
+            "split)",
+        ),
+        (
+            ("cifar10", "tfds", "generated", {}),
+            "CIFAR-10-C-style (generated: 15 benchmark corruptions x 5 severities; frost from a "
+            "procedural texture)",
+        ),
+        (
+            ("cifar100", "local", "generated", {"ood_corruptions": "fog,snow"}),
+            "CIFAR-100-C-style (generated: 2 of the 19 corruptions (fog, snow) x 5 severities)",
+        ),
+        (("cifar10", "tfds", "none", {}), "none (data.ood_source='none')"),
+    ],
+)
+def test_ood_set_name_says_what_the_set_is(kind, expected):
+    name, source, ood_source, fields = kind
+    c = _data(name, source, ood_source, **fields)
+    if name != "digits":
+        c.data.data_dir = "/data"
+    validate(c)
+    assert ood_set_name(c.data) == expected
+
+
+def test_generated_sets_are_never_called_by_the_published_name():
+    for name, source in (("digits", "embedded"), ("mnist", "local"), ("cifar10", "local")):
+        c = _data(name, source)
+        got = ood_set_name(c.data)
+        assert "-style (generated" in got, got
+        assert not got.startswith(("MNIST-C (", "CIFAR-10-C (")), got
+
+
+def test_benchmark_is_the_default_and_all_opts_in():
+    c = _data("cifar10", "tfds", "tfds")
+    assert c.data.ood_corruptions == "benchmark"
+    assert ood_corruptions(c.data) == CIFAR10_C_BENCHMARK
+    c.data.ood_corruptions = "all"
+    assert ood_corruptions(c.data) == CIFAR10_C_CORRUPTIONS
+    c.data.ood_corruptions = "speckle_noise, fog"
+    assert ood_corruptions(c.data) == ("speckle_noise", "fog")
+    c.data.ood_source = "none"
+    assert ood_corruptions(c.data) == ()
+
+
+@pytest.mark.parametrize(
+    "name,source,spec,match",
+    [
+        ("cifar10", "tfds", "fog,snowy", r"'snowy'.*'benchmark'.*'all'.*jpeg_compression"),
+        ("mnist", "tfds", "gaussian_noise", r"'gaussian_noise'.*MNIST-C.*canny_edges"),
+        ("digits", "embedded", "", "no corruption"),
+        ("cifar100", "local", "fog,fog", "'fog' named more than once"),
+    ],
+)
+def test_validate_refuses_a_bad_selection(name, source, spec, match):
+    c = _data(name, source, "tfds" if source == "tfds" else "generated", ood_corruptions=spec)
+    c.data.data_dir = None if name == "digits" else "/data"
+    if name == "mnist":
+        c.data.ood_severities = (3,)
+    with pytest.raises(ConfigError, match=f"data.ood_corruptions={spec!r}.*{match}"):
+        validate(c)
+
+
+def test_loaded_dataset_carries_its_name_and_only_the_selected_corruptions(tmp_path):
+    c = _data(ood_corruptions="fog,stripe", ood_severities=(1, 5), ood_max_examples=4)
+    c.data.cache_dir = str(tmp_path)
+    dataset = load_dataset(c.data)
+    assert set(dataset.ood) == {("fog", 1), ("fog", 5), ("stripe", 1), ("stripe", 5)}
+    assert dataset.ood_set == (
+        "MNIST-C-style (generated from scikit-learn digits: 2 of the 15 corruptions (fog, "
+        "stripe) x severities 1, 5; first 4 images of each split)"
+    )
+
+
+def test_results_json_and_summary_say_what_the_ood_mean_covers(tiny_config, tmp_path):
+    tiny_config.data.ood_source = "generated"
+    tiny_config.data.ood_corruptions = "fog,stripe"
+    tiny_config.data.ood_severities = (2, 3)
+    tiny_config.data.ood_max_examples = 8
+    tiny_config.data.cache_dir = str(tmp_path / "cache")
+    tiny_config.total_steps = 2
+    tiny_config.unfreeze.k = None
+    workdir = str(tmp_path / "run")
+    results = train_and_evaluate(tiny_config, workdir)
+    with open(os.path.join(workdir, "results.json")) as f:
+        saved = json.load(f)
+    cells = ["fog/2", "fog/3", "stripe/2", "stripe/3"]
+    expected_set = (
+        "MNIST-C-style (generated from scikit-learn digits: 2 of the 15 corruptions (fog, "
+        "stripe) x severities 2, 3; first 8 images of each split)"
+    )
+    for r in (results, saved):
+        assert r["ood_cells"] == cells
+        assert r["ood_set"] == expected_set
+    table = [saved["ood_table"][c][s] for c, s in (cell.split("/") for cell in cells)]
+    assert saved["ood_accuracy"] == pytest.approx(np.mean(table))
+    ood_line = format_results(saved).splitlines()[1]
+    assert ood_line == (
+        f"OOD accuracy: {saved['ood_accuracy']:.2f}%  (mean over the 4 splits of {expected_set})"
+    )
+
+
+def test_format_results_of_an_older_results_file_without_ood_set():
+    results = {
+        "id_accuracy": 90.0,
+        "dataset": "digits",
+        "ood_accuracy": 50.0,
+        "ood_table": {"fog": {"1": 40.0, "2": 60.0}},
+    }
+    assert format_results(results).splitlines()[1] == (
+        "OOD accuracy: 50.00%  (mean over 2 corruption x severity splits)"
+    )
+
+
+def test_a_bad_selection_is_refused_before_anything_is_written(tiny_config, tmp_path):
+    tiny_config.data.ood_source = "generated"
+    tiny_config.data.ood_corruptions = "fog,speckle_noise"  # a CIFAR corruption, on digits
+    tiny_config.data.cache_dir = str(tmp_path / "cache")
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError, match="'speckle_noise'"):
+        train_and_evaluate(tiny_config, str(workdir))
+    assert not workdir.exists() and not (tmp_path / "cache").exists()
