@@ -1,15 +1,49 @@
-"""The paper's tables and figures from a sweep folder (see experiments/sweep.py).
+"""The paper's tables and figures from a sweep folder (see experiments/sweep.py) or an auto-k
+folder (see experiments/autok.py).
 
     python -m experiments.analysis table1 runs/mnist_k        # standard vs GU, mean ± std
-    python -m experiments.analysis table2 runs/mnist_autok    # auto-k per metric, winning rate
     python -m experiments.analysis table3 runs/c10_lr         # LR switch (l2h / h2l)
     python -m experiments.analysis fig1 runs/mnist_k          # ΔID and ΔOOD vs k, log x
     python -m experiments.analysis fig2 runs/mnist_k          # recorded metric curves per k
+    python -m experiments.analysis table2 runs/mnist_autok    # auto-k per metric, winning rate
+    python -m experiments.analysis table6 runs/mnist_autok    # the k each metric picked
     python -m experiments.analysis fig6 runs/mnist_autok      # signal curves, picked k marked
 
-Outputs go to `<sweep>/analysis/` (or --out): tables as Markdown (printed too) and CSV,
-figures as PNG and PDF. Only finished runs (with results.json) count; mean ± sample std over
-seeds, with the number of seeds in `n`.
+Outputs go to `<folder>/analysis/` (or --out): tables as Markdown (printed too) and CSV,
+figures as PNG and PDF. Only finished runs (with results.json) count; every cell averaged over
+seeds is the mean ± sample std (ddof=1), with the number of values in `n`.
+
+How runs are grouped (Tables 1 and 3, Figures 1 and 2). Each run's saved config.json is
+flattened (`earlyjax.config.flatten`) and compared field by field; the dataset named in
+results.json counts as a field too. A **setting** is the set of runs equal in every field except
+the seed and the fields that do not change a run's results:
+
+* `earlyjax.config.RESUMABLE_CHANGES` (checkpointing, progress bar, eval batch size, cache dir),
+  `log_every`, `eval_every` (evaluating during training does not touch the training state),
+  where the data lives (`data.data_dir`, `data.ood_dir`) and `unfreeze.allow_late_release` (it
+  only permits a schedule; a finished run trained the same with or without it);
+* `record.*` (recording the early-period metrics reads the state and never changes it) and
+  `stabilization.*` (Algorithm 2's τ/ε, used by auto-k's head-only signal runs), except for
+  adaptive-unfreezing runs, whose schedule Algorithm 2 decides from the recorded metric: there
+  these fields are part of the setting;
+* the step of an LR switch without `optimizer.lr_switch`.
+
+A field missing from an older config.json takes its `default_config` value. Runs of one setting
+differ only in the seed; two runs of one setting with the same seed are an error (the number of
+seeds n would be wrong). A **setting family** is the set of settings equal in every field but
+the intervention (`unfreeze.k`, `unfreeze.adaptive`, `unfreeze.head_only`,
+`optimizer.lr_switch` and its step, and, for adaptive runs, `record.*` and `stabilization.*`).
+In a family the
+**baseline** ("standard") is the setting with no intervention at all: k = None, no adaptive
+unfreezing, no LR switch, not head-only. Every other setting of the family (GU at each k,
+adaptive unfreezing, LR switches) is a row of its own, with Δ against that baseline; nothing is
+ever averaged into it. Fields that differ between families (model width, total_steps,
+freeze_bn_stats, ...) become columns of the tables and name the figure files.
+
+The OOD set a run was evaluated on (results.json's `ood_set`, e.g. "MNIST-C-style (generated)")
+follows from its config, so it does not split groups; it is shown in an "OOD set" column (and
+figure titles) whenever a results.json names it, so a generated set is labelled as generated.
+Older results without it load ("-"); runs of one family naming different OOD sets are an error.
 """
 
 from __future__ import annotations
@@ -19,16 +53,95 @@ import csv
 import json
 import math
 import os
+import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 import numpy as np
 
+from earlyjax.config import RESUMABLE_CHANGES, default_config, flatten
 from earlyjax.train import CONFIG_FILE, RESULTS_FILE
+
+# Fields that never change a run's results (see the module docstring).
+NON_RESULT_FIELDS = frozenset(
+    RESUMABLE_CHANGES
+    | {"log_every", "eval_every", "data.data_dir", "data.ood_dir", "unfreeze.allow_late_release"}
+)
+# Fields that say which intervention a run used: they tell settings of one family apart.
+INTERVENTION_FIELDS = (
+    "unfreeze.k",
+    "unfreeze.head_only",
+    "unfreeze.adaptive",
+    "unfreeze.adaptive_tau",  # older configs; now stabilization.tau
+    "unfreeze.adaptive_eps",  # older configs; now stabilization.eps
+    "optimizer.lr_switch",
+    "optimizer.lr_switch_step",
+)
+# Fields that change only adaptive-unfreezing runs (recording, Algorithm 2's parameters).
+ADAPTIVE_ONLY_PREFIXES = ("record.", "stabilization.", "unfreeze.adaptive_")
+# A pseudo-field taken from results.json.
+DATASET_FIELD = "results.dataset"
+# Differing fields that have a column of their own (dataset, model, lr).
+SHOWN_ELSEWHERE = frozenset({"data.name", "model.name", "optimizer.lr_scale", DATASET_FIELD})
+
+METRIC_TITLES = {
+    "fisher": "tr(F)",
+    "avg_sharpness": "S_avg",
+    "worst_sharpness": "S_worst",
+    "hessian": "λ_max",
+    "feature_rank": "feature rank",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and grouping runs
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> dict:
+    return flatten(default_config().to_dict())
+
+
+def _hashable(value):
+    return tuple(_hashable(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def result_fields(config: dict, results: dict) -> dict:
+    """The fields of a run that can change its results (see the module docstring), dotted."""
+    flat = {**_defaults(), **flatten(config)}
+    adaptive = flat.get("unfreeze.adaptive") is not None
+    fields = {}
+    for name, value in flat.items():
+        if name == "seed" or name in NON_RESULT_FIELDS:
+            continue
+        if not adaptive and name.startswith(ADAPTIVE_ONLY_PREFIXES):
+            continue
+        if name == "optimizer.lr_switch_step" and flat.get("optimizer.lr_switch") is None:
+            continue
+        fields[name] = _hashable(value)
+    fields[DATASET_FIELD] = results["dataset"]
+    return fields
+
+
+def _saved(config: dict, *names: str):
+    """The first of `names` the saved config has, else the first default_config has."""
+    flat = flatten(config)
+    for source in (flat, _defaults()):
+        for n in names:
+            if n in source:
+                return source[n]
+    return None
 
 
 def load_runs(sweep_dir: str) -> list[dict]:
-    """One flat record per finished run under sweep_dir (any depth)."""
+    """One flat record per finished run under sweep_dir (any depth), head-only runs excluded.
+
+    Each record has `run` (the folder, relative), `dataset`, `model`, `lr_scale`, `k`,
+    `adaptive` (+ `adaptive_tau`, `adaptive_eps`), `head_only`, `lr_switch`, `lr_switch_step`,
+    `seed`, `id`, `ood` (NaN when the run had no OOD set), `ood_set` (the OOD set's name from
+    results.json, None in older results) and `fields` (`result_fields`, used for grouping).
+    """
     runs = []
     for root, _, files in os.walk(sweep_dir):
         if RESULTS_FILE in files and CONFIG_FILE in files:
@@ -36,21 +149,28 @@ def load_runs(sweep_dir: str) -> list[dict]:
                 results = json.load(f)
             with open(os.path.join(root, CONFIG_FILE)) as f:
                 config = json.load(f)
-            if config["unfreeze"].get("head_only"):
+            flat = {**_defaults(), **flatten(config)}
+            if flat["unfreeze.head_only"]:
                 continue  # an auto-k signal run, not a training result
-            o = config["optimizer"]
+            ood = results.get("ood_accuracy")
             runs.append(
                 {
                     "run": os.path.relpath(root, sweep_dir),
                     "dataset": results["dataset"],
-                    "model": config["model"]["name"],
-                    "lr_scale": o["lr_scale"],
-                    "lr_switch": o["lr_switch"],
-                    "lr_switch_step": o["lr_switch_step"],
-                    "k": config["unfreeze"]["k"],
-                    "seed": config["seed"],
+                    "model": flat["model.name"],
+                    "lr_scale": flat["optimizer.lr_scale"],
+                    "lr_switch": flat["optimizer.lr_switch"],
+                    "lr_switch_step": flat["optimizer.lr_switch_step"],
+                    "k": flat["unfreeze.k"],
+                    "adaptive": flat["unfreeze.adaptive"],
+                    "adaptive_tau": _saved(config, "stabilization.tau", "unfreeze.adaptive_tau"),
+                    "adaptive_eps": _saved(config, "stabilization.eps", "unfreeze.adaptive_eps"),
+                    "head_only": bool(flat["unfreeze.head_only"]),
+                    "seed": flat["seed"],
                     "id": results["id_accuracy"],
-                    "ood": math.nan if results["ood_accuracy"] is None else results["ood_accuracy"],
+                    "ood": math.nan if ood is None else ood,
+                    "ood_set": results.get("ood_set"),
+                    "fields": result_fields(config, results),
                 }
             )
     if not runs:
@@ -58,90 +178,275 @@ def load_runs(sweep_dir: str) -> list[dict]:
     return sorted(runs, key=lambda r: r["run"])
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    a = np.asarray(values, float)
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+def _fields(r: dict) -> dict:
+    """A run's grouping fields; hand-made records without `fields` group by what they have."""
+    if "fields" in r:
+        return r["fields"]
+    return {
+        DATASET_FIELD: r.get("dataset"),
+        "model.name": r.get("model"),
+        "optimizer.lr_scale": r.get("lr_scale"),
+        "unfreeze.k": r.get("k"),
+        "unfreeze.adaptive": r.get("adaptive"),
+        "unfreeze.head_only": r.get("head_only", False),
+        "optimizer.lr_switch": r.get("lr_switch"),
+        "optimizer.lr_switch_step": r.get("lr_switch_step"),
+    }
 
 
-def _group(runs: list[dict], key: Callable[[dict], tuple]) -> dict[tuple, list[dict]]:
+_ABSENT = ("<absent>",)
+
+
+def _in_family_key(name: str) -> bool:
+    return name not in INTERVENTION_FIELDS and not name.startswith(ADAPTIVE_ONLY_PREFIXES)
+
+
+def _order(value) -> tuple:
+    """A sort key for field values of mixed types (None first, numbers numerically)."""
+    if value is None or value is _ABSENT:
+        return (0, 0, "")
+    if isinstance(value, bool | int | float):
+        return (1, float(value), "")
+    if isinstance(value, str):
+        return (2, 0, value)
+    return (3, 0, repr(value))
+
+
+def differing(runs: Sequence[dict]) -> list[str]:
+    """The grouping fields (sorted) whose values are not the same in all runs."""
+    names = sorted(set().union(*(_fields(r) for r in runs)))
+    return [n for n in names if len({_fields(r).get(n, _ABSENT) for r in runs}) > 1]
+
+
+def families(runs: Sequence[dict]) -> tuple[list[str], list[tuple[dict, list[dict]]]]:
+    """(the fields that differ between families, [(their values, the family's runs)]), sorted."""
+    names = [n for n in differing(runs) if _in_family_key(n)]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
-        groups[key(r)].append(r)
-    return dict(groups)
+        groups[tuple(_fields(r).get(n, _ABSENT) for n in names)].append(r)
+    ordered = sorted(groups.items(), key=lambda kv: [_order(v) for v in kv[0]])
+    return names, [(dict(zip(names, key, strict=True)), rs) for key, rs in ordered]
 
 
-def _setting(r: dict) -> tuple:
-    return (r["dataset"], r["model"], r["lr_scale"])
+def is_standard(r: dict) -> bool:
+    """No intervention: k = None, no adaptive unfreezing, no LR switch, not head-only."""
+    return (
+        r["k"] is None
+        and r.get("adaptive") is None
+        and r.get("lr_switch") is None
+        and not r.get("head_only", False)
+    )
 
 
-def _k_sort(k: int | None) -> float:
-    return -1 if k is None else k
+def _fmt(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def training_label(r: dict) -> str:
+    """'standard', 'GU k=20', 'adaptive (fisher)', 'lr_l2h @ 300', or a combination."""
+    parts = []
+    if r.get("head_only"):
+        parts.append("head only")
+    if r.get("adaptive") is not None:
+        extra = ""
+        d = _defaults()
+        tau, eps = r.get("adaptive_tau"), r.get("adaptive_eps")
+        d_tau = d.get("stabilization.tau", d.get("unfreeze.adaptive_tau"))
+        d_eps = d.get("stabilization.eps", d.get("unfreeze.adaptive_eps"))
+        if tau is not None and tau != d_tau:
+            extra += f", τ={tau}"
+        if eps is not None and eps != d_eps:
+            extra += f", ε={eps:g}"
+        parts.append(f"adaptive ({r['adaptive']}{extra})")
+    if r["k"] is not None:
+        parts.append(f"GU k={r['k']}")
+    if r.get("lr_switch") is not None:
+        parts.append(f"lr_{r['lr_switch']} @ {r['lr_switch_step']}")
+    return ", ".join(parts) or "standard"
+
+
+def _training_order(r: dict) -> tuple:
+    """Standard first, then GU by numeric k, then adaptive, then LR switches."""
+    return (
+        r.get("lr_switch") is not None,
+        r.get("adaptive") is not None,
+        bool(r.get("head_only")),
+        r["k"] is not None,
+        r["k"] or 0,
+        str(r.get("adaptive")),
+        str(r.get("lr_switch")),
+        r.get("lr_switch_step") or 0,
+    )
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1); the std of a single value is NaN (shown as no "± ...", not
+    as a misleading ± 0.00)."""
+    a = np.asarray(values, float)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan
+
+
+def ood_set(runs: Sequence[dict]) -> str | None:
+    """The OOD set the runs' results.json name (None if none does: older results); runs of one
+    family naming different OOD sets are an error."""
+    named = defaultdict(list)
+    for r in runs:
+        if r.get("ood_set"):
+            named[r["ood_set"]].append(r["run"])
+    if len(named) > 1:
+        raise ValueError(
+            f"runs of one setting family report different OOD sets, so their OOD accuracies "
+            f"cannot be compared: {dict(named)}"
+        )
+    return next(iter(named), None)
+
+
+def _settings(family_runs: Sequence[dict]) -> list[dict]:
+    """The settings of one family, sorted: {label, runs, id, id_std, ood, ood_std, n, ...}."""
+    ood_set(family_runs)
+    names = differing(family_runs)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in family_runs:
+        groups[tuple(_fields(r).get(n, _ABSENT) for n in names)].append(r)
+    settings = []
+    for key, rs in groups.items():
+        seeds = defaultdict(list)
+        for r in rs:
+            seeds[r["seed"]].append(r["run"])
+        twice = {s: runs for s, runs in seeds.items() if len(runs) > 1}
+        if twice:
+            raise ValueError(
+                f"runs {twice} have the same setting and seed: remove the copies, or the "
+                "number of seeds would be wrong"
+            )
+        first = rs[0]
+        id_m, id_s = mean_std([r["id"] for r in rs])
+        ood_m, ood_s = mean_std([r["ood"] for r in rs])
+        settings.append(
+            {
+                "label": training_label(first),
+                "key": dict(zip(names, key, strict=True)),
+                "first": first,
+                "standard": is_standard(first),
+                "runs": sorted(rs, key=lambda r: _order(r["seed"])),
+                "id": id_m,
+                "id_std": id_s,
+                "ood": ood_m,
+                "ood_std": ood_s,
+                "n": len(rs),
+            }
+        )
+    settings.sort(key=lambda s: _training_order(s["first"]))
+    # Two settings with the same label differ in some other intervention field (e.g. the
+    # recording of an adaptive run): name it.
+    by_label = defaultdict(list)
+    for s in settings:
+        by_label[s["label"]].append(s)
+    for same in by_label.values():
+        if len(same) > 1:
+            diff = [n for n in names if len({s["key"][n] for s in same}) > 1]
+            for s in same:
+                s["label"] += " [" + ", ".join(f"{n}={_fmt(s['key'][n])}" for n in diff) + "]"
+    return settings
+
+
+def _family_columns(runs: Sequence[dict], names: list[str], values: dict) -> dict:
+    """dataset, model, lr, and one column per other field that differs between families."""
+    r = runs[0]
+    cols = {"dataset": r["dataset"], "model": r["model"], "lr": f"{r['lr_scale']:g}*lr_d"}
+    for n in names:
+        if n not in SHOWN_ELSEWHERE:
+            cols[n] = _fmt(None if values[n] is _ABSENT else values[n])
+    return cols
+
+
+def _ood_set_column(all_runs: Sequence[dict], family_runs: Sequence[dict]) -> dict:
+    """An 'OOD set' column when any results.json names its OOD set ('-' where none does)."""
+    if not any(r.get("ood_set") for r in all_runs):
+        return {}
+    return {"OOD set": ood_set(family_runs) or "-"}
+
+
+def _is_gu(r: dict) -> bool:
+    """Plain gradual unfreezing: a k and no other intervention."""
+    return r["k"] is not None and is_standard({**r, "k": None})
+
+
+def _family_table(
+    runs: list[dict], label_column: str, base_label: str, lr_switch_only: bool = False
+) -> list[dict]:
+    rows = []
+    names, fams = families(runs)
+    for values, fam in fams:
+        settings = _settings(fam)
+        base = next((s for s in settings if s["standard"]), None)
+        if lr_switch_only:
+            settings = [
+                s for s in settings if s["standard"] or s["first"].get("lr_switch") is not None
+            ]
+            if all(s["standard"] for s in settings):
+                continue
+        for s in settings:
+            rows.append(
+                {
+                    **_family_columns(fam, names, values),
+                    **_ood_set_column(runs, fam),
+                    label_column: base_label if s["standard"] else s["label"],
+                    "ID": s["id"],
+                    "ID std": s["id_std"],
+                    "OOD": s["ood"],
+                    "OOD std": s["ood_std"],
+                    "ΔID": s["id"] - base["id"] if base else math.nan,
+                    "ΔOOD": s["ood"] - base["ood"] if base else math.nan,
+                    "n": s["n"],
+                }
+            )
+    return rows
 
 
 def table1(runs: list[dict]) -> list[dict]:
-    """Per setting: standard training (k = None) and GU at each k, with Δ vs standard."""
-    rows = []
-    for (dataset, model, scale), group in sorted(_group(runs, _setting).items(), key=str):
-        by_k = _group(group, lambda r: (r["k"],))
-        base = by_k.get((None,))
-        base_id = mean_std([r["id"] for r in base])[0] if base else math.nan
-        base_ood = mean_std([r["ood"] for r in base])[0] if base else math.nan
-        for (k,), rs in sorted(by_k.items(), key=lambda kv: _k_sort(kv[0][0])):
-            id_m, id_s = mean_std([r["id"] for r in rs])
-            ood_m, ood_s = mean_std([r["ood"] for r in rs])
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "model": model,
-                    "lr": f"{scale:g}*lr_d",
-                    "training": "standard" if k is None else f"GU k={k}",
-                    "ID": id_m,
-                    "ID std": id_s,
-                    "OOD": ood_m,
-                    "OOD std": ood_s,
-                    "ΔID": id_m - base_id,
-                    "ΔOOD": ood_m - base_ood,
-                    "n": len(rs),
-                }
-            )
-    return rows
+    """Table 1: per setting family, standard training and every other setting (GU at each k,
+    sorted numerically, then adaptive unfreezing and LR switches, each a row of its own), mean ±
+    std over seeds, n seeds, and Δ against the family's standard row (n/a without one)."""
+    return _family_table(runs, "training", "standard")
 
 
 def table3(runs: list[dict]) -> list[dict]:
-    """Per setting: constant LR vs each LR switch (direction @ step)."""
-    rows = []
-    for (dataset, model, scale), group in sorted(_group(runs, _setting).items(), key=str):
-        by_switch = _group(group, lambda r: (r["lr_switch"], r["lr_switch_step"], r["k"]))
-        for (switch, step, k), rs in sorted(by_switch.items(), key=str):
-            id_m, id_s = mean_std([r["id"] for r in rs])
-            ood_m, ood_s = mean_std([r["ood"] for r in rs])
-            name = "constant" if switch is None else f"lr_{switch} @ {step}"
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "model": model,
-                    "lr": f"{scale:g}*lr_d",
-                    "schedule": name + ("" if k is None else f", GU k={k}"),
-                    "ID": id_m,
-                    "ID std": id_s,
-                    "OOD": ood_m,
-                    "OOD std": ood_s,
-                    "n": len(rs),
-                }
-            )
+    """Table 3: per setting family with LR-switch runs, constant LR (the standard row) and each
+    LR switch (direction @ step, with GU k if combined), mean ± std, n seeds, Δ vs constant."""
+    rows = _family_table(runs, "schedule", "constant", lr_switch_only=True)
+    if not rows:
+        raise SystemExit("Table 3 needs runs with an LR switch (optimizer.lr_switch) in the sweep")
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Writing tables
 
 
 def to_markdown(rows: list[dict]) -> str:
     """A Markdown table; 'X' and 'X std' columns are shown together as 'mean ± std'."""
+    if not rows:
+        return "(no rows)"
     cols = [c for c in rows[0] if not c.endswith(" std")]
 
     def cell(row: dict, col: str) -> str:
-        v = row[col]
+        v = row.get(col)
+        if v is None:
+            return "-"
         if isinstance(v, float):
-            text = "n/a" if math.isnan(v) else f"{v:+.2f}" if col.startswith("Δ") else f"{v:.2f}"
-            if f"{col} std" in row:
-                text += f" ± {row[col + ' std']:.2f}"
+            if math.isnan(v):
+                return "n/a"
+            text = f"{v:+.2f}" if col.startswith("Δ") else f"{v:.2f}"
+            std = row.get(col + " std")
+            if isinstance(std, float) and not math.isnan(std):
+                text += f" ± {std:.2f}"
             return text
         return str(v)
 
@@ -151,6 +456,9 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def write_table(rows: list[dict], out_dir: str, name: str) -> str:
+    """Writes `name`.csv and `name`.md to out_dir; returns the Markdown."""
+    if not rows:
+        raise ValueError(f"table {name} has no rows")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, name + ".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -162,46 +470,76 @@ def write_table(rows: list[dict], out_dir: str, name: str) -> str:
     return markdown
 
 
-def figure1(runs: list[dict], out_dir: str) -> list[str]:
-    """ΔID and ΔOOD (GU minus standard, mean ± std over seeds) vs k on a log axis."""
+# --------------------------------------------------------------------------------------------
+# Figures 1 and 2
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in table1(runs) if r["training"] != "standard" and not math.isnan(r["ΔID"])]
-    if not rows:
-        raise SystemExit("Figure 1 needs standard runs (k=none) and GU runs in the sweep")
+    return plt
+
+
+def _save(fig, stem: str) -> list[str]:
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     paths = []
-    for setting, group in _group(rows, lambda r: (r["dataset"], r["model"], r["lr"])).items():
-        ks = [int(r["training"].split("=")[1]) for r in group]
-        order = np.argsort(ks)
+    for ext in ("png", "pdf"):
+        fig.savefig(f"{stem}.{ext}", dpi=150)
+        paths.append(f"{stem}.{ext}")
+    return paths
+
+
+def _stem(prefix: str, names: list[str], values: dict, n_families: int) -> str:
+    """'fig1' for a single family, else 'fig1_<field>=<value>_...' over the differing fields."""
+    if n_families == 1:
+        return prefix
+    parts = [f"{n}={_fmt(None if values[n] is _ABSENT else values[n])}" for n in names]
+    return prefix + "_" + re.sub(r"[^A-Za-z0-9._=,+-]+", "-", "_".join(parts)).strip("-")
+
+
+def _title(runs: Sequence[dict], names: list[str], values: dict) -> str:
+    r = runs[0]
+    parts = [r["dataset"], r["model"], f"{r['lr_scale']:g}*lr_d"]
+    parts += [f"{n}={_fmt(values[n])}" for n in names if n not in SHOWN_ELSEWHERE]
+    if ood_set(runs):
+        parts.append(f"OOD: {ood_set(runs)}")
+    return " / ".join(parts)
+
+
+def figure1(runs: list[dict], out_dir: str) -> list[str]:
+    """ΔID and ΔOOD (GU minus standard, mean ± std over seeds of the GU runs) vs k on a log axis,
+    one figure per setting family (files named by the fields that differ between families)."""
+    plt = _pyplot()
+    names, fams = families(runs)
+    paths = []
+    for values, fam in fams:
+        settings = _settings(fam)
+        base = next((s for s in settings if s["standard"]), None)
+        gu = [s for s in settings if _is_gu(s["first"])]
+        if base is None or not gu:
+            continue
+        x = np.array([s["first"]["k"] for s in gu], float)  # already in numeric order
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        for col, color in (("ΔID", "tab:blue"), ("ΔOOD", "tab:orange")):
-            y = np.array([group[i][col] for i in order])
-            err = np.array([group[i][col.strip("Δ") + " std"] for i in order])
-            x = np.array(ks)[order]
-            ax.plot(x, y, "o-", color=color, label=col)
+        for col, color in (("id", "tab:blue"), ("ood", "tab:orange")):
+            y = np.array([s[col] - base[col] for s in gu])
+            err = np.array([s[col + "_std"] for s in gu])
+            ax.plot(x, y, "o-", color=color, label=f"Δ{col.upper()}")
             ax.fill_between(x, y - err, y + err, color=color, alpha=0.2)
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("unfreezing interval k (steps)")
         ax.set_ylabel("accuracy change vs standard (points)")
-        ax.set_title(" / ".join(setting))
+        ax.set_title(_title(fam, names, values), fontsize=8)
         ax.legend()
         fig.tight_layout()
-        paths += _save(fig, os.path.join(out_dir, "fig1_" + "_".join(setting).replace("*", "")))
+        paths += _save(fig, os.path.join(out_dir, _stem("fig1", names, values, len(fams))))
         plt.close(fig)
+    if not paths:
+        raise SystemExit("Figure 1 needs standard runs (k=none) and GU runs in one setting family")
     return paths
-
-
-METRIC_TITLES = {
-    "fisher": "tr(F)",
-    "avg_sharpness": "S_avg",
-    "worst_sharpness": "S_worst",
-    "hessian": "λ_max",
-    "feature_rank": "feature rank",
-}
 
 
 def recorded_curves(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -227,170 +565,393 @@ def normalize_0_1000(curves: list[np.ndarray]) -> list[np.ndarray]:
     return [1.0 + 1000.0 * (c - lo) / span for c in curves]
 
 
-def _save(fig, stem: str) -> list[str]:
-    os.makedirs(os.path.dirname(stem), exist_ok=True)
-    paths = []
-    for ext in ("png", "pdf"):
-        fig.savefig(f"{stem}.{ext}", dpi=150)
-        paths.append(f"{stem}.{ext}")
-    return paths
-
-
 def figure2(sweep_dir: str, out_dir: str) -> list[str]:
-    """Recorded metrics vs step for each run with records (standard and each k), one panel per
-    metric, normalised to 0..1000 per panel, log y (as Fig. 2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = {r["run"]: r for r in load_runs(sweep_dir)}
-    curves = {name: recorded_curves(os.path.join(sweep_dir, name)) for name in runs}
-    curves = {name: c for name, c in curves.items() if c}
-    if not curves:
+    """Recorded metrics vs step for each run with records (standard, each k, adaptive, ...), as
+    Fig. 2: one figure per setting family (`fig2.png` when there is one, else named by the
+    differing fields), one row of panels per seed, one panel per metric, normalised to 0..1000
+    per panel, log y; curves labelled by their training and sorted by numeric k."""
+    plt = _pyplot()
+    runs = load_runs(sweep_dir)
+    curves = {r["run"]: recorded_curves(os.path.join(sweep_dir, r["run"])) for r in runs}
+    runs = [r for r in runs if curves[r["run"]]]
+    if not runs:
         raise SystemExit(f"no run under {sweep_dir} has recorded metrics (--config.record.every)")
-    metrics = [m for m in METRIC_TITLES if any(m in c for c in curves.values())]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        names = sorted((n for n in curves if metric in curves[n]), key=lambda n: str(runs[n]["k"]))
-        ys = normalize_0_1000([curves[n][metric][1] for n in names])
-        for name, y in zip(names, ys, strict=True):
-            k = runs[name]["k"]
-            label = ("standard" if k is None else f"k={k}") + f" (seed {runs[name]['seed']})"
-            ax.plot(curves[name][metric][0], y, label=label)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_title(f"{METRIC_TITLES[metric]} (normalised 0-1000)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    paths = _save(fig, os.path.join(out_dir, "fig2"))
-    plt.close(fig)
-    return paths
-
-
-def read_autok(autok_dir: str) -> dict:
-    """The summary `experiments.autok` wrote to `autok_dir/autok.json`."""
-    path = os.path.join(autok_dir, "autok.json")
-    if not os.path.exists(path):
-        raise SystemExit(f"{path} not found: run experiments.autok with --out={autok_dir} first")
-    with open(path) as f:
-        return json.load(f)
-
-
-def figure6(autok_dir: str, out_dir: str) -> list[str]:
-    """The auto-k signal curves (head-only runs) with each metric's picked k as a vertical line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    picked = read_autok(autok_dir)["picked"]
+    names, fams = families(runs)
     paths = []
-    for seed_dir, per_metric in sorted(picked.items()):
-        curves = recorded_curves(os.path.join(autok_dir, seed_dir, "signal"))
-        metrics = [m for m in per_metric if m in curves]
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
-        for ax, metric in zip(axes[0], metrics, strict=True):
-            steps, values = curves[metric]
-            ax.plot(steps, normalize_0_1000([values])[0], color="tab:blue")
-            k = per_metric[metric]["k"]
-            if k is not None:
-                ax.axvline(k, color="tab:red", ls="--", label=f"k = {k}")
-                ax.legend(fontsize=8)
-            ax.set_yscale("log")
-            ax.set_xlabel("step (head-only run)")
-            ax.set_title(f"{METRIC_TITLES[metric]}, {seed_dir}")
+    for values, fam in fams:
+        metrics = [m for m in METRIC_TITLES if any(m in curves[r["run"]] for r in fam)]
+        seeds = sorted({r["seed"] for r in fam}, key=_order)
+        ordered = sorted(fam, key=lambda r: (_training_order(r), r["run"]))
+        palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        color = {}  # one colour per training, the same in every panel
+        for r in ordered:
+            color.setdefault(training_label(r), palette[len(color) % len(palette)])
+        fig, axes = plt.subplots(
+            len(seeds),
+            len(metrics),
+            figsize=(4 * len(metrics), 3.2 * len(seeds)),
+            squeeze=False,
+        )
+        for row, seed in zip(axes, seeds, strict=True):
+            at_seed = [r for r in ordered if r["seed"] == seed]
+            labels = [training_label(r) for r in at_seed]
+            for ax, metric in zip(row, metrics, strict=True):
+                have = [
+                    (r, lab)
+                    for r, lab in zip(at_seed, labels, strict=True)
+                    if metric in curves[r["run"]]
+                ]
+                if not have:
+                    ax.set_visible(False)
+                    continue
+                ys = normalize_0_1000([curves[r["run"]][metric][1] for r, _ in have])
+                for (r, label), y in zip(have, ys, strict=True):
+                    c = color[label]
+                    if labels.count(label) > 1:
+                        label += f" ({r['run']})"
+                    ax.plot(curves[r["run"]][metric][0], y, label=label, color=c)
+                ax.set_yscale("log")
+                ax.set_xlabel("step")
+                ax.set_title(
+                    f"{METRIC_TITLES[metric]} (normalised 0-1000), seed {seed}", fontsize=9
+                )
+                ax.legend(fontsize=7)
+        fig.suptitle(_title(fam, names, values), fontsize=9)
         fig.tight_layout()
-        paths += _save(fig, os.path.join(out_dir, f"fig6_{seed_dir}"))
+        paths += _save(fig, os.path.join(out_dir, _stem("fig2", names, values, len(fams))))
         plt.close(fig)
     return paths
 
 
-def winning_rate(metric_ood: list[float], random_ood: list[list[float]]) -> float:
-    """Share of (seed, random k) pairs where the metric's k has the higher OOD accuracy."""
-    wins = [m > r for m, rs in zip(metric_ood, random_ood, strict=True) for r in rs]
-    return 100.0 * float(np.mean(wins)) if wins else float("nan")
+# --------------------------------------------------------------------------------------------
+# Auto-k: Tables 2 and 6, Figure 6 (from autok.json, schema version 2)
+
+AUTOK_VERSION = 2
+
+
+def read_autok(autok_dir: str) -> dict:
+    """The summary `experiments.autok` wrote to `autok_dir/autok.json` (schema version 2)."""
+    path = os.path.join(autok_dir, "autok.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} not found: run experiments.autok with --out={autok_dir} first")
+    with open(path) as f:
+        summary = json.load(f)
+    if summary.get("version") != AUTOK_VERSION:
+        raise SystemExit(
+            f"{path} has schema version {summary.get('version')}, analysis reads version "
+            f"{AUTOK_VERSION}: rerun experiments.autok (finished runs are reused)"
+        )
+    return summary
+
+
+def seed_values(summary: dict, run: str, which: str) -> list[float]:
+    """The `which` ('id' or 'ood') accuracy of auto-k run `run` for every seed, in seed order;
+    a missing or non-finite value is an error naming the run and the seeds."""
+    if run not in summary["runs"]:
+        raise ValueError(f"autok.json has no run {run!r} (runs: {sorted(summary['runs'])})")
+    values = summary["runs"][run][which]
+    missing = [
+        s
+        for s in summary["seeds"]
+        if values.get(str(s)) is None or not math.isfinite(float(values[str(s)]))
+    ]
+    if missing:
+        raise ValueError(
+            f"autok.json run {run!r} has no {which.upper()} accuracy for seed(s) {missing}: "
+            "finish those runs (rerun experiments.autok) before the tables"
+        )
+    return [float(values[str(s)]) for s in summary["seeds"]]
+
+
+def seed_mean(summary: dict, run: str, which: str) -> float:
+    return float(np.mean(seed_values(summary, run, which)))
+
+
+def run_for_k(summary: dict, k: int) -> str:
+    """The name of the auto-k run trained with unfreezing interval k."""
+    name = f"k={k}"
+    if summary["runs"].get(name, {}).get("k") == k:
+        return name
+    for name, run in summary["runs"].items():
+        if run.get("k") == k:
+            return name
+    raise ValueError(f"autok.json has no run with k={k} (runs: {sorted(summary['runs'])})")
+
+
+def metric_run(summary: dict, metric: str) -> str | None:
+    """The run trained with the k `metric` picked (None when it picked no k)."""
+    k = summary["picked"][metric]["k"]
+    if k is None:
+        return None
+    name = summary.get("metric_runs", {}).get(metric) or run_for_k(summary, k)
+    if summary["runs"].get(name, {}).get("k") != k:
+        raise ValueError(f"autok.json: metric_runs[{metric!r}] = {name!r} is not a run with k={k}")
+    return name
+
+
+def winning_rate(summary: dict, metric: str) -> dict:
+    """The winning rate (Table 2, §6.4) of the k `metric` picked against the random k.
+
+    Compares seed means: the metric's k run's OOD accuracy averaged over the seeds against each
+    random k run's OOD accuracy averaged over the same seeds. A win is a strictly higher seed
+    mean; a tie (equal seed means, e.g. when a random k equals the metric's k, so the very same
+    runs are compared) counts one half. Returns {wins, ties, losses, n (random k), percent}
+    with percent = 100 * (wins + ties / 2) / n. Errors (never NaN): a metric without a k, no
+    random k, or a run missing a seed (named).
+    """
+    run = metric_run(summary, metric)
+    if run is None:
+        reason = summary["picked"][metric].get("reason") or "no reason given"
+        raise ValueError(f"{metric} picked no k ({reason}): it has no winning rate")
+    if not summary["random_k"]:
+        raise ValueError("autok.json has no random k to compare against")
+    ours = seed_mean(summary, run, "ood")
+    wins = ties = losses = 0
+    for k in summary["random_k"]:
+        theirs = seed_mean(summary, run_for_k(summary, k), "ood")
+        if math.isclose(ours, theirs, rel_tol=1e-12, abs_tol=1e-12):
+            ties += 1
+        elif ours > theirs:
+            wins += 1
+        else:
+            losses += 1
+    n = wins + ties + losses
+    return {
+        "wins": wins,
+        "ties": ties,
+        "losses": losses,
+        "n": n,
+        "percent": 100.0 * (wins + 0.5 * ties) / n,
+    }
+
+
+def _setting_columns(summary: dict) -> dict:
+    s = summary.get("setting", {})
+    cols = {"dataset": s.get("dataset", "-"), "model": s.get("model", "-")}
+    if s.get("ood_set"):
+        cols["OOD set"] = s["ood_set"]
+    return cols
+
+
+def _metrics(summary: dict) -> list[str]:
+    return list(summary["picked"])
 
 
 def table2(summary: dict) -> list[dict]:
-    """Table 2 from an auto-k summary (`autok.json`): standard, random k, and k per metric with
-    its winning rate over the random k."""
-    rows = []
-    std = summary["standard"]
-    id_m, id_s = mean_std(std["id"])
-    ood_m, ood_s = mean_std(std["ood"])
-    rows.append(
-        {
-            "method": "standard",
-            "k": "-",
+    """Table 2 (§6.4) from an auto-k summary (autok.json, version 2).
+
+    Rows: "standard" (ID and OOD mean ± std over the seeds, n = seeds); "GU, random k" (the k
+    column lists the random k; ID/OOD = the mean over the random k of each k's seed mean ± the
+    std over the random k; n = the number of random k, each the mean over all the seeds, as the
+    `n of` column says); and per metric "GU, k from tr(F)" / S_avg / S_worst (the k picked, ID
+    and OOD mean ± std over seeds, the winning rate (`winning_rate`: seed means compared, ties
+    count one half) with wins/ties/losses, n = seeds). A metric that picked no k has a row with
+    no numbers and its reason in the k column.
+    """
+    seeds = summary["seeds"]
+    n_seeds = len(seeds)
+    setting = _setting_columns(summary)
+
+    def row(method, k, ids, oods, wr, wtl, n, n_of):
+        id_m, id_s = mean_std(ids) if ids else (None, None)
+        ood_m, ood_s = mean_std(oods) if oods else (None, None)
+        return {
+            **setting,
+            "method": method,
+            "k": k,
             "ID": id_m,
             "ID std": id_s,
             "OOD": ood_m,
             "OOD std": ood_s,
-            "WR (OOD) %": float("nan"),
-            "n": len(std["id"]),
+            "WR (OOD) %": wr,
+            "W/T/L": wtl,
+            "n": n,
+            "n of": n_of,
         }
-    )
-    rnd = summary["random"]
-    flat_id = [x for xs in rnd["id"] for x in xs]
-    flat_ood = [x for xs in rnd["ood"] for x in xs]
-    id_m, id_s = mean_std(flat_id)
-    ood_m, ood_s = mean_std(flat_ood)
-    rows.append(
-        {
-            "method": "GU, random k",
-            "k": f"1..{summary['max_random_k']}",
-            "ID": id_m,
-            "ID std": id_s,
-            "OOD": ood_m,
-            "OOD std": ood_s,
-            "WR (OOD) %": float("nan"),
-            "n": len(flat_id),
-        }
-    )
-    for name, m in summary["metrics"].items():
-        if not m["id"]:
+
+    std_run = "standard" if "standard" in summary["runs"] else None
+    std_run = std_run or next((n for n, r in summary["runs"].items() if r.get("k") is None), None)
+    if std_run is None:
+        raise ValueError("autok.json has no standard run (k = null)")
+    rows = [
+        row(
+            "standard",
+            "-",
+            seed_values(summary, std_run, "id"),
+            seed_values(summary, std_run, "ood"),
+            None,
+            None,
+            n_seeds,
+            "seeds",
+        )
+    ]
+    random_k = sorted(summary["random_k"])
+    if random_k:
+        runs = [run_for_k(summary, k) for k in random_k]
+        rows.append(
+            row(
+                "GU, random k",
+                ", ".join(str(k) for k in random_k),
+                [seed_mean(summary, r, "id") for r in runs],
+                [seed_mean(summary, r, "ood") for r in runs],
+                None,
+                None,
+                len(random_k),
+                f"random k, each the mean over {n_seeds} seeds",
+            )
+        )
+    for metric in _metrics(summary):
+        title = f"GU, k from {METRIC_TITLES.get(metric, metric)}"
+        run = metric_run(summary, metric)
+        if run is None:
+            reason = summary["picked"][metric].get("reason") or "no k"
+            rows.append(row(title, f"none ({reason})", [], [], None, None, 0, "seeds"))
             continue
-        id_m, id_s = mean_std(m["id"])
-        ood_m, ood_s = mean_std(m["ood"])
+        wr = winning_rate(summary, metric) if random_k else None
+        rows.append(
+            row(
+                title,
+                str(summary["picked"][metric]["k"]),
+                seed_values(summary, run, "id"),
+                seed_values(summary, run, "ood"),
+                wr["percent"] if wr else None,
+                f"{wr['wins']}/{wr['ties']}/{wr['losses']}" if wr else None,
+                n_seeds,
+                "seeds",
+            )
+        )
+    return rows
+
+
+def table6(summary: dict) -> list[dict]:
+    """Table 6 (App. D): the k Algorithm 2 picked per metric (on the seed-mean of the head-only
+    runs' curves, as autok.json's `k_rule` says), the k it picks on each seed's own curve (for
+    information), and the reason when it picked none."""
+    seeds = [str(s) for s in summary["seeds"]]
+    per_seed_col = f"k per seed ({', '.join(seeds)})"
+    rows = []
+    for metric in _metrics(summary):
+        p = summary["picked"][metric]
+        per_seed = p.get("per_seed", {})
+        ks = [per_seed.get(s, {}).get("k") for s in seeds]
         rows.append(
             {
-                "method": f"GU, k from {name}",
-                "k": ",".join(str(k) for k in m["k"]),
-                "ID": id_m,
-                "ID std": id_s,
-                "OOD": ood_m,
-                "OOD std": ood_s,
-                "WR (OOD) %": winning_rate(m["ood"], m["random_ood"]),
-                "n": len(m["id"]),
+                **_setting_columns(summary),
+                "metric": METRIC_TITLES.get(metric, metric),
+                "k": "none" if p["k"] is None else str(p["k"]),
+                per_seed_col: ", ".join("none" if k is None else str(k) for k in ks),
+                "reason": (p.get("reason") or "-") if p["k"] is None else "-",
             }
         )
     return rows
 
 
+def _mean_curve(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over seeds at the steps every seed recorded."""
+    steps = curves[0][0]
+    for s, _ in curves[1:]:
+        steps = np.intersect1d(steps, s)
+    if steps.size == 0:
+        raise ValueError("the seeds' signal runs share no recorded step")
+    values = [v[np.searchsorted(s, steps)] for s, v in curves]
+    return steps, np.mean(values, axis=0)
+
+
+def figure6(autok_dir: str, out_dir: str) -> list[str]:
+    """Figure 6 (App. D): one figure, one panel per metric: each seed's head-only signal curve
+    (thin), their seed mean (thick: the curve Algorithm 2 ran on), normalised together to
+    0..1000 for display on a log y axis as the paper does, and the picked k as a vertical line
+    (each seed's own k dotted, for information)."""
+    plt = _pyplot()
+    summary = read_autok(autok_dir)
+    seeds = summary["seeds"]
+    signals = {}
+    for seed in seeds:
+        path = os.path.join(autok_dir, f"seed={seed}", "signal")
+        signals[seed] = recorded_curves(path)
+        if not signals[seed]:
+            raise SystemExit(f"{path} has no recorded metrics: rerun experiments.autok")
+    metrics = [m for m in _metrics(summary) if all(m in signals[s] for s in seeds)]
+    if not metrics:
+        raise SystemExit(f"no signal run under {autok_dir} recorded {_metrics(summary)}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        curves = [signals[s][metric] for s in seeds]
+        mean_steps, mean_values = _mean_curve(curves)
+        ys = normalize_0_1000([v for _, v in curves] + [mean_values])
+        picked = summary["picked"][metric]
+        per_seed = picked.get("per_seed", {})
+        for i, (seed, (steps, _), y) in enumerate(zip(seeds, curves, ys[:-1], strict=True)):
+            color = colors[i % len(colors)]
+            ax.plot(steps, y, lw=0.8, alpha=0.6, color=color, label=f"seed {seed}")
+            k = per_seed.get(str(seed), {}).get("k")
+            if k is not None:
+                ax.axvline(k, color=color, lw=0.8, ls=":")
+        ax.plot(mean_steps, ys[-1], lw=2.2, color="black", label="seed mean")
+        if picked["k"] is not None:
+            ax.axvline(
+                picked["k"],
+                color="tab:red",
+                ls="--",
+                lw=1.5,
+                label=f"k = {picked['k']} (seed mean)",
+            )
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                f"no k: {picked.get('reason', '')}",
+                transform=ax.transAxes,
+                ha="center",
+                fontsize=7,
+                wrap=True,
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("step (head-only run)")
+        ax.set_title(f"{METRIC_TITLES.get(metric, metric)} (normalised 0-1000)", fontsize=9)
+        ax.legend(fontsize=7)
+    s = summary.get("setting", {})
+    stab = summary.get("stabilization", {})
+    title = " / ".join(str(s[k]) for k in ("dataset", "model") if k in s)
+    if stab:
+        title += "; Algorithm 2 " + ", ".join(f"{k}={v}" for k, v in stab.items())
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    paths = _save(fig, os.path.join(out_dir, "fig6"))
+    plt.close(fig)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["table1", "table2", "table3", "fig1", "fig2", "fig6"])
-    p.add_argument("sweep_dir")
+    p.add_argument("what", choices=["table1", "table2", "table3", "table6", "fig1", "fig2", "fig6"])
+    p.add_argument("sweep_dir", help="a sweep folder (table1/3, fig1/2) or an auto-k folder")
     p.add_argument("--out", help="output folder (default: <sweep_dir>/analysis)")
     args = p.parse_args(argv)
     out = args.out or os.path.join(args.sweep_dir, "analysis")
-    if args.what in ("fig2", "fig6"):
-        make = figure2 if args.what == "fig2" else figure6
-        for path in make(args.sweep_dir, out):
-            print(path)
+    paths: Iterable[str] = ()
+    if args.what == "fig2":
+        paths = figure2(args.sweep_dir, out)
+    elif args.what == "fig6":
+        paths = figure6(args.sweep_dir, out)
+    elif args.what == "fig1":
+        paths = figure1(load_runs(args.sweep_dir), out)
+    else:
+        if args.what in ("table2", "table6"):
+            summary = read_autok(args.sweep_dir)
+            rows = table2(summary) if args.what == "table2" else table6(summary)
+        else:
+            runs = load_runs(args.sweep_dir)
+            rows = table1(runs) if args.what == "table1" else table3(runs)
+        print(write_table(rows, out, args.what))
+        print(f"\n(written to {out}/{args.what}.md and .csv)")
         return
-    if args.what == "table2":
-        print(write_table(table2(read_autok(args.sweep_dir)), out, "table2"))
-        return
-    runs = load_runs(args.sweep_dir)
-    if args.what == "fig1":
-        for path in figure1(runs, out):
-            print(path)
-        return
-    rows = table1(runs) if args.what == "table1" else table3(runs)
-    print(write_table(rows, out, args.what))
-    print(f"\n(written to {out}/{args.what}.md and .csv)")
+    for path in paths:
+        print(path)
 
 
 if __name__ == "__main__":

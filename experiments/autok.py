@@ -1,25 +1,35 @@
-"""Auto-k (§6.4, Table 2): pick the unfreezing interval k from a head-only run's metrics.
+"""Auto-k (§6.4, Table 2, Table 6): pick the unfreezing interval k from head-only runs' metrics.
 
-    python -m experiments.autok --config=mnist_rn18.py --out=runs/mnist_autok --seeds=0,1,2
-    python -m experiments.autok --config=quickstart_autok.py --out=runs/autok
+    python -m experiments.autok --config=mnist_rn18.py --out=runs/mnist_autok --seeds=0,1,2,3,4,5
+    python -m experiments.autok --config=quickstart_autok.py --out=runs/autok --seeds=0,1,2
 
-Per seed:
-  1. a head-only run (every block frozen all run) records tr(F), S_avg and S_worst every
-     `record.every` steps up to `record.until` (`signal/` folder; it stops at record.until);
-  2. Algorithm 2 (earlyjax/stabilization.py) turns each metric's curve into a step k;
-  3. full gradual-unfreezing runs with each metric's k, standard training (k = None), and
-     `--n_random` runs with k drawn uniformly from 1..`--max_random_k` (paper: 10 and 800);
-  4. Table 2: per metric, k, ID and OOD accuracy (mean ± std over seeds) and the winning rate:
-     the share of (seed, random k) pairs whose OOD accuracy the metric's k beats;
-  5. Figure 2 (the metrics recorded by the standard and the metric-k runs) and Figure 6 (the
-     signal curves with each picked k marked).
-Everything lands in `--out` (runs skip when finished and resume when interrupted, so the same
-command finishes a killed pipeline); `autok.json` and `analysis/` (table2.{md,csv}, fig2, fig6)
-hold the result.
+As the paper computes it: ONE k per metric per setting, compared with ONE set of random k, each
+trained on every seed, by seed means.
+  1. Per seed, a head-only run (every block frozen) records tr(F), S_avg and S_worst every
+     `record.every` steps up to `record.until` (`seed=S/signal/`).
+  2. Per metric, Algorithm 2 (`earlyjax.stabilization`, parameters from the config's
+     `stabilization` block) runs on the SEED-MEAN of the signal curves and gives that metric's
+     k. Averaging the curves before picking keeps one k per setting, as Table 6 has, and damps
+     the recording noise the paper names as the heuristic's weakness; each seed's own pick is
+     kept in `autok.json` as information (its spread), not used.
+  3. `--n_random` k are drawn once, without replacement, from the k a metric can pick: the
+     recording steps `record.every`, 2 `record.every`, ... up to `record.until`, and only those
+     whose schedule ends inside the run (k * L < total steps) unless
+     `unfreeze.allow_late_release`; a metric's k outside that range is refused the same way.
+  4. Standard training, GU with each metric's k and GU with each random k, on every seed
+     (`seed=S/standard/`, `seed=S/k=K/`); the standard and metric-k runs record the metrics too
+     (Figure 2).
+  5. Table 2 (ID/OOD mean ± std over seeds, winning rate = share of random k whose seed-mean OOD
+     accuracy the metric's k beats, ties counting one half: `experiments.analysis`), Table 6 (k per
+     metric), Figure 2 and Figure 6, in `OUT/analysis/`; the summary with every per-seed value in
+     `OUT/autok.json`.
+Runs skip when finished and resume when interrupted, so the same command finishes a killed
+pipeline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -31,17 +41,14 @@ from experiments import analysis, cli
 from experiments.cli import apply_overrides
 
 SIGNAL_METRICS = ("fisher", "avg_sharpness", "worst_sharpness")
+RANDOM_K_STREAM = 0xA070  # the random k depend on this and the candidate range only
 
-flags.DEFINE_string("out", None, "Folder for the pipeline's runs and results.")
-flags.DEFINE_integer("n_random", 10, "Random k per seed to compare against (paper: 10).")
-flags.DEFINE_integer("max_random_k", 800, "Random k are drawn from 1..max_random_k (paper: 800).")
+flags.DEFINE_integer("n_random", 10, "Random k, each trained on every seed (paper: 10).")
 flags.DEFINE_list(
     "metrics",
     None,
     "Metrics that pick k (default: those of tr(F), S_avg, S_worst the config records).",
 )
-flags.DEFINE_integer("tau", 3, "Algorithm 2's moving-average window (paper: 3 or 8).")
-flags.DEFINE_float("eps", 0.02, "Algorithm 2's threshold on the normalised change.")
 
 
 def run(config, workdir: str, overrides, dataset=None) -> dict:
@@ -58,30 +65,180 @@ def signal_records(workdir: str) -> list[dict]:
     return [r for r in read_records(os.path.join(workdir, METRICS_FILE)) if r["kind"] == "record"]
 
 
-def pick_ks(records: list[dict], metrics, tau: int, eps: float) -> dict[str, dict]:
-    """Algorithm 2 on each metric's recorded curve -> {metric: {k, stable, reason, ...}}."""
+def seed_mean_curves(per_seed: list[list[dict]], metrics) -> tuple[list[int], dict]:
+    """(steps, {metric: mean over seeds at each step}) over the steps every seed recorded."""
+    common = sorted(set.intersection(*({r["step"] for r in recs} for recs in per_seed)))
+    means = {}
+    for name in metrics:
+        by_step = [{r["step"]: float(r[name]) for r in recs} for recs in per_seed]
+        means[name] = [float(np.mean([b[s] for b in by_step])) for s in common]
+    return common, means
+
+
+def pick_k(steps, values, stabilization: dict) -> dict:
+    """Algorithm 2 on one curve -> {"k": step or None, "reason": str}."""
     from earlyjax.stabilization import stabilization_point
 
-    steps = [r["step"] for r in records]
+    point = stabilization_point(values, steps, **stabilization)
+    if point.stable and not point.step:
+        return {"k": None, "reason": "stabilised at step 0: no k to unfreeze at"}
+    return {"k": point.step if point.stable else None, "reason": point.reason}
+
+
+def candidate_ks(record_config, max_k: int | None) -> list[int]:
+    """The k a metric can pick: recording steps after 0 up to record.until (and max_k)."""
+    top = record_config.until if max_k is None else min(record_config.until, max_k)
+    return list(range(record_config.every, top + 1, record_config.every))
+
+
+def random_ks(candidates: list[int], n: int) -> list[int]:
+    """n distinct k drawn uniformly from `candidates` (fixed, so a rerun reuses the same runs)."""
+    rng = np.random.default_rng(RANDOM_K_STREAM)
+    return sorted(int(k) for k in rng.choice(np.asarray(candidates), size=n, replace=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What the pipeline derives from the config and data before it trains anything."""
+
+    metrics: tuple[str, ...]
+    total_steps: int
+    num_blocks: int
+    max_k: int | None  # None: unfreeze.allow_late_release
+    candidates: list[int]
+
+
+def plan(config, metrics, n_random: int, num_train: int) -> Setting:
+    """Checks the pipeline's inputs (ValueError naming the fix) and derives its setting."""
+    from earlyjax.config import validate
+    from earlyjax.models import MODELS
+    from earlyjax.train import max_fitting_k, total_steps
+
+    validate(config)
+    recorded = tuple(config.record.metrics)
+    metrics = tuple(metrics) or tuple(m for m in SIGNAL_METRICS if m in recorded)
+    unknown = sorted(set(metrics) - set(SIGNAL_METRICS))
+    if unknown:
+        raise ValueError(f"--metrics {unknown}: choose from {SIGNAL_METRICS}")
+    missing = sorted(set(metrics) - set(recorded))
+    if missing or not metrics:
+        raise ValueError(
+            f"--metrics {list(metrics)} must be recorded by the signal run: record.metrics is "
+            f"{list(recorded)}; add {missing or list(SIGNAL_METRICS)} to --config.record.metrics"
+        )
+    if not config.record.every:
+        raise ValueError("the signal run needs recording: set --config.record.every=10, say")
+    if config.unfreeze.k is not None or config.unfreeze.adaptive or config.unfreeze.head_only:
+        raise ValueError(
+            "auto-k sets the schedule itself: unset unfreeze.k, unfreeze.adaptive and "
+            "unfreeze.head_only in the config (--config.unfreeze.k=none)"
+        )
+    steps = total_steps(config, num_train)
+    num_blocks = len(MODELS[config.model.name][1])
+    late = config.unfreeze.allow_late_release
+    max_k = None if late else max_fitting_k(num_blocks, steps)
+    candidates = candidate_ks(config.record, max_k)
+    if n_random < 0 or n_random > len(candidates):
+        raise ValueError(
+            f"--n_random={n_random} distinct k need at least that many candidates, the "
+            f"recording steps up to min(record.until, the largest k that fits a {steps}-step "
+            f"run with {num_blocks} blocks = {max_k}): {len(candidates)}; lower --n_random or "
+            "--config.record.every, or train longer"
+        )
+    return Setting(metrics, steps, num_blocks, max_k, candidates)
+
+
+def refuse_late_k(setting: Setting, picked: dict) -> None:
+    """A metric's k whose last release comes after the run's end stops the pipeline."""
+    for name, p in picked.items():
+        if p["k"] is not None and setting.max_k is not None and p["k"] > setting.max_k:
+            raise ValueError(
+                f"{name} stabilised at k={p['k']}, but with {setting.num_blocks} blocks that "
+                f"releases the last block at step {p['k'] * setting.num_blocks - 1} of a "
+                f"{setting.total_steps}-step run (k * L >= total steps): train longer, or set "
+                "--config.unfreeze.allow_late_release=True to train with it anyway"
+            )
+
+
+def pipeline(config, out: str, *, seeds=(0,), n_random: int = 10, metrics=(), dataset=None):
+    """Runs (or resumes) the whole pipeline; returns the summary written to `out/autok.json`
+    (the schema `experiments.analysis.read_autok` reads) and writes Tables 2 and 6 and
+    Figures 2 and 6 to `out/analysis/`. `dataset` replaces the config's data (tests)."""
+    from earlyjax.data import load_dataset
+
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must be distinct, got {seeds}")
+    dataset = dataset or load_dataset(config.data)
+    setting = plan(config, metrics, n_random, dataset.train.images.shape[0])
+    stabilization = dict(config.stabilization)
+
+    signal = (("unfreeze.head_only", True), ("total_steps", config.record.until))
+    signal += (("data.ood_source", "none"),)
+    no_ood = dataclasses.replace(dataset, ood={}, ood_set=None)
+    curves = []
+    for seed in seeds:
+        signal_dir = os.path.join(out, f"seed={seed}", "signal")
+        run(config, signal_dir, (("seed", seed), *signal), no_ood)
+        curves.append(signal_records(signal_dir))
+    steps, means = seed_mean_curves(curves, setting.metrics)
     picked = {}
-    for name in metrics:
-        values = [r[name] for r in records]
-        point = stabilization_point(values, steps, tau=tau, eps=eps)
-        picked[name] = {
-            "k": int(point.step) if point.stable and point.step else None,
-            "stable": point.stable,
-            "index": point.index,
-            "reason": point.reason,
+    for name in setting.metrics:
+        picked[name] = pick_k(steps, means[name], stabilization)
+        picked[name]["per_seed"] = {
+            str(seed): pick_k([r["step"] for r in recs], [r[name] for r in recs], stabilization)
+            for seed, recs in zip(seeds, curves, strict=True)
         }
-        if point.stable and not point.step:
-            picked[name]["reason"] = "stabilised at step 0: no k to unfreeze at"
-    return picked
+        print(f"{name}: k = {picked[name]['k']} ({picked[name]['reason']})")
+    refuse_late_k(setting, picked)
+
+    metric_ks = sorted({p["k"] for p in picked.values() if p["k"] is not None})
+    chosen_random = random_ks(setting.candidates, n_random)
+    runs = {"standard": None, **{f"k={k}": k for k in sorted(set(metric_ks + chosen_random))}}
+    results: dict[str, dict] = {name: {"k": k, "id": {}, "ood": {}} for name, k in runs.items()}
+    for seed in seeds:
+        for name, k in runs.items():
+            record = k is None or k in metric_ks  # Figure 2's runs
+            overrides = (("seed", seed), ("unfreeze.k", k))
+            overrides += () if record else (("record.every", 0),)
+            res = run(config, os.path.join(out, f"seed={seed}", name), overrides, dataset)
+            results[name]["id"][str(seed)] = res["id_accuracy"]
+            results[name]["ood"][str(seed)] = res["ood_accuracy"]
+
+    summary = {
+        "version": analysis.AUTOK_VERSION,
+        "setting": {
+            "dataset": dataset.name,
+            "model": config.model.name,
+            "ood_set": dataset.ood_set,
+            "total_steps": setting.total_steps,
+            "num_blocks": setting.num_blocks,
+        },
+        "seeds": seeds,
+        "stabilization": stabilization,
+        "k_rule": "Algorithm 2 on the seed-mean of the head-only runs' curves",
+        "k_range": setting.candidates,
+        "picked": picked,
+        "random_k": chosen_random,
+        "runs": results,
+        "metric_runs": {n: f"k={p['k']}" for n, p in picked.items() if p["k"] is not None},
+    }
+    summary["winning_rate"] = {m: analysis.winning_rate(summary, m) for m in summary["metric_runs"]}
+    path = os.path.join(out, "autok.json")
+    with open(path + ".tmp", "w") as fh:
+        json.dump(summary, fh, indent=2)
+    os.replace(path + ".tmp", path)
+    write_outputs(summary, out)
+    return summary
 
 
-def random_ks(seed: int, n: int, max_k: int) -> list[int]:
-    """n distinct k uniform on 1..max_k (fixed per seed, so reruns reuse the same runs)."""
-    rng = np.random.default_rng([seed, 0xA070])
-    return sorted(int(k) for k in rng.choice(np.arange(1, max_k + 1), size=n, replace=False))
+def write_outputs(summary: dict, out: str) -> None:
+    """Tables 2 and 6 and Figures 2 and 6 into out/analysis/."""
+    analysis_dir = os.path.join(out, "analysis")
+    analysis.write_table(analysis.table2(summary), analysis_dir, "table2")
+    analysis.write_table(analysis.table6(summary), analysis_dir, "table6")
+    analysis.figure2(out, analysis_dir)
+    analysis.figure6(out, analysis_dir)
 
 
 def main(argv: list[str]) -> None:
@@ -94,114 +251,17 @@ def main(argv: list[str]) -> None:
     cli.enable_compilation_cache()
     logging.set_verbosity(logging.WARNING)
     try:
+        seeds = [int(s) for s in f.seeds]
         summary = pipeline(
-            f.config,
-            f.out,
-            seeds=[int(s) for s in f.seeds],
-            n_random=f.n_random,
-            max_random_k=f.max_random_k,
-            metrics=tuple(f.metrics or ()),
-            tau=f.tau,
-            eps=f.eps,
+            f.config, f.out, seeds=seeds, n_random=f.n_random, metrics=tuple(f.metrics or ())
         )
     except cli.user_errors() + (ValueError,) as e:
         raise SystemExit(f"error: {e}") from None
-    analysis_dir = os.path.join(f.out, "analysis")
-    print(analysis.write_table(analysis.table2(summary), analysis_dir, "table2"))
-    print(f"\n(Table 2, Figure 2 and Figure 6 in {analysis_dir})")
-
-
-def pipeline(
-    config,
-    out: str,
-    *,
-    seeds=(0,),
-    n_random: int = 10,
-    max_random_k: int = 800,
-    metrics=(),
-    tau: int = 3,
-    eps: float = 0.02,
-    dataset=None,
-) -> dict:
-    """Runs (or resumes) the whole pipeline; returns the summary written to `out/autok.json`.
-
-    The standard run and the runs with a metric's k record the metrics like the signal run (for
-    Figure 2); the random-k runs do not. Also writes Table 2 and Figures 2 and 6 to
-    `out/analysis/`.
-    `dataset` replaces the config's data (tests).
-    """
-    recorded = tuple(config.record.metrics)
-    metrics = tuple(metrics) or tuple(m for m in SIGNAL_METRICS if m in recorded)
-    unknown = sorted(set(metrics) - set(SIGNAL_METRICS))
-    if unknown:
-        raise ValueError(f"--metrics {unknown}: choose from {SIGNAL_METRICS}")
-    missing = sorted(set(metrics) - set(recorded))
-    if missing or not metrics:
-        raise ValueError(
-            f"--metrics {list(metrics)} must be recorded by the signal run: record.metrics is "
-            f"{list(recorded)}; add {missing or list(SIGNAL_METRICS)} to --config.record.metrics"
-        )
-    if n_random < 0 or max_random_k < n_random:
-        raise ValueError(
-            f"--n_random={n_random} distinct k need --max_random_k >= n_random (got {max_random_k})"
-        )
-    if not config.record.every:
-        raise ValueError("the signal run needs recording: set --config.record.every=10, say")
-    summary = {
-        "max_random_k": max_random_k,
-        "standard": {"id": [], "ood": []},
-        "random": {"k": [], "id": [], "ood": []},
-        "metrics": {m: {"k": [], "id": [], "ood": [], "random_ood": []} for m in metrics},
-        "picked": {},
-    }
-    for seed in seeds:
-        base = f"seed={seed}"
-        signal_dir = os.path.join(out, base, "signal")
-        signal = (
-            ("seed", seed),
-            ("unfreeze.k", None),
-            ("unfreeze.head_only", True),
-            ("total_steps", config.record.until),
-            ("data.ood_source", "none"),
-        )
-        run(config, signal_dir, signal, dataset)
-        picked = pick_ks(signal_records(signal_dir), metrics, tau, eps)
-        summary["picked"][base] = picked
-        for name, p in picked.items():
-            print(f"seed {seed}: {name} -> k = {p['k']} ({p['reason'] or 'stable'})")
-
-        def gu(k, record, seed=seed, base=base):
-            name = "standard" if k is None else f"k={k}"
-            no_recording = () if record else (("record.every", 0),)
-            overrides = (("seed", seed), ("unfreeze.k", k), *no_recording)
-            return run(config, os.path.join(out, base, name), overrides, dataset)
-
-        std = gu(None, record=True)
-        summary["standard"]["id"].append(std["id_accuracy"])
-        summary["standard"]["ood"].append(std["ood_accuracy"])
-        ks = random_ks(seed, n_random, max_random_k)
-        picked_ks = {p["k"] for p in picked.values()}
-        rnd = [gu(k, record=k in picked_ks) for k in ks]  # a run's folder has one config
-        summary["random"]["k"].append(ks)
-        summary["random"]["id"].append([r["id_accuracy"] for r in rnd])
-        summary["random"]["ood"].append([r["ood_accuracy"] for r in rnd])
-        for name, p in picked.items():
-            if p["k"] is None:
-                continue
-            res = gu(p["k"], record=True)
-            m = summary["metrics"][name]
-            m["k"].append(p["k"])
-            m["id"].append(res["id_accuracy"])
-            m["ood"].append(res["ood_accuracy"])
-            m["random_ood"].append(summary["random"]["ood"][-1])
-    with open(os.path.join(out, "autok.json.tmp"), "w") as fh:
-        json.dump(summary, fh, indent=2)
-    os.replace(os.path.join(out, "autok.json.tmp"), os.path.join(out, "autok.json"))
-    analysis_dir = os.path.join(out, "analysis")
-    analysis.write_table(analysis.table2(summary), analysis_dir, "table2")
-    analysis.figure2(out, analysis_dir)
-    analysis.figure6(out, analysis_dir)
-    return summary
+    print(f"Table 2 ({summary['setting']['ood_set']}):")
+    print(analysis.to_markdown(analysis.table2(summary)))
+    print("\nTable 6:")
+    print(analysis.to_markdown(analysis.table6(summary)))
+    print(f"\n(Tables 2 and 6, Figures 2 and 6 in {os.path.join(f.out, 'analysis')})")
 
 
 def run_cli() -> None:

@@ -181,8 +181,33 @@ def run_sequential(config, sweep_dir: str, points: Sequence[Point]) -> None:
         train_and_evaluate(run_config, os.path.join(sweep_dir, point.name))
 
 
+def child_command(
+    config_arg: str,
+    overrides: Sequence[tuple[str, object]],
+    sweep_dir: str,
+    point: Point,
+) -> list[str]:
+    """The `python -m experiments.main` command that runs `point` in its own process.
+
+    `overrides` are the sweep's own `--config.x=v` (cli.config_overrides()); the point's come
+    after them, so they win. Each value is written so that the child parses it back to itself.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "experiments.main",
+        f"--config={config_arg}",
+        f"--workdir={os.path.join(sweep_dir, point.name)}",
+        *cli.override_args([*overrides, *point.overrides]),
+    ]
+
+
 def run_processes(
-    config_arg: str, extra_flags: Sequence[str], sweep_dir: str, points: Sequence[Point], n: int
+    config_arg: str,
+    overrides: Sequence[tuple[str, object]],
+    sweep_dir: str,
+    points: Sequence[Point],
+    n: int,
 ) -> None:
     """Runs the points as `python -m experiments.main` processes, n at a time."""
     todo = [p for p in points if not is_done(sweep_dir, p)]
@@ -192,15 +217,7 @@ def run_processes(
     while todo or running:
         while todo and free:
             slot, point = free.pop(0), todo.pop(0)
-            cmd = [
-                sys.executable,
-                "-m",
-                "experiments.main",
-                f"--config={config_arg}",
-                f"--workdir={os.path.join(sweep_dir, point.name)}",
-                *extra_flags,
-                *(f"--config.{k}={_fmt(v)}" for k, v in point.overrides),
-            ]
+            cmd = child_command(config_arg, overrides, sweep_dir, point)
             gpu = gpu_for_slot(slot, os.environ.get("CUDA_VISIBLE_DEVICES"))
             env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu) if n > 1 else None
             print(f"start {point.name} (slot {slot})")
@@ -233,15 +250,16 @@ def build_points(config) -> list[Point]:
 
 
 def max_unfreezing_interval(config, num_blocks: int) -> int:
-    """total_steps / L: the largest k of Fig. 1 (the run's steps shared among the blocks)."""
+    """The largest k of Fig. 1: the run's steps shared among the blocks, (T - 1) // L, so that
+    the last block is released inside the run (`earlyjax.train.check_schedule_fits`)."""
     from earlyjax.data import load_dataset
-    from earlyjax.train import total_steps
+    from earlyjax.train import max_fitting_k, total_steps
 
     if config.total_steps:
         steps = config.total_steps
     else:
         steps = total_steps(config, load_dataset(config.data).train.images.shape[0])
-    return max(1, steps // num_blocks)
+    return max(1, max_fitting_k(num_blocks, steps))
 
 
 def main(argv: list[str]) -> None:
@@ -276,8 +294,7 @@ def main(argv: list[str]) -> None:
     _write_manifest(sweep_dir, manifest)
     todo = [p for _, p in selected]
     if flags.FLAGS.processes > 1:
-        extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
-        run_processes(_config_arg(), extra, sweep_dir, todo, flags.FLAGS.processes)
+        run_processes(_config_arg(), cli.config_overrides(), sweep_dir, todo, flags.FLAGS.processes)
     else:
         try:
             run_sequential(config, sweep_dir, todo)
@@ -288,12 +305,10 @@ def main(argv: list[str]) -> None:
 
 
 def _config_arg() -> str:
-    for i, arg in enumerate(sys.argv):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-        if arg == "--config":
-            return sys.argv[i + 1]
-    raise app.UsageError("--config is required")
+    """The --config value that was parsed (a resolved path, with its ':arg' if any)."""
+    if flags.FLAGS.config is None:
+        raise app.UsageError("--config is required")
+    return flags.FLAGS["config"].config_filename
 
 
 def run() -> None:

@@ -1,4 +1,5 @@
-"""Auto-k pieces: k from recorded curves, random k, winning rate, Table 2, Figure 6."""
+"""Auto-k as the paper computes it: one k per metric from the seed-mean signal, one shared set of
+random k trained on every seed, winning rate by seed means, Tables 2 and 6."""
 
 import json
 import os
@@ -6,101 +7,121 @@ import os
 import numpy as np
 import pytest
 
+from earlyjax.metric_log import METRICS_FILE, read_records
 from experiments import analysis, autok
-from experiments.analysis import figure6
+
+STABILIZATION = {"tau": 3, "eps": 0.02, "rapid_eps": 0.05}
 
 
-def saturating_records(n=60, every=10):
-    steps = np.arange(n) * every
-    fisher = 1 - np.exp(-np.arange(n) / 5.0)
-    flat = np.zeros(n)
-    return [
-        {
-            "step": int(s),
-            "kind": "record",
-            "fisher": float(f),
-            "avg_sharpness": float(a),
-            "worst_sharpness": float(f) * 2,
-        }
-        for s, f, a in zip(steps, fisher, flat, strict=True)
-    ]
-
-
-def test_pick_ks_turns_curves_into_steps():
-    picked = autok.pick_ks(saturating_records(), autok.SIGNAL_METRICS, tau=3, eps=0.02)
+def test_pick_k_turns_a_saturating_curve_into_a_step():
+    steps = list(range(0, 600, 10))
+    i = np.arange(60)
     # 1 - exp(-i/5): the smoothed change |S[i+3] - S[i]|/3 first drops to <= 0.02 at i = 11.
-    assert picked["fisher"]["k"] == 110 and picked["fisher"]["stable"]
-    assert picked["worst_sharpness"]["k"] == 110  # scale does not matter after normalising
-    assert picked["avg_sharpness"]["k"] is None  # constant: stable at step 0, nothing to pick
-    assert "step 0" in picked["avg_sharpness"]["reason"]
+    assert autok.pick_k(steps, 1 - np.exp(-i / 5.0), STABILIZATION)["k"] == 110
+    assert autok.pick_k(steps, 7 * (1 - np.exp(-i / 5.0)), STABILIZATION)["k"] == 110
+    flat = autok.pick_k(steps, np.zeros(60), STABILIZATION)
+    assert flat["k"] is None and "step 0" in flat["reason"]
 
 
-def test_random_ks_are_distinct_fixed_per_seed_and_in_range():
-    ks = autok.random_ks(0, 10, 800)
-    assert len(set(ks)) == 10 and min(ks) >= 1 and max(ks) <= 800
-    assert ks == autok.random_ks(0, 10, 800) and ks != autok.random_ks(1, 10, 800)
+def test_seed_mean_curves_average_the_seeds_at_common_steps():
+    recs = [
+        [{"step": s, "fisher": v} for s, v in zip([0, 10, 20], [1.0, 2.0, 3.0], strict=True)],
+        [{"step": s, "fisher": v} for s, v in zip([0, 10, 20], [3.0, 4.0, 5.0], strict=True)],
+    ]
+    steps, means = autok.seed_mean_curves(recs, ["fisher"])
+    assert steps == [0, 10, 20] and means["fisher"] == [2.0, 3.0, 4.0]
 
 
-def test_winning_rate_counts_pairs_over_seeds():
-    # seed 0: 50 beats 40 only; seed 1: 60 beats 59 and 30
-    assert analysis.winning_rate([50.0, 60.0], [[40, 55, 70], [59, 61, 30]]) == pytest.approx(
-        100 * 3 / 6
-    )
+def test_random_k_come_from_the_range_a_metric_can_pick(tiny_config):
+    c = tiny_config
+    c.record.every, c.record.until = 10, 2000
+    assert autok.candidate_ks(c.record, None)[:3] == [10, 20, 30]
+    assert autok.candidate_ks(c.record, None)[-1] == 2000
+    assert autok.candidate_ks(c.record, 937)[-1] == 930  # MNIST: 4690 steps, L = 5
+    ks = autok.random_ks(autok.candidate_ks(c.record, 937), 10)
+    assert len(set(ks)) == 10 and all(k % 10 == 0 and 10 <= k <= 930 for k in ks)
+    assert ks == autok.random_ks(autok.candidate_ks(c.record, 937), 10)  # fixed: reruns reuse
 
 
-def test_table2_rows_and_figure6(tmp_path):
-    summary = {
-        "max_random_k": 30,
-        "standard": {"id": [90.0, 92.0], "ood": [50.0, 52.0]},
-        "random": {"k": [[3, 7], [4, 9]], "id": [[89, 90], [91, 92]], "ood": [[51, 49], [53, 50]]},
-        "metrics": {
-            "fisher": {
-                "k": [110, 120],
-                "id": [91, 91],
-                "ood": [52, 52],
-                "random_ood": [[51, 49], [53, 50]],
-            }
-        },
-        "picked": {"seed=0": {"fisher": {"k": 110, "stable": True, "index": 11, "reason": ""}}},
-    }
-    rows = analysis.table2(summary)
-    assert [r["method"] for r in rows] == ["standard", "GU, random k", "GU, k from fisher"]
-    assert rows[2]["WR (OOD) %"] == pytest.approx(75.0) and rows[2]["k"] == "110,120"
-    signal = tmp_path / "seed=0" / "signal"
-    signal.mkdir(parents=True)
-    with open(signal / "metrics.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in saturating_records())
-    with open(tmp_path / "autok.json", "w") as f:
-        json.dump(summary, f)
-    paths = figure6(str(tmp_path), str(tmp_path / "out"))
-    assert len(paths) == 2 and all(os.path.getsize(p) > 1000 for p in paths)
+def test_plan_refuses_what_cannot_work(tiny_config):
+    c = tiny_config
+    c.unfreeze.k = None
+    c.unfreeze.allow_late_release = False
+    c.record.every, c.record.until = 1, 6
+    c.record.metrics = ("fisher",)
+    c.total_steps = 16  # L = 5: k <= 3 fits
+    setting = autok.plan(c, ("fisher",), 3, 256)
+    assert setting.candidates == [1, 2, 3] and setting.max_k == 3
+    with pytest.raises(ValueError, match="--n_random=4 distinct k"):
+        autok.plan(c, ("fisher",), 4, 256)
+    with pytest.raises(ValueError, match="must be recorded"):
+        autok.plan(c, ("avg_sharpness",), 1, 256)
+    with pytest.raises(ValueError, match="k \\* L >= total steps"):
+        autok.refuse_late_k(setting, {"fisher": {"k": 4}})
+    c.unfreeze.k = 2
+    with pytest.raises(ValueError, match="sets the schedule itself"):
+        autok.plan(c, ("fisher",), 1, 256)
 
 
-def test_pipeline_end_to_end_writes_table2_and_figures_and_resumes(
+def _replace_signal(workdir, values):
+    """Rewrites a finished signal run's recorded tr(F) with a known curve (same steps)."""
+    path = os.path.join(workdir, METRICS_FILE)
+    recs = read_records(path)
+    it = iter(values)
+    with open(path, "w") as f:
+        for r in recs:
+            if r["kind"] == "record":
+                r["fisher"] = next(it)
+            f.write(json.dumps(r) + "\n")
+
+
+def test_pipeline_end_to_end_reaches_the_metric_k_the_winning_rate_and_resumes(
     tiny_config, tiny_dataset, tmp_path
 ):
     c = tiny_config
-    c.record.every = 1
-    c.record.until = 6
-    c.record.set_size = 64
-    c.record.batch_size = 32
+    c.unfreeze.k = None
+    c.unfreeze.allow_late_release = False
+    c.total_steps = 16
+    c.record.every, c.record.until = 1, 6
+    c.record.set_size, c.record.batch_size = 64, 32
     c.record.metrics = ("fisher",)
+    c.stabilization.tau, c.stabilization.eps, c.stabilization.rapid_eps = 1, 0.05, 0.1
     out = str(tmp_path / "autok")
-    kwargs = dict(seeds=[0], n_random=1, max_random_k=4, metrics=("fisher",), tau=1, eps=0.05)
-    summary = autok.pipeline(c, out, dataset=tiny_dataset, **kwargs)
+    # The signal runs train for real; their tr(F) curves are then replaced by known ones that
+    # settle at step 2 (seed mean: changes 0.8, 0.18, 0.02, 0, ...), so the metric's k is known.
+    curves = {0: [0.0, 0.7, 0.97, 1.0, 1.0, 1.0, 1.0], 1: [0.0, 0.9, 0.99, 1.0, 1.0, 1.0, 1.0]}
+    for seed, values in curves.items():
+        signal_dir = os.path.join(out, f"seed={seed}", "signal")
+        overrides = (("seed", seed), ("unfreeze.head_only", True), ("total_steps", 6))
+        autok.run(c, signal_dir, overrides + (("data.ood_source", "none"),), tiny_dataset)
+        _replace_signal(signal_dir, values)
 
-    picked = summary["picked"]["seed=0"]["fisher"]
-    signal = autok.signal_records(os.path.join(out, "seed=0", "signal"))
-    assert [r["step"] for r in signal] == list(range(7))
-    assert all(r["trainable"] == ["head"] for r in signal)  # head-only signal run
-    [random_k] = summary["random"]["k"][0]
-    runs = {r["run"] for r in analysis.load_runs(out)}
-    expected = {"seed=0/standard", f"seed=0/k={random_k}"}
-    if picked["k"] is not None:
-        expected.add(f"seed=0/k={picked['k']}")
-        assert summary["metrics"]["fisher"]["k"] == [picked["k"]]
-    assert runs == expected
-    for name in ("table2.md", "table2.csv", "fig2.png", "fig2.pdf", "fig6_seed=0.png"):
+    summary = autok.pipeline(c, out, seeds=[0, 1], n_random=2, dataset=tiny_dataset)
+
+    assert summary["picked"]["fisher"]["k"] == 2
+    assert set(summary["picked"]["fisher"]["per_seed"]) == {"0", "1"}
+    assert summary["k_range"] == [1, 2, 3] and set(summary["random_k"]) <= {1, 2, 3}
+    assert summary["stabilization"] == {"tau": 1, "eps": 0.05, "rapid_eps": 0.1}
+    names = {"standard", "k=2", *(f"k={k}" for k in summary["random_k"])}
+    assert set(summary["runs"]) == names
+    trained = {r["run"] for r in analysis.load_runs(out)}
+    assert trained == {f"seed={s}/{n}" for s in (0, 1) for n in names}
+    for name in names:  # every run on every seed
+        assert set(summary["runs"][name]["ood"]) == {"0", "1"}
+    wr = summary["winning_rate"]["fisher"]
+    assert wr == analysis.winning_rate(summary, "fisher") and wr["n"] == 2
+    metric_ood = np.mean(list(summary["runs"]["k=2"]["ood"].values()))
+    expected = sum(
+        1.0 if metric_ood > m else 0.5 if metric_ood == m else 0.0
+        for m in (
+            np.mean(list(summary["runs"][f"k={k}"]["ood"].values())) for k in summary["random_k"]
+        )
+    )
+    assert wr["percent"] == pytest.approx(100 * expected / 2)
+    rows = {r["method"]: r for r in analysis.table2(summary)}
+    metric_row = next(r for m, r in rows.items() if "tr(F)" in m)
+    assert str(metric_row["k"]) == "2" and metric_row["n"] == 2
+    for name in ("table2.md", "table6.md", "fig2.png", "fig6.png"):
         assert os.path.getsize(os.path.join(out, "analysis", name)) > 0, name
     with open(os.path.join(out, "autok.json")) as f:
         assert json.load(f) == json.loads(json.dumps(summary))
@@ -108,5 +129,5 @@ def test_pipeline_end_to_end_writes_table2_and_figures_and_resumes(
     # The same command again trains nothing: every run is finished.
     results = os.path.join(out, "seed=0", "standard", "results.json")
     before = os.path.getmtime(results)
-    assert autok.pipeline(c, out, dataset=tiny_dataset, **kwargs) == summary
+    assert autok.pipeline(c, out, seeds=[0, 1], n_random=2, dataset=tiny_dataset) == summary
     assert os.path.getmtime(results) == before

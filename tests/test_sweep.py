@@ -1,12 +1,14 @@
 """Sweeps: grid expansion, skip/resume after a kill, and the tables and figure made from them."""
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+from absl import flags
 
-from experiments import analysis
+from experiments import analysis, cli
 from experiments.cli import apply_overrides
 from experiments.sweep import (
     Point,
@@ -159,3 +161,73 @@ def test_cli_only_lists_and_runs_just_those_indices(tmp_path):
     assert proc.returncode != 0
     assert "--only value '4'" in proc.stderr and "indices 0 to 3" in proc.stderr
     assert not os.path.exists(tmp_path / "sweep.json")
+
+
+def test_child_command_passes_every_override_on_so_the_child_parses_it_back():
+    from experiments.configs import quickstart
+    from experiments.sweep import child_command
+
+    overrides = [
+        ("unfreeze.k", None),
+        ("data.ood_source", "none"),
+        ("optimizer.lr", 0.1 + 0.2),
+        ("data.ood_severities", (2,)),
+        ("seed", 5),
+    ]
+    point = Point("k=3_seed=1", (("unfreeze.k", 3), ("seed", 1)))
+    cmd = child_command("/c/quickstart.py", overrides, "/sweep", point)
+    assert cmd[:5] == [
+        sys.executable,
+        "-m",
+        "experiments.main",
+        "--config=/c/quickstart.py",
+        "--workdir=/sweep/k=3_seed=1",
+    ]
+    assert cmd[5:] == [
+        "--config.unfreeze.k=none",
+        "--config.data.ood_source=none",
+        "--config.optimizer.lr=0.30000000000000004",
+        "--config.data.ood_severities=(2,)",
+        "--config.seed=5",
+        "--config.unfreeze.k=3",
+        "--config.seed=1",
+    ]
+    config = quickstart.get_config()
+    config.lock()
+    rest, raw = cli.split_config_args(cmd[4:])
+    assert rest == [cmd[4]]
+    assert cli.parse_overrides(config, raw) == [*overrides, *point.overrides]
+
+
+def test_processes_pass_a_none_override_to_every_child(tmp_path, monkeypatch):
+    """--processes=N with --config.unfreeze.k=none: the children train k=None, as recorded."""
+    from experiments import sweep
+
+    config = os.path.join(ROOT, "experiments", "configs", "quickstart.py")
+    argv = ["sweep", f"--config={config}", f"--sweep_dir={tmp_path}"]
+    argv += ["--config.unfreeze.k=none", "--seeds=0,1", "--processes=2"]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    monkeypatch.setattr(cli, "enable_compilation_cache", lambda: None)
+    commands = []
+
+    class Child:
+        returncode = 0
+
+        def __init__(self, cmd, env=None):
+            commands.append(cmd)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", Child)
+    try:
+        assert cli.parse_flags(argv) == ["sweep"]
+        sweep.main(["sweep"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    with open(tmp_path / sweep.SWEEP_FILE) as f:
+        assert json.load(f)["config"]["unfreeze"]["k"] is None
+    assert len(commands) == 2
+    for cmd in commands:
+        assert "--config.unfreeze.k=none" in cmd
+        assert any(a.startswith("--config=") and a.endswith("quickstart.py") for a in cmd)

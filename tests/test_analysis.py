@@ -1,0 +1,476 @@
+"""experiments.analysis on synthetic run folders with known answers (no training)."""
+
+import copy
+import json
+import os
+import statistics
+
+import numpy as np
+import pytest
+
+from earlyjax.config import default_config
+from experiments import analysis
+
+GENERATED = "MNIST-C-style (generated)"
+
+
+def write_run(
+    root,
+    name,
+    *,
+    seed,
+    id_acc,
+    ood_acc,
+    k=None,
+    dataset="digits",
+    ood_set=GENERATED,
+    records=None,
+    drop=(),
+    **overrides,
+):
+    """A finished run folder: config.json (default_config with `overrides`, dotted with '__';
+    without the dotted fields in `drop`, as an older version wrote it), results.json and, with
+    `records`, metrics.jsonl record lines."""
+    c = default_config()
+    c.seed = seed
+    c.unfreeze.k = k
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split("__")
+        node = c
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    folder = os.path.join(str(root), name)
+    os.makedirs(folder)
+    saved = json.loads(c.to_json())
+    for dotted in drop:
+        *parents, leaf = dotted.split(".")
+        node = saved
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(saved, f)
+    results = {
+        "dataset": dataset,
+        "model": c.model.name,
+        "k": k,
+        "seed": seed,
+        "steps": 100,
+        "id_accuracy": id_acc,
+        "id_loss": 0.1,
+        "ood_accuracy": ood_acc,
+        "ood_table": {},
+    }
+    if ood_set is not None:
+        results["ood_set"] = ood_set
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump(results, f)
+    if records is not None:
+        with open(os.path.join(folder, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"step": 0, "kind": "train", "loss": 2.3}) + "\n")
+            f.writelines(json.dumps({"kind": "record", **r}) + "\n" for r in records)
+    return folder
+
+
+def curve(scale=1.0, n=21, every=10, metrics=("fisher", "avg_sharpness", "worst_sharpness")):
+    steps = np.arange(n) * every
+    values = scale * (1 - np.exp(-np.arange(n) / 4.0)) + 0.01
+    return [
+        {"step": int(s), **{m: float(v) * (i + 1) for i, m in enumerate(metrics)}}
+        for s, v in zip(steps, values, strict=True)
+    ]
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """width 64: standard (3 seeds), GU k=5/20/100, adaptive, lr_l2h, lr_h2l; width 32: standard
+    and GU k=5. Fields that do not change results vary inside settings."""
+    root = tmp_path / "sweep"
+    rec = curve()
+    # standard, width 64: ID 97/98/99, OOD 50/52/54; one older result has no ood_set.
+    write_run(root, "std_s0", seed=0, id_acc=97.0, ood_acc=50.0, records=rec)
+    write_run(
+        root, "std_s1", seed=1, id_acc=98.0, ood_acc=52.0, progress_bar=False, log_every=5,
+        records=curve(1.1),
+    )  # fmt: skip
+    write_run(
+        root, "std_s2", seed=2, id_acc=99.0, ood_acc=54.0, ood_set=None, checkpoint_every=7,
+        data__cache_dir="/elsewhere", eval_every=50,
+        drop=("data.ood_corruptions", "record.bn", "stabilization"),  # an older config.json
+    )  # fmt: skip
+    # GU k=5: ID 97/97, OOD 55/57.
+    write_run(root, "k5_s0", seed=0, k=5, id_acc=97.0, ood_acc=55.0, records=rec)
+    write_run(root, "k5_s1", seed=1, k=5, id_acc=97.0, ood_acc=57.0)
+    # GU k=20: ID 96/97/98, OOD 60 x3; seed 2 recorded the metrics (record.* splits nothing).
+    write_run(root, "k20_s0", seed=0, k=20, id_acc=96.0, ood_acc=60.0, records=rec)
+    write_run(root, "k20_s1", seed=1, k=20, id_acc=97.0, ood_acc=60.0, records=curve(0.9))
+    write_run(root, "k20_s2", seed=2, k=20, id_acc=98.0, ood_acc=60.0, record__every=10)
+    # GU k=100: one seed.
+    write_run(root, "k100_s0", seed=0, k=100, id_acc=90.0, ood_acc=70.0, records=rec)
+    # Adaptive unfreezing and LR switches: far-off numbers that would show if merged.
+    for seed, (i, o) in enumerate([(80.0, 10.0), (82.0, 12.0)]):
+        write_run(
+            root, f"adaptive_s{seed}", seed=seed, id_acc=i, ood_acc=o, record__every=10,
+            unfreeze__adaptive="fisher", records=rec if seed == 0 else None,
+        )  # fmt: skip
+    for seed, (i, o) in enumerate([(70.0, 20.0), (72.0, 22.0)]):
+        write_run(
+            root, f"l2h_s{seed}", seed=seed, id_acc=i, ood_acc=o,
+            optimizer__lr_switch="l2h", optimizer__lr_switch_step=300,
+        )  # fmt: skip
+    write_run(
+        root, "h2l_s0", seed=0, id_acc=75.0, ood_acc=25.0, optimizer__lr_switch="h2l",
+        optimizer__lr_switch_step=300,
+    )  # fmt: skip
+    # width 32: its own family, not more seeds of width 64.
+    write_run(root, "w32_std_s0", seed=0, id_acc=60.0, ood_acc=30.0, model__width=32, records=rec)
+    write_run(root, "w32_std_s1", seed=1, id_acc=62.0, ood_acc=30.0, model__width=32)
+    write_run(root, "w32_k5_s0", seed=0, k=5, id_acc=61.0, ood_acc=33.0, model__width=32)
+    # A head-only (auto-k signal) run is not a training result.
+    write_run(root, "signal", seed=0, id_acc=10.0, ood_acc=None, unfreeze__head_only=True)
+    return str(root)
+
+
+def by_training(rows, column="training"):
+    return {(r["model.width"], r[column]): r for r in rows}
+
+
+def test_table1_groups_by_every_differing_field(sweep):
+    runs = analysis.load_runs(sweep)
+    assert len(runs) == 17  # the head-only run is left out
+    rows = analysis.table1(runs)
+    assert [(r["model.width"], r["training"]) for r in rows] == [
+        ("32", "standard"),
+        ("32", "GU k=5"),
+        ("64", "standard"),
+        ("64", "GU k=5"),
+        ("64", "GU k=20"),
+        ("64", "GU k=100"),  # numeric, not "100" < "20"
+        ("64", "adaptive (fisher)"),
+        ("64", "lr_h2l @ 300"),
+        ("64", "lr_l2h @ 300"),
+    ]
+    assert list(rows[0])[:6] == ["dataset", "model", "lr", "model.width", "OOD set", "training"]
+    assert {r["OOD set"] for r in rows} == {GENERATED}  # the older result loads, labelled too
+    got = by_training(rows)
+    std = got["64", "standard"]
+    assert (std["ID"], std["ID std"], std["OOD"], std["OOD std"], std["n"]) == pytest.approx(
+        (98.0, 1.0, 52.0, 2.0, 3)
+    )
+    assert std["ΔID"] == 0 and std["ΔOOD"] == 0
+    expected = {  # (ID, OOD, ΔID, ΔOOD, n)
+        ("64", "GU k=5"): (97.0, 56.0, -1.0, 4.0, 2),
+        ("64", "GU k=20"): (97.0, 60.0, -1.0, 8.0, 3),
+        ("64", "GU k=100"): (90.0, 70.0, -8.0, 18.0, 1),
+        ("64", "adaptive (fisher)"): (81.0, 11.0, -17.0, -41.0, 2),
+        ("64", "lr_l2h @ 300"): (71.0, 21.0, -27.0, -31.0, 2),
+        ("64", "lr_h2l @ 300"): (75.0, 25.0, -23.0, -27.0, 1),
+        ("32", "standard"): (61.0, 30.0, 0.0, 0.0, 2),
+        ("32", "GU k=5"): (61.0, 33.0, 0.0, 3.0, 1),
+    }
+    for key, want in expected.items():
+        r = got[key]
+        assert (r["ID"], r["OOD"], r["ΔID"], r["ΔOOD"], r["n"]) == pytest.approx(want), key
+    assert got["64", "GU k=20"]["ID std"] == pytest.approx(1.0)
+    assert np.isnan(got["64", "GU k=100"]["ID std"])  # one seed: no std, not ± 0
+    assert "| 90.00 | 70.00 |" in analysis.to_markdown(rows)
+    markdown = analysis.write_table(rows, os.path.join(sweep, "out"), "table1")
+    assert "| 98.00 ± 1.00 |" in markdown and "+18.00" in markdown and GENERATED in markdown
+    assert os.path.exists(os.path.join(sweep, "out", "table1.csv"))
+
+
+def test_table1_single_setting_has_no_extra_columns(tmp_path):
+    write_run(tmp_path, "a", seed=0, id_acc=90.0, ood_acc=40.0, ood_set=None)
+    write_run(tmp_path, "b", seed=0, k=3, id_acc=91.0, ood_acc=41.0, ood_set=None)
+    rows = analysis.table1(analysis.load_runs(str(tmp_path)))
+    assert list(rows[0]) == [
+        "dataset", "model", "lr", "training", "ID", "ID std", "OOD", "OOD std", "ΔID", "ΔOOD", "n",
+    ]  # fmt: skip
+    assert [r["training"] for r in rows] == ["standard", "GU k=3"]
+
+
+def test_a_family_without_standard_has_no_delta_and_copies_are_refused(tmp_path):
+    write_run(tmp_path, "a", seed=0, k=5, id_acc=90.0, ood_acc=40.0)
+    [row] = analysis.table1(analysis.load_runs(str(tmp_path)))
+    assert np.isnan(row["ΔID"]) and "n/a" in analysis.to_markdown([row])
+    write_run(tmp_path, "copy", seed=0, k=5, id_acc=90.0, ood_acc=40.0, progress_bar=False)
+    with pytest.raises(ValueError, match="same setting and seed"):
+        analysis.table1(analysis.load_runs(str(tmp_path)))
+
+
+def test_different_ood_sets_in_one_family_are_refused(tmp_path):
+    write_run(tmp_path, "a", seed=0, id_acc=90.0, ood_acc=40.0)
+    write_run(tmp_path, "b", seed=1, id_acc=90.0, ood_acc=40.0, ood_set="MNIST-C")
+    with pytest.raises(ValueError, match="different OOD sets"):
+        analysis.table1(analysis.load_runs(str(tmp_path)))
+
+
+def test_table3_lr_switches_against_constant(sweep):
+    rows = analysis.table3(analysis.load_runs(sweep))
+    assert [(r["model.width"], r["schedule"]) for r in rows] == [
+        ("64", "constant"),
+        ("64", "lr_h2l @ 300"),
+        ("64", "lr_l2h @ 300"),
+    ]  # width 32 has no LR switch; GU and adaptive rows belong to Table 1
+    l2h = rows[2]
+    assert (l2h["ID"], l2h["ID std"], l2h["OOD"], l2h["ΔOOD"], l2h["n"]) == pytest.approx(
+        (71.0, statistics.stdev([70.0, 72.0]), 21.0, -31.0, 2)
+    )
+
+
+def test_main_tables(sweep, tmp_path, capsys):
+    analysis.main(["table3", sweep, "--out", str(tmp_path / "t")])
+    assert "lr_l2h @ 300" in capsys.readouterr().out
+    assert (tmp_path / "t" / "table3.md").exists()
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures saved, by file stem."""
+    saved = {}
+    original = analysis._save
+
+    def save(fig, stem):
+        saved[os.path.basename(stem)] = fig
+        return original(fig, stem)
+
+    monkeypatch.setattr(analysis, "_save", save)
+    return saved
+
+
+def legend(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_figures_1_and_2_one_file_per_setting_family(sweep, tmp_path, figures):
+    out = str(tmp_path / "figs")
+    paths = analysis.figure1(analysis.load_runs(sweep), out)
+    names = sorted(os.path.basename(p) for p in paths)
+    assert names == [
+        "fig1_model.width=32.pdf",
+        "fig1_model.width=32.png",
+        "fig1_model.width=64.pdf",
+        "fig1_model.width=64.png",
+    ]
+    assert all(os.path.getsize(p) > 1000 for p in paths)
+    x, y = figures["fig1_model.width=64"].axes[0].lines[0].get_data()
+    assert list(x) == [5, 20, 100] and list(y) == pytest.approx([-1.0, -1.0, -8.0])  # ΔID
+
+    paths = analysis.figure2(sweep, out)
+    assert sorted(os.path.basename(p) for p in paths) == [
+        "fig2_model.width=32.pdf",
+        "fig2_model.width=32.png",
+        "fig2_model.width=64.pdf",
+        "fig2_model.width=64.png",
+    ]
+    fig = figures["fig2_model.width=64"]
+    axes = np.array(fig.axes).reshape(2, 3)  # seeds 0 and 1 (seed 2 recorded nothing) x metrics
+    assert legend(axes[0, 0]) == [
+        "standard",
+        "GU k=5",
+        "GU k=20",
+        "GU k=100",
+        "adaptive (fisher)",
+    ]
+    assert legend(axes[1, 0]) == ["standard", "GU k=20"]
+    assert "seed 1" in axes[1, 0].get_title()
+    assert axes[0, 0].get_yscale() == "log"
+
+
+# --------------------------------------------------------------------------------------------
+# Auto-k
+
+
+def autok_summary():
+    acc = lambda *v: {str(s): x for s, x in enumerate(v)}  # noqa: E731
+    return {
+        "version": 2,
+        "setting": {
+            "dataset": "digits",
+            "model": "resnet18",
+            "ood_set": GENERATED,
+            "total_steps": 250,
+            "num_blocks": 5,
+        },
+        "seeds": [0, 1, 2],
+        "stabilization": {"tau": 3, "eps": 0.02, "rapid_eps": 0.05},
+        "k_rule": "Algorithm 2 on the seed-mean of the head-only runs' curves",
+        "k_range": [5, 10, 15, 20, 25, 30],
+        "picked": {
+            "fisher": {
+                "k": 15,
+                "reason": "",
+                "per_seed": {"0": {"k": 15}, "1": {"k": 20}, "2": {"k": 20}},
+            },
+            "avg_sharpness": {
+                "k": 20,
+                "reason": "",
+                "per_seed": {"0": {"k": 20}, "1": {"k": 20}, "2": {"k": 25}},
+            },
+            "worst_sharpness": {
+                "k": None,
+                "reason": "never stabilised",
+                "per_seed": {"0": {"k": None}, "1": {"k": 30}, "2": {"k": None}},
+            },
+        },
+        "random_k": [5, 15, 25, 30],
+        "runs": {
+            "standard": {"k": None, "id": acc(98.0, 98.2, 98.4), "ood": acc(50.0, 51.0, 52.0)},
+            "k=5": {"k": 5, "id": acc(97.0, 97.0, 97.0), "ood": acc(40.0, 41.0, 42.0)},
+            "k=15": {"k": 15, "id": acc(97.5, 97.5, 97.5), "ood": acc(55.0, 56.0, 57.0)},
+            "k=20": {"k": 20, "id": acc(97.0, 97.2, 97.4), "ood": acc(58.0, 58.0, 58.0)},
+            "k=25": {"k": 25, "id": acc(96.0, 96.0, 96.0), "ood": acc(60.0, 60.0, 60.0)},
+            "k=30": {"k": 30, "id": acc(95.0, 95.0, 95.0), "ood": acc(45.0, 45.0, 45.0)},
+        },
+        "metric_runs": {"fisher": "k=15", "avg_sharpness": "k=20"},
+    }
+
+
+def test_winning_rate_compares_seed_means_and_ties_count_half():
+    s = autok_summary()
+    # tr(F), k=15 (OOD seed mean 56): beats k=5 (41) and k=30 (45), ties k=15 itself, loses
+    # to k=25 (60).
+    assert analysis.winning_rate(s, "fisher") == {
+        "wins": 2,
+        "ties": 1,
+        "losses": 1,
+        "n": 4,
+        "percent": 62.5,
+    }
+    # S_avg, k=20 (58): beats 5, 15, 30; loses to 25.
+    assert analysis.winning_rate(s, "avg_sharpness")["percent"] == 75.0
+    # Equal seed means from different runs tie too.
+    s["runs"]["k=20"]["ood"] = {"0": 57.0, "1": 56.0, "2": 55.0}
+    wr = analysis.winning_rate(s, "avg_sharpness")
+    assert (wr["wins"], wr["ties"], wr["losses"], wr["percent"]) == (2, 1, 1, 62.5)
+    with pytest.raises(ValueError, match="never stabilised"):
+        analysis.winning_rate(s, "worst_sharpness")
+
+
+def test_a_missing_seed_is_an_error_naming_the_run():
+    s = autok_summary()
+    del s["runs"]["k=25"]["ood"]["2"]
+    with pytest.raises(ValueError, match=r"'k=25'.*seed\(s\) \[2\]"):
+        analysis.winning_rate(s, "fisher")
+    with pytest.raises(ValueError, match="'k=25'"):
+        analysis.table2(s)
+    s = autok_summary()
+    s["runs"]["standard"]["id"]["1"] = None
+    with pytest.raises(ValueError, match="'standard'"):
+        analysis.table2(s)
+
+
+def test_table2_as_the_paper_computes_it():
+    rows = analysis.table2(autok_summary())
+    assert [r["method"] for r in rows] == [
+        "standard",
+        "GU, random k",
+        "GU, k from tr(F)",
+        "GU, k from S_avg",
+        "GU, k from S_worst",
+    ]
+    std, rnd, fisher, avg, worst = rows
+    assert (std["ID"], std["ID std"], std["OOD"], std["OOD std"], std["n"]) == pytest.approx(
+        (98.2, 0.2, 51.0, 1.0, 3)
+    )
+    assert std["OOD set"] == GENERATED and std["n of"] == "seeds"
+    assert rnd["k"] == "5, 15, 25, 30" and rnd["n"] == 4
+    assert "each the mean over 3 seeds" in rnd["n of"]
+    assert rnd["ID"] == pytest.approx(np.mean([97.0, 97.5, 96.0, 95.0]))
+    assert rnd["ID std"] == pytest.approx(np.std([97.0, 97.5, 96.0, 95.0], ddof=1))
+    assert rnd["OOD"] == pytest.approx(50.5)
+    assert rnd["OOD std"] == pytest.approx(np.std([41.0, 56.0, 60.0, 45.0], ddof=1))
+    assert fisher["k"] == "15" and fisher["WR (OOD) %"] == 62.5 and fisher["W/T/L"] == "2/1/1"
+    assert (fisher["ID"], fisher["OOD"], fisher["OOD std"], fisher["n"]) == pytest.approx(
+        (97.5, 56.0, 1.0, 3)
+    )
+    assert avg["k"] == "20" and avg["WR (OOD) %"] == 75.0
+    assert avg["ID"] == pytest.approx(97.2) and avg["ID std"] == pytest.approx(0.2)
+    assert worst["k"] == "none (never stabilised)" and worst["ID"] is None and worst["n"] == 0
+    markdown = analysis.to_markdown(rows)
+    assert "| 98.20 ± 0.20 |" in markdown and "62.50" in markdown
+
+
+def test_table6_lists_the_picked_k_and_each_seeds_k():
+    rows = analysis.table6(autok_summary())
+    col = "k per seed (0, 1, 2)"
+    assert [(r["metric"], r["k"], r[col], r["reason"]) for r in rows] == [
+        ("tr(F)", "15", "15, 20, 20", "-"),
+        ("S_avg", "20", "20, 20, 25", "-"),
+        ("S_worst", "none", "none, 30, none", "never stabilised"),
+    ]
+
+
+@pytest.fixture
+def autok_dir(tmp_path):
+    """An auto-k folder: autok.json, seed=S/signal (head-only, recorded), standard and k runs
+    (standard and the metric k record, random k do not)."""
+    root = tmp_path / "autok"
+    s = autok_summary()
+    for seed in s["seeds"]:
+        base = root / f"seed={seed}"
+        n = 21 if seed < 2 else 18  # the seeds need not record the same steps
+        write_run(
+            base, "signal", seed=seed, id_acc=10.0, ood_acc=None, unfreeze__head_only=True,
+            records=curve(1 + seed / 10, n=n), record__every=10,
+        )  # fmt: skip
+        for name, run in s["runs"].items():
+            record = name in ("standard", "k=15", "k=20")
+            write_run(
+                base, name, seed=seed, k=run["k"], id_acc=run["id"][str(seed)],
+                ood_acc=run["ood"][str(seed)], record__every=10 if record else 0,
+                records=curve(0.5 + (run["k"] or 0) / 10) if record else None,
+            )  # fmt: skip
+    with open(root / "autok.json", "w") as f:
+        json.dump(s, f)
+    return str(root)
+
+
+def test_figure6_and_figure2_on_an_autok_folder(autok_dir, tmp_path, figures):
+    out = str(tmp_path / "figs")
+    paths = analysis.figure6(autok_dir, out)
+    assert [os.path.basename(p) for p in paths] == ["fig6.png", "fig6.pdf"]
+    assert all(os.path.getsize(p) > 1000 for p in paths)
+    axes = figures["fig6"].axes
+    assert len(axes) == 3  # tr(F), S_avg, S_worst
+    assert legend(axes[0]) == ["seed 0", "seed 1", "seed 2", "seed mean", "k = 15 (seed mean)"]
+    assert "S_worst" in axes[2].get_title() and "k = " not in " ".join(legend(axes[2]))
+    seed_mean = [ln for ln in axes[0].lines if ln.get_label() == "seed mean"][0]
+    assert len(seed_mean.get_xdata()) == 18  # the steps all seeds recorded
+
+    paths = analysis.figure2(autok_dir, out)
+    assert [os.path.basename(p) for p in paths] == ["fig2.png", "fig2.pdf"]  # one setting
+    grid = np.array(figures["fig2"].axes).reshape(3, 3)  # seeds x metrics
+    assert legend(grid[2, 0]) == ["standard", "GU k=15", "GU k=20"]
+    assert "seed 2" in grid[2, 0].get_title()
+
+    # Table 1 on the same folder: the random k runs (no recording) share the setting.
+    rows = analysis.table1(analysis.load_runs(autok_dir))
+    assert [r["training"] for r in rows] == [
+        "standard", "GU k=5", "GU k=15", "GU k=20", "GU k=25", "GU k=30",
+    ]  # fmt: skip
+    assert all(r["n"] == 3 for r in rows)
+
+
+def test_main_reads_autok_json(autok_dir, tmp_path, capsys):
+    out = str(tmp_path / "a")
+    analysis.main(["table2", autok_dir, "--out", out])
+    analysis.main(["table6", autok_dir, "--out", out])
+    analysis.main(["fig6", autok_dir, "--out", out])
+    printed = capsys.readouterr().out
+    assert "GU, k from tr(F)" in printed and "15, 20, 20" in printed
+    for name in ("table2.md", "table2.csv", "table6.md", "table6.csv", "fig6.png", "fig6.pdf"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+
+
+def test_an_old_autok_json_is_refused(autok_dir):
+    path = os.path.join(autok_dir, "autok.json")
+    with open(path) as f:
+        s = json.load(f)
+    old = copy.deepcopy(s)
+    del old["version"]
+    with open(path, "w") as f:
+        json.dump(old, f)
+    with pytest.raises(SystemExit, match="schema version"):
+        analysis.read_autok(autok_dir)
