@@ -23,6 +23,13 @@ Printed, each against references measured in the same process:
     python benchmarks/metrics.py                    # width 8 (CPU-sized), 8 x 256 points
     python benchmarks/metrics.py --width 64         # the paper's ResNet-18, on a GPU
     python benchmarks/metrics.py --width 4 --batches 2 --batch-size 64 --apgd-iters 5
+
+`--apgd-variants mlp|resnet18` instead prints S_worst of each Auto-PGD variant of
+`worst_sharpness` against the default (Andriushchenko et al.'s algorithm), the numbers quoted in
+its docstring:
+
+    python benchmarks/metrics.py --apgd-variants mlp --rho 0.01 0.05    # ~2 min on 2 CPU cores
+    python benchmarks/metrics.py --apgd-variants resnet18 --width 4 --seeds 2   # ~5 min
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ import functools
 import time
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from earlyjax.metrics import average_sharpness, fisher_trace, worst_sharpness
 from earlyjax.models import build_model
@@ -70,6 +79,104 @@ def memory_text(compiled) -> str:
     return f"compiled program {compiled_mb}, device peak so far {peak}"
 
 
+APGD_COMBOS = (
+    ("reference", "ellipsoid"),  # the default: Andriushchenko et al.'s code
+    ("croce_hein", "ellipsoid"),
+    ("reference", "scaled"),
+    ("croce_hein", "scaled"),
+)
+
+
+class BNMLP(nn.Module):
+    """20 -> 32 -> 32 -> 10 with BatchNorm after each hidden layer."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        for _ in range(2):
+            x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Dense(32)(x)))
+        return nn.Dense(10)(x)
+
+
+def apgd_variants(args) -> None:
+    """S_worst (rho, 20 iterations, adaptive, eval-mode BN) of every variant vs the default.
+
+    Learnable synthetic data (10 class templates + N(0, 1.5²) noise; 20-dim for the BN-MLP,
+    28x28x1 images for ResNet-18 at `--width`); per seed, the model at initialisation (step 0:
+    BN and dense biases exactly 0) and after 200 (MLP) / 100 (ResNet) steps of SGD (lr 0.05,
+    momentum 0.9, batch 128, train-mode BN); the metric set is 4 x 64 (MLP) / 2 x 32 (ResNet)
+    held-out points.
+    """
+    if args.apgd_variants == "mlp":
+        model, shape, train_steps, n_b, bs = BNMLP(), (20,), 200, 4, 64
+    else:
+        model, _ = build_model("resnet18", num_classes=10, width=args.width)
+        shape, train_steps, n_b, bs = (28, 28, 1), 100, 2, 32
+    tx = optax.sgd(0.05, momentum=0.9)
+
+    def ce(logits, y):
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=-1))
+
+    def loss_fn(full, batch):  # eval-mode BN; the running statistics ride along as frozen leaves
+        x, y = batch
+        return ce(model.apply({"params": full["p"], "batch_stats": full["bs"]}, x, train=False), y)
+
+    @jax.jit
+    def train_step(p, bs_, opt_state, x, y):
+        def f(q):
+            v = {"params": q, "batch_stats": bs_}
+            logits, upd = model.apply(v, x, train=True, mutable=["batch_stats"])
+            return ce(logits, y), upd["batch_stats"]
+
+        (_, bs_), g = jax.value_and_grad(f, has_aux=True)(p)
+        updates, opt_state = tx.update(g, opt_state, p)
+        return optax.apply_updates(p, updates), bs_, opt_state
+
+    def s_worst(loss_fn, full, metric, rho, mask, variant, geometry):
+        kwargs = {"rho": rho, "n_iters": args.apgd_iters, "trainable": mask}
+        key = jax.random.key(0)  # unused: zero start
+        value, _ = worst_sharpness(
+            loss_fn, full, metric, key, variant=variant, geometry=geometry, **kwargs
+        )
+        return value
+
+    for rho in args.rho:
+        for seed in range(args.seeds):
+            kt, kx, ky, ki = jax.random.split(jax.random.key(seed), 4)
+            n_metric = n_b * bs
+            y = jax.random.randint(ky, (n_metric + 16 * 128,), 0, 10)
+            x = jax.random.normal(kt, (10, *shape))[y] + 1.5 * jax.random.normal(
+                kx, (*y.shape, *shape)
+            )
+            metric = (x[:n_metric].reshape(n_b, bs, *shape), y[:n_metric].reshape(n_b, bs))
+            v = model.init(ki, x[:2], train=False)
+            p, bs_ = v["params"], v["batch_stats"]
+            opt_state = tx.init(p)
+            for step in range(train_steps + 1):
+                if step in (0, train_steps):
+                    full = {"p": p, "bs": bs_}
+                    mask = {
+                        "p": jax.tree.map(lambda _: True, p),
+                        "bs": jax.tree.map(lambda _: False, bs_),
+                    }
+                    vals = [
+                        float(s_worst(loss_fn, full, metric, rho, mask, variant, geometry))
+                        for variant, geometry in APGD_COMBOS
+                    ]
+                    rel = "  ".join(
+                        f"{var}/{geo} {val:.5g} ({(val - vals[0]) / vals[0]:+.1%})"
+                        for (var, geo), val in zip(APGD_COMBOS[1:], vals[1:], strict=True)
+                    )
+                    print(
+                        f"rho={rho} seed={seed} step={step}: default {vals[0]:.5g}  {rel}",
+                        flush=True,
+                    )
+                if step < train_steps:
+                    i = n_metric + (step % 16) * 128
+                    p, bs_, opt_state = train_step(
+                        p, bs_, opt_state, x[i : i + 128], y[i : i + 128]
+                    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--width", type=int, default=8, help="ResNet-18 width (64 = the paper's)")
@@ -80,7 +187,15 @@ def main() -> None:
     p.add_argument("--chunk-size", type=int, default=None, help="fisher_trace chunk_size")
     p.add_argument("--loop-examples", type=int, default=16, help="points timed in the loop")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--apgd-variants", choices=("mlp", "resnet18"), default=None,
+                   help="compare the Auto-PGD variants' S_worst instead of timing")  # fmt: skip
+    p.add_argument("--seeds", type=int, default=5, help="seeds (--apgd-variants)")
+    p.add_argument("--rho", type=float, nargs="+", default=[0.01], help="radii (--apgd-variants)")
     args = p.parse_args()
+    if args.apgd_variants:
+        print(f"backend: {jax.default_backend()}; {args.apgd_iters} APGD iterations")
+        apgd_variants(args)
+        return
 
     b, n = args.batches, args.batch_size
     model, _ = build_model("resnet18", num_classes=10, width=args.width)

@@ -23,6 +23,7 @@ from earlyjax.metrics import (
     project_ellipsoid,
     worst_sharpness,
 )
+from earlyjax.metrics.sharpness import _apgd_trajectory
 
 N_CLASSES = 3
 
@@ -325,15 +326,18 @@ def per_batch_loss_gain(params, batches, deltas):
     return np.asarray(jax.jit(jax.vmap(gain))(deltas))
 
 
-@pytest.fixture(scope="module")
-def worst_case():
-    params, batches, rho = mlp_params(), classification_batches(), 0.05
-    value, delta = worst_sharpness(mlp_loss, params, batches, jax.random.key(0), rho=rho)
-    return params, batches, rho, float(value), delta
+@pytest.fixture(scope="module", params=["reference", "croce_hein"])
+def worst_case(request):
+    """The default (Andriushchenko et al.'s Auto-PGD) and the opt-in variant share these tests."""
+    params, batches, rho, variant = mlp_params(), classification_batches(), 0.05, request.param
+    value, delta = worst_sharpness(
+        mlp_loss, params, batches, jax.random.key(0), rho=rho, variant=variant
+    )
+    return params, batches, rho, float(value), delta, variant
 
 
 def test_worst_sharpness_delta_satisfies_the_constraint(worst_case):
-    params, _, rho, value, delta = worst_case
+    params, _, rho, value, delta, _ = worst_case
     assert jax.tree.structure(delta) == jax.tree.structure(params)
     norms = weighted_norms(delta, params)
     assert norms.shape == (2,)
@@ -343,7 +347,7 @@ def test_worst_sharpness_delta_satisfies_the_constraint(worst_case):
 
 
 def test_worst_sharpness_beats_random_feasible_perturbations(worst_case):
-    params, batches, rho, value, delta = worst_case
+    params, batches, rho, value, delta, _ = worst_case
     # The returned δ achieves the returned value.
     gain = per_batch_loss_gain(params, batches, jax.tree.map(lambda d: d[None], delta))
     np.testing.assert_allclose(gain.mean(), value, rtol=1e-4)
@@ -361,7 +365,7 @@ def test_worst_sharpness_beats_random_feasible_perturbations(worst_case):
 
 
 def test_worst_sharpness_beats_one_normalised_gradient_step(worst_case):
-    params, batches, rho, value, _ = worst_case
+    params, batches, rho, value, _, variant = worst_case
     grads = jax.vmap(lambda b: jax.grad(mlp_loss)(params, b))(batches)  # leading axis B
     c = jax.tree.map(jnp.abs, params)
 
@@ -383,7 +387,7 @@ def test_worst_sharpness_beats_one_normalised_gradient_step(worst_case):
     # Auto-PGD in the rescaled coordinates also beats the linearised maximiser (the default
     # geometry, Andriushchenko et al.'s, can stop short of it: see worst_sharpness).
     scaled, delta = worst_sharpness(
-        mlp_loss, params, batches, jax.random.key(0), rho=rho, geometry="scaled"
+        mlp_loss, params, batches, jax.random.key(0), rho=rho, geometry="scaled", variant=variant
     )
     assert np.all(weighted_norms(delta, params) <= rho + 1e-6)
     assert float(scaled) >= linear
@@ -391,35 +395,37 @@ def test_worst_sharpness_beats_one_normalised_gradient_step(worst_case):
 
 
 def test_worst_sharpness_is_monotone_in_n_iters(worst_case):
-    params, batches, rho, value, _ = worst_case  # n_iters = 20
-    key = jax.random.key(0)
+    params, batches, rho, value, _, variant = worst_case  # n_iters = 20
+    key, kw = jax.random.key(0), {"rho": rho, "variant": variant}
     values = [
-        float(worst_sharpness(mlp_loss, params, batches, key, rho=rho, n_iters=n)[0])
-        for n in (1, 5)
+        float(worst_sharpness(mlp_loss, params, batches, key, n_iters=n, **kw)[0]) for n in (1, 5)
     ]
     values.append(value)
     assert all(b >= a for a, b in zip(values, values[1:], strict=False)), values
     assert values[-1] > values[0]  # later iterations find more
 
 
-def test_worst_sharpness_guards_parameters_that_are_exactly_zero():
+@pytest.mark.parametrize("variant", ["reference", "croce_hein"])
+def test_worst_sharpness_guards_parameters_that_are_exactly_zero(variant):
     params = mlp_params()
     params["dense1"]["bias"] = jnp.zeros_like(params["dense1"]["bias"])  # zero-initialised bias
     params["head"]["kernel"] = params["head"]["kernel"].at[0, :].set(0.0)  # zeros inside a leaf
     batches, rho, key = classification_batches(), 0.05, jax.random.key(0)
-    value, delta = worst_sharpness(mlp_loss, params, batches, key, rho=rho)
+    value, delta = worst_sharpness(mlp_loss, params, batches, key, rho=rho, variant=variant)
     assert np.isfinite(float(value)) and float(value) > 0
     norms = weighted_norms(delta, params)
     assert np.all(norms <= rho + 1e-6) and np.all(norms >= 0.99 * rho), norms
     assert np.all(np.asarray(delta["dense1"]["bias"]) == 0)
     assert np.all(np.asarray(delta["head"]["kernel"])[:, 0, :] == 0)
-    # A zero parameter cannot move, exactly like a frozen one.
     mask = jax.tree.map(lambda _: True, params)
     mask["dense1"]["bias"] = False
     frozen_value, frozen_delta = worst_sharpness(
-        mlp_loss, params, batches, key, rho=rho, trainable=mask
+        mlp_loss, params, batches, key, rho=rho, trainable=mask, variant=variant
     )
-    np.testing.assert_allclose(float(frozen_value), float(value), rtol=1e-5)
+    if variant == "croce_hein":  # a zero parameter cannot move, exactly like a frozen one
+        np.testing.assert_allclose(float(frozen_value), float(value), rtol=1e-5)
+    else:  # their code: its gradient still enters the step's normaliser ||g||, a frozen one's not
+        assert abs(float(frozen_value) - float(value)) > 1e-4 * float(value)
     avg = average_sharpness(mlp_loss, params, batches, key, rho=rho)
     assert np.isfinite(float(avg))
 
@@ -482,6 +488,154 @@ def test_apgd_checkpoints_follow_croce_and_hein():
     # p = 0, .22, .41, .57, .70, .80, .87, .93, .99 times 20, rounded up
     assert apgd_checkpoints(20) == (5, 9, 12, 15, 16, 18, 19, 20)
     assert apgd_checkpoints(1) == (1,)
+
+
+def softmax_regression(params, batch):
+    """(mean cross-entropy, its gradient) of the logits x W + b, by hand in float64 NumPy."""
+    x, y = batch
+    z = x @ params["W"] + params["b"]
+    logp = z - z.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    r = np.exp(logp)
+    r[np.arange(len(y)), y] -= 1
+    r /= len(y)
+    return -logp[np.arange(len(y)), y].mean(), {"W": x.T @ r, "b": r.sum(0)}
+
+
+def softmax_regression_jax(params, batch):
+    x, y = batch
+    logp = jax.nn.log_softmax(x @ params["W"] + params["b"])
+    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+
+
+def their_apgd(
+    params, batch, rho, n_iters, grad_norm_over_all=True, restart_moves_iterate=False, tol=1e-12
+):
+    """Andriushchenko et al.'s Auto-PGD loop (`eval_APGD_sharpness` with
+    `weight_ascent_step_momentum`, tml-epfl/sharpness-vs-generalization; L2, adaptive, zero
+    start, one restart), re-written in float64 NumPy for `softmax_regression`. One line departs
+    from their code, as `worst_sharpness` does: the weighted norm skips c = 0 entries (theirs
+    gives 0/0 = NaN there and skips the projection). The two flags switch to what "croce_hein"
+    does instead, to show that this reference tells them apart. Their bisection stops at
+    | ||δ ⊙ c⁻¹|| - ρ | <= 1e-5; `tol` defaults to float64 precision instead.
+    """
+    names = list(params)
+    w = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    c = {k: np.abs(v) for k, v in w.items()}
+
+    def weighted_norm(d):
+        return math.sqrt(
+            sum(
+                np.sum(np.where(c[k] > 0, d[k] / np.where(c[k] > 0, c[k], 1), 0) ** 2)
+                for k in names
+            )
+        )
+
+    def project(v):  # their bisection on λ for δ = v / (1 + 2λ / c²), stopped at `tol`
+        lmbd, lo, hi, limit = 0.1, 0.0, 10.0, 10.0
+        out, norm = v, weighted_norm(v)
+        if norm > rho:
+            while abs(norm - rho) > tol:
+                out = {
+                    k: np.where(c[k] > 0, v[k] * c[k] ** 2 / (c[k] ** 2 + 2 * lmbd), 0)
+                    for k in names
+                }
+                norm = weighted_norm(out)
+                if norm > rho:
+                    lmbd, lo = (lmbd + hi) / 2, lmbd
+                else:
+                    lmbd, hi = (lo + lmbd) / 2, lmbd
+                if limit - hi < 1e-2:
+                    limit, hi = 2 * limit, 2 * hi
+        return out
+
+    p, cps = [0, 0.22], [0, math.ceil(n_iters * 0.22)]  # their checkpoint schedule
+    while cps[-1] < n_iters and cps[-1] != cps[-2]:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+        cps.append(math.ceil(p[-1] * n_iters))
+    cps = cps[1:]
+    zero = {k: np.zeros_like(v) for k, v in w.items()}
+    loss0, _ = softmax_regression(w, batch)
+    delta = prev = grad_at = best_delta = zero
+    best = prev_best = loss0
+    step = prev_step = 2 * rho
+    prev_cp = n_updates = 0
+    out = {"delta": [], "loss": [], "eta": [], "halved": [], "restart_moves": [], "margin": []}
+    for i in range(n_iters):
+        _, g = softmax_regression({k: w[k] + grad_at[k] for k in names}, batch)
+        counted = {k: g[k] if grad_norm_over_all else np.where(c[k] > 0, g[k], 0) for k in names}
+        g_norm = math.sqrt(sum(np.sum(counted[k] ** 2) for k in names))
+        z = project({k: delta[k] + step / (g_norm + 1e-12) * g[k] * c[k] for k in names})
+        delta, prev = {k: 0.75 * z[k] + 0.25 * prev[k] for k in names}, delta
+        grad_at = delta
+        loss, _ = softmax_regression({k: w[k] + delta[k] for k in names}, batch)
+        out["delta"].append(delta)
+        out["loss"].append(loss)
+        out["eta"].append(step)
+        out["margin"].append(abs(loss - best) / best)
+        if loss > best:
+            best, best_delta, n_updates = loss, delta, n_updates + 1
+        halved = False
+        if i in cps:
+            cond1 = n_updates < 0.75 * (i - prev_cp)
+            cond2 = prev_step == step and prev_best == best
+            prev_step, prev_best, prev_cp, n_updates = step, best, i, 0
+            if cond1 or cond2:  # their restart: model.load_state_dict(worst_model_dict)
+                halved, step, grad_at = True, step * 0.5, best_delta
+                if restart_moves_iterate:
+                    delta = best_delta
+        out["halved"].append(halved)
+        out["restart_moves"].append(halved and best_delta is not out["delta"][-1])
+    out["value"], out["best"] = best - loss0, best_delta
+    return out
+
+
+def test_worst_sharpness_default_reproduces_their_loop():
+    rng = np.random.default_rng(0)
+    params = {"W": rng.normal(size=(5, 3)), "b": rng.normal(size=(3,)) * 0.5}
+    params["W"][0, :], params["b"][0] = 0.0, 0.0  # c = 0: never move, but their gradient
+    # enters ||g|| in their code
+    params = {k: v.astype(np.float32).astype(np.float64) for k, v in params.items()}
+    x = rng.normal(size=(2, 16, 5)).astype(np.float32).astype(np.float64)
+    y = rng.integers(0, 3, size=(2, 16))
+    rho, n_iters = 0.1, 10
+    refs = [their_apgd(params, (x[b], y[b]), rho, n_iters) for b in range(2)]
+    ref = refs[0]
+    # The problem exercises the schedule: a halving whose restart moves the gradient point away
+    # from the current iterate before the last iteration, and no near-tie of losses that float32
+    # rounding could flip.
+    assert any(ref["restart_moves"][:-1]), ref["halved"]
+    assert min(ref["margin"]) > 1e-4
+    ref_delta = {k: np.stack([d[k] for d in ref["delta"]]) for k in params}
+    atol = 1e-5 * max(np.abs(v).max() for v in ref_delta.values())
+    # ... and tells the variant's choices apart from theirs, far beyond the tolerance used below.
+    for flags in ({"grad_norm_over_all": False}, {"restart_moves_iterate": True}):
+        other = their_apgd(params, (x[0], y[0]), rho, n_iters, **flags)["delta"]
+        other = {k: np.stack([d[k] for d in other]) for k in params}
+        assert max(np.abs(other[k] - ref_delta[k]).max() for k in params) > 100 * atol, flags
+
+    jparams = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params)
+    jx, jy = jnp.asarray(x, jnp.float32), jnp.asarray(y)
+    traj = _apgd_trajectory(
+        softmax_regression_jax, jparams, (jx[0], jy[0]), rho=rho, n_iters=n_iters
+    )
+    np.testing.assert_array_equal(np.asarray(traj["halved"]), ref["halved"])
+    np.testing.assert_allclose(np.asarray(traj["eta"]), ref["eta"], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(traj["loss"]), ref["loss"], rtol=1e-5)
+    for k in params:
+        np.testing.assert_allclose(np.asarray(traj["delta"][k]), ref_delta[k], rtol=1e-4, atol=atol)
+    # All batches through the public function, with its defaults: the mean of the per-batch
+    # values and each batch's best δ.
+    value, delta = worst_sharpness(
+        softmax_regression_jax, jparams, (jx, jy), jax.random.key(0), rho=rho, n_iters=n_iters
+    )
+    np.testing.assert_allclose(float(value), np.mean([r["value"] for r in refs]), rtol=1e-4)
+    for k in params:
+        best = np.stack([r["best"][k] for r in refs])
+        np.testing.assert_allclose(np.asarray(delta[k]), best, rtol=1e-4, atol=atol)
+    assert np.all(np.asarray(delta["b"])[:, 0] == 0) and np.all(np.asarray(delta["W"])[:, 0] == 0)
+    with pytest.raises(ValueError, match="variant"):
+        worst_sharpness(softmax_regression_jax, jparams, (jx, jy), jax.random.key(0), variant="x")
 
 
 # ----------------------------------------------------------------------------------------------
