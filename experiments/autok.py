@@ -43,6 +43,7 @@ from experiments.cli import apply_overrides
 SIGNAL_METRICS = ("fisher", "avg_sharpness", "worst_sharpness")
 RANDOM_K_STREAM = 0xA070  # the random k depend on this and the candidate range only
 
+flags.DEFINE_string("out", None, "Folder for the pipeline's runs and results.")
 flags.DEFINE_integer("n_random", 10, "Random k, each trained on every seed (paper: 10).")
 flags.DEFINE_list(
     "metrics",

@@ -131,3 +131,18 @@ def test_pipeline_end_to_end_reaches_the_metric_k_the_winning_rate_and_resumes(
     before = os.path.getmtime(results)
     assert autok.pipeline(c, out, seeds=[0, 1], n_random=2, dataset=tiny_dataset) == summary
     assert os.path.getmtime(results) == before
+
+
+def test_command_line_refuses_bad_input_with_one_line(tmp_path):
+    """`python -m experiments.autok` parses its flags and stops on a bad value before training."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "autok"
+    cmd = [sys.executable, "-m", "experiments.autok", "--config=quickstart_autok.py"]
+    cmd += [f"--out={out}", "--seeds=0", "--n_random=999"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "error: --n_random=999 distinct k" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
