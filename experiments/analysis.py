@@ -292,6 +292,28 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan
 
 
+def paired_difference_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> str:
+    """Mean of a - b over paired seeds with its `level` Student-t confidence interval, as text
+    ("+3.10 [+1.02, +5.18]"); without two pairs the interval is "n/a"."""
+    from scipy import stats
+
+    d = np.asarray(a, float) - np.asarray(b, float)
+    if d.size < 2:
+        return f"{d.mean():+.2f} [n/a]" if d.size else "n/a"
+    half = stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    return f"{d.mean():+.2f} [{d.mean() - half:+.2f}, {d.mean() + half:+.2f}]"
+
+
+def _paired_ood_ci(setting: dict, base: dict | None) -> str:
+    """ΔOOD against the baseline over the seeds both have, with its 95% CI."""
+    if base is None or setting is base:
+        return "-"
+    mine = {r["seed"]: r["ood"] for r in setting["runs"]}
+    theirs = {r["seed"]: r["ood"] for r in base["runs"]}
+    seeds = sorted(set(mine) & set(theirs), key=_order)
+    return paired_difference_ci([mine[s] for s in seeds], [theirs[s] for s in seeds])
+
+
 def ood_set(runs: Sequence[dict]) -> str | None:
     """The OOD set the runs' results.json name (None if none does: older results); runs of one
     family naming different OOD sets are an error."""
@@ -404,6 +426,7 @@ def _family_table(
                     "OOD std": s["ood_std"],
                     "ΔID": s["id"] - base["id"] if base else math.nan,
                     "ΔOOD": s["ood"] - base["ood"] if base else math.nan,
+                    "ΔOOD paired [95% CI]": _paired_ood_ci(s, base),
                     "n": s["n"],
                 }
             )
@@ -413,7 +436,8 @@ def _family_table(
 def table1(runs: list[dict]) -> list[dict]:
     """Table 1: per setting family, standard training and every other setting (GU at each k,
     sorted numerically, then adaptive unfreezing and LR switches, each a row of its own), mean ±
-    std over seeds, n seeds, and Δ against the family's standard row (n/a without one)."""
+    std over seeds, n seeds, Δ against the family's standard row (n/a without one), and ΔOOD
+    paired by seed with its 95% Student-t interval (`paired_difference_ci`)."""
     return _family_table(runs, "training", "standard")
 
 
@@ -745,14 +769,15 @@ def table2(summary: dict) -> list[dict]:
     std over the random k; n = the number of random k, each the mean over all the seeds, as the
     `n of` column says); and per metric "GU, k from tr(F)" / S_avg / S_worst (the k picked, ID
     and OOD mean ± std over seeds, the winning rate (`winning_rate`: seed means compared, ties
-    count one half) with wins/ties/losses, n = seeds). A metric that picked no k has a row with
-    no numbers and its reason in the k column.
+    count one half) with wins/ties/losses, n = seeds, and its OOD difference from standard
+    training paired by seed with a 95% Student-t interval). A metric that picked no k has a row
+    with no numbers and its reason in the k column.
     """
     seeds = summary["seeds"]
     n_seeds = len(seeds)
     setting = _setting_columns(summary)
 
-    def row(method, k, ids, oods, wr, wtl, n, n_of):
+    def row(method, k, ids, oods, wr, wtl, n, n_of, delta="-"):
         id_m, id_s = mean_std(ids) if ids else (None, None)
         ood_m, ood_s = mean_std(oods) if oods else (None, None)
         return {
@@ -763,6 +788,7 @@ def table2(summary: dict) -> list[dict]:
             "ID std": id_s,
             "OOD": ood_m,
             "OOD std": ood_s,
+            "ΔOOD vs standard [95% CI]": delta,
             "WR (OOD) %": wr,
             "W/T/L": wtl,
             "n": n,
@@ -818,6 +844,9 @@ def table2(summary: dict) -> list[dict]:
                 f"{wr['wins']}/{wr['ties']}/{wr['losses']}" if wr else None,
                 n_seeds,
                 "seeds",
+                paired_difference_ci(
+                    seed_values(summary, run, "ood"), seed_values(summary, std_run, "ood")
+                ),
             )
         )
     return rows

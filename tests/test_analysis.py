@@ -185,9 +185,11 @@ def test_table1_single_setting_has_no_extra_columns(tmp_path):
     write_run(tmp_path, "b", seed=0, k=3, id_acc=91.0, ood_acc=41.0, ood_set=None)
     rows = analysis.table1(analysis.load_runs(str(tmp_path)))
     assert list(rows[0]) == [
-        "dataset", "model", "lr", "training", "ID", "ID std", "OOD", "OOD std", "ΔID", "ΔOOD", "n",
+        "dataset", "model", "lr", "training", "ID", "ID std", "OOD", "OOD std", "ΔID", "ΔOOD",
+        "ΔOOD paired [95% CI]", "n",
     ]  # fmt: skip
     assert [r["training"] for r in rows] == ["standard", "GU k=3"]
+    assert [r["ΔOOD paired [95% CI]"] for r in rows] == ["-", "+1.00 [n/a]"]
 
 
 def test_a_family_without_standard_has_no_delta_and_copies_are_refused(tmp_path):
@@ -474,3 +476,11 @@ def test_an_old_autok_json_is_refused(autok_dir):
         json.dump(old, f)
     with pytest.raises(SystemExit, match="schema version"):
         analysis.read_autok(autok_dir)
+
+
+def test_paired_difference_ci_is_a_student_t_interval_over_seeds():
+    from experiments.analysis import paired_difference_ci
+
+    # differences 1, 2, 3: mean 2, std 1, t(0.975, 2) = 4.3027 -> half width 2.4842
+    assert paired_difference_ci([11.0, 12.0, 13.0], [10.0, 10.0, 10.0]) == "+2.00 [-0.48, +4.48]"
+    assert paired_difference_ci([5.0], [4.0]) == "+1.00 [n/a]"
