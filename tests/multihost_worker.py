@@ -4,7 +4,8 @@
 
 Each process has the CPU devices XLA_FLAGS gives it; with NUM_PROCESSES > 1 they form one
 JAX cluster through `jax.distributed.initialize` (gloo collectives on CPU), as the hosts of a
-TPU pod slice or a multi-node GPU job do.
+TPU pod slice or a multi-node GPU job do. The model is ResNet-18 with GELU for ReLU
+(`float_drift.smooth_resnet`), so that the runs the test compares differ by rounding alone.
 """
 
 import sys
@@ -38,6 +39,7 @@ def tiny_config():
     c.optimizer.lr = 0.05
     c.optimizer.momentum = 0.9
     c.unfreeze.k = 2
+    c.unfreeze.allow_late_release = True  # 6 steps, mid-schedule on purpose
     c.data.ood_source = "none"
     c.record.every = 3
     c.record.until = 6
@@ -48,6 +50,9 @@ def tiny_config():
 
 
 def main(coordinator: str, num_processes: int, process_id: int, workdir: str) -> None:
+    from float_drift import smooth_resnet
+
+    smooth_resnet()
     if num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)

@@ -9,11 +9,10 @@ import functools
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds  # a dependency of earlyjax: a broken install fails here
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
-from earlyjax.data import tfds_source as ts  # noqa: E402
-from earlyjax.data.corruptions import (  # noqa: E402
+from earlyjax.data import tfds_source as ts
+from earlyjax.data.corruptions import (
     CIFAR10_C_BENCHMARK,
     CIFAR10_C_CORRUPTIONS,
     MNIST_C_CORRUPTIONS,

@@ -9,11 +9,14 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 
 def test_one_and_four_devices_agree_in_a_four_device_process():
     env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    # Any device count already in XLA_FLAGS (e.g. a CI that forces 2 host devices) is replaced.
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(DEVICE_COUNT_FLAG)]
+    env["XLA_FLAGS"] = " ".join([*flags, f"{DEVICE_COUNT_FLAG}=4"])
     env["EARLYJAX_MULTIDEVICE"] = "1"
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(

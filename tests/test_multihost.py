@@ -3,6 +3,11 @@
 The processes form one JAX cluster through `jax.distributed.initialize` on localhost, share one
 workdir (as hosts share a file system), place only their own rows of each batch, and only
 process 0 writes the metric log, config and results; orbax checkpoints are written by both.
+
+The model is ResNet-18 with GELU for ReLU (`float_drift.smooth_resnet`), and the runs are
+compared relative to each leaf's scale, with a tolerance from the measured gap: two hosts reduce
+the batch in another order than one device, and with ReLU a gate flipped by that rounding moves
+a gradient by far more than rounding (tests/multidevice/test_data_parallel.py measures it).
 """
 
 import json
@@ -11,10 +16,19 @@ import socket
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
 import numpy as np
+import pytest
+from float_drift import assert_close_to_scale
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
+# Measured, two hosts (2 devices each) vs one device after 6 steps: parameters 5.4e-6 of a leaf's
+# scale, logged losses 3.5e-8 and tr(F) 1.4e-7 relative. 2e-4 is 37x the largest, as for 8 steps
+# on 4 devices in tests/multidevice/, where a step without the global reductions moved the
+# state by more than its scale.
+TOL = 2e-4
 
 
 def free_port() -> int:
@@ -67,7 +81,8 @@ def records(workdir):
         return [json.loads(line) for line in f]
 
 
-def test_two_hosts_train_like_one(tmp_path):
+def test_two_hosts_train_like_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(nn, "relu", jax.nn.gelu)  # as the workers' float_drift.smooth_resnet()
     port = free_port()
     two_hosts, one_host = str(tmp_path / "two_hosts"), str(tmp_path / "one_host")
     hosts = [start(2, i, 2, two_hosts, port) for i in range(2)]
@@ -80,15 +95,16 @@ def test_two_hosts_train_like_one(tmp_path):
 
     assert "process 0 of 2: 4 devices" in outputs[0]
     assert "process 1 of 2: 4 devices" in outputs[1]
-    for a, b in zip(final_params(two_hosts), final_params(one_host), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_close_to_scale(final_params(two_hosts), final_params(one_host), TOL, what="param")
     logged, ref = records(two_hosts), records(one_host)
     # One writer: each line once, the same lines as the single process wrote.
     assert [(r["step"], r["kind"]) for r in logged] == [(r["step"], r["kind"]) for r in ref]
     for a, b in zip(logged, ref, strict=True):
-        for key in ("loss", "fisher", "id_accuracy"):
+        for key in ("loss", "fisher"):
             if key in b:
-                assert abs(a[key] - b[key]) <= 1e-4 * abs(b[key]), (a["step"], key)
+                assert abs(a[key] - b[key]) <= TOL * abs(b[key]), (a["step"], key)
+        if "id_accuracy" in b:  # a prediction flips only for a digit whose top logits tie
+            assert a["id_accuracy"] == pytest.approx(b["id_accuracy"], abs=100 / 96 + 1e-9)
     assert sorted(os.listdir(os.path.join(two_hosts, "checkpoints"))) == ["3", "6"]
     with open(os.path.join(two_hosts, "results.json")) as f:
         assert json.load(f)["steps"] == 6
