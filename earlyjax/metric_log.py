@@ -2,9 +2,15 @@
 
 Each record is one JSON object per line with at least `step` and `kind`. On resume from a
 checkpoint at step m, lines with step > m (written after that checkpoint by the interrupted
-run; every line when there is no checkpoint yet, `resume_step=-1`) are moved, not deleted, to
-`metrics.jsonl.orphaned-after-<m>` so the log has no duplicates, and TensorBoard is told to
-purge its events past m.
+run; every line when there is no checkpoint yet, `resume_step=-1`) and any `final` line (written
+after the last checkpoint, so a run killed before its results.json would otherwise write it
+twice) are moved, not deleted, to `metrics.jsonl.orphaned-after-<m>` so the log has no
+duplicates, and TensorBoard is told to purge its events past m.
+
+A crash in the middle of a write leaves an incomplete last line: on resume it is moved to
+`metrics.jsonl.incomplete-line` (its bytes as they were) with one printed line, and
+`read_records` skips it. An unreadable line anywhere else is a `RunFileError` naming the file
+and the line number, as is an unreadable `config.json` or `results.json` (`read_json`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,16 @@ from typing import Any
 
 from tensorboardX import SummaryWriter
 
+from earlyjax.checkpoint import CheckpointError
+
 METRICS_FILE = "metrics.jsonl"
+FINAL_KIND = "final"  # the record written after the last checkpoint, with the results
+
+
+class RunFileError(CheckpointError):
+    """A file of a run's workdir (metrics.jsonl, config.json, results.json) cannot be read; the
+    message names the file (and line) and what to do. A CheckpointError: the run's saved state
+    cannot be resumed as it is."""
 
 
 def _json_default(value: Any) -> Any:
@@ -31,12 +46,87 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _parse_record(line: bytes) -> dict:
+    """One metric record; ValueError saying what is wrong with the line."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not (isinstance(record, dict) and isinstance(record.get("step"), int) and "kind" in record):
+        raise ValueError('not a metric record (a JSON object with an int "step" and a "kind")')
+    return record
+
+
+def _scan(path: str) -> tuple[list[tuple[bytes, dict]], int | None, bytes]:
+    """(raw line, record) of every complete line of the metric file at `path`, the byte offset
+    at which an incomplete last line starts (None if there is none) and the file's bytes.
+
+    The last non-blank line is incomplete when it cannot be parsed (a write cut short by a
+    crash, with or without its newline); an unparseable line before it is a RunFileError.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    nonblank = [i for i, line in enumerate(lines) if line.strip()]
+    out, offset, tail = [], 0, None
+    for i, line in enumerate(lines):
+        if line.strip():
+            try:
+                out.append((line + b"\n", _parse_record(line)))
+            except ValueError as e:
+                if i != nonblank[-1]:
+                    raise RunFileError(
+                        f"{path}, line {i + 1}: {e}; the metric log is corrupt there. Repair or "
+                        "delete that line (its records are lost), or start again with a fresh "
+                        "--workdir"
+                    ) from None
+                tail = offset
+        offset += len(line) + 1
+    return out, tail, data
+
+
 def read_records(path: str) -> list[dict]:
-    """All records of a JSONL metric file (an empty list if it does not exist)."""
+    """All records of a JSONL metric file (an empty list if it does not exist).
+
+    An incomplete last line (a crash mid-write) is skipped; a corrupt line elsewhere raises
+    RunFileError naming the file and line.
+    """
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [record for _, record in _scan(path)[0]]
+
+
+def read_json(path: str, what: str, fix: str) -> dict:
+    """The JSON object in `path` (a workdir's config.json or results.json): RunFileError
+    naming the file, `what` it is and the `fix` when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except json.JSONDecodeError as e:
+        problem = f"is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+    except UnicodeDecodeError as e:
+        problem = f"is not UTF-8 text ({e.reason} at byte {e.start})"
+    else:
+        if isinstance(value, dict):
+            return value
+        problem = f"holds a JSON {type(value).__name__}, not an object"
+    raise RunFileError(f"{path} ({what}) {problem}; {fix}")
+
+
+def _free_name(base: str) -> str:
+    name, n = base, 1
+    while os.path.exists(name):
+        name, n = f"{base}.{n}", n + 1
+    return name
+
+
+def _replace_contents(path: str, lines: list[bytes]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.writelines(lines)
+    os.replace(tmp, path)
 
 
 class MetricLog:
@@ -54,23 +144,32 @@ class MetricLog:
     def _set_aside_after(self, step: int) -> None:
         if not os.path.exists(self.path):
             return
-        with open(self.path) as f:
-            lines = [line for line in f if line.strip()]
-        keep = [line for line in lines if json.loads(line)["step"] <= step]
-        later = [line for line in lines if json.loads(line)["step"] > step]
-        if not later:
-            return
-        suffix = f"after-{step}" if step >= 0 else "before-first-checkpoint"
-        aside, n = f"{self.path}.orphaned-{suffix}", 1
-        while os.path.exists(aside):
-            aside, n = f"{self.path}.orphaned-{suffix}.{n}", n + 1
-        with open(aside, "w") as f:
-            f.writelines(later)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(keep)
-        os.replace(tmp, self.path)
-        print(f"resuming at step {max(step, 0)}: moved {len(later)} later metric lines to {aside}")
+        lines, tail, data = _scan(self.path)
+        if tail is not None:
+            # Kept byte for byte before the log is rewritten without it: nothing is lost.
+            aside = _free_name(f"{self.path}.incomplete-line")
+            with open(aside, "wb") as f:
+                f.write(data[tail:])
+            print(
+                f"{self.path}: dropped an incomplete last line ({len(data) - tail} bytes, left "
+                f"by an interrupted write) and kept it in {aside}"
+            )
+        elif data and not data.endswith(b"\n"):
+            tail = len(data)  # a complete last line without its newline: the next would join it
+        keep = [raw for raw, r in lines if r["step"] <= step and r["kind"] != FINAL_KIND]
+        later = [raw for raw, r in lines if r["step"] > step or r["kind"] == FINAL_KIND]
+        if later:
+            suffix = f"after-{step}" if step >= 0 else "before-first-checkpoint"
+            aside = _free_name(f"{self.path}.orphaned-{suffix}")
+            with open(aside, "wb") as f:
+                f.writelines(later)
+        if later or tail is not None:
+            _replace_contents(self.path, keep)
+        if later:
+            print(
+                f"resuming at step {max(step, 0)}: moved {len(later)} metric lines written "
+                f"after that checkpoint to {aside}"
+            )
 
     def write(self, step: int, kind: str, **values: Any) -> None:
         if not self.enabled:

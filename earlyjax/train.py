@@ -40,7 +40,7 @@ from earlyjax.data.pipeline import (
     steps_per_epoch,
     train_batches,
 )
-from earlyjax.metric_log import MetricLog, read_records
+from earlyjax.metric_log import FINAL_KIND, MetricLog, read_json, read_records
 from earlyjax.models import HEAD, build_model
 from earlyjax.recording import make_recorder, record_steps
 
@@ -231,8 +231,11 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, write: boo
     path = os.path.join(workdir, CONFIG_FILE)
     current = json.loads(config.to_json())
     if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
+        saved = read_json(
+            path,
+            "the config this run was started with",
+            "restore it (the run's --config and overrides) or use a fresh --workdir",
+        )
         diff = differing_fields(saved, current)
         if diff:
             raise ConfigError(
@@ -271,8 +274,11 @@ def train_and_evaluate(
     results_path = os.path.join(workdir, RESULTS_FILE)
     if os.path.exists(results_path):
         _prepare_workdir(config, workdir, write=False)  # refuses a different config
-        with open(results_path) as f:
-            results = json.load(f)
+        results = read_json(
+            results_path,
+            "the finished run's results",
+            "delete it and rerun to evaluate the run again from its last checkpoint",
+        )
         print(f"{workdir} already holds a finished run; not training again ({results_path})")
         return results
     dataset = dataset or load_dataset(config.data)
@@ -442,7 +448,7 @@ def train_and_evaluate(
         "release_steps": np.asarray(freezing.get_release_steps(state.opt_state)).tolist(),
     }
     ood_line = {} if ood_mean is None else {"ood_accuracy": ood_mean}
-    log.write(num_steps, "final", id_accuracy=results["id_accuracy"], **ood_line)
+    log.write(num_steps, FINAL_KIND, id_accuracy=results["id_accuracy"], **ood_line)
     log.close()
     checkpointer.close()
     if is_writer:

@@ -37,7 +37,7 @@ import os
 
 import ml_collections
 
-from earlyjax.data.base import Dataset, Split
+from earlyjax.data.base import Dataset, Split, check_ood_splits
 from earlyjax.data.corruptions import (
     CIFAR10_C_BENCHMARK,
     CIFAR10_C_CORRUPTIONS,
@@ -137,7 +137,29 @@ def load_dataset(data: ml_collections.ConfigDict) -> Dataset:
     train, test = _load_id(data)
     ood = _load_ood(data, test)
     ood = {key: _subsample(split, data.ood_max_examples) for key, split in ood.items()}
+    check_ood_splits(ood, train, NUM_CLASSES[data.name], data.name, _ood_fix(data))
     return Dataset(data.name, NUM_CLASSES[data.name], train, test, ood, ood_set_name(data))
+
+
+def _ood_fix(data: ml_collections.ConfigDict) -> str:
+    """What to change when the OOD splits do not fit the ID data (check_ood_splits)."""
+    if data.ood_source == "local":
+        release = "CIFAR-100-C" if data.name == "cifar100" else "CIFAR-10-C"
+        return (
+            f"--config.data.ood_dir={data.ood_dir} must hold the {release} release (the "
+            f"corrupted {data.name} test set), not another data set's; or use "
+            "--config.data.ood_source=generated"
+        )
+    if data.ood_source == "tfds":
+        return (
+            f"the tfds {TFDS_OOD_NAME[data.name]} under data_dir={data.data_dir} is not the "
+            f"corrupted {data.name} test set: prepare it again, or use "
+            "--config.data.ood_source=generated"
+        )
+    return (
+        "the generated OOD cache does not fit this data set: delete "
+        f"{data.cache_dir or os.path.join(default_cache_dir(), 'corruptions')} and rerun"
+    )
 
 
 def _load_id(data: ml_collections.ConfigDict) -> tuple[Split, Split]:

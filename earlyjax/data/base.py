@@ -8,6 +8,11 @@ from typing import NamedTuple
 import numpy as np
 
 
+class DatasetFileError(ValueError):
+    """A data set file is missing, truncated, corrupt or has unexpected contents (also: OOD
+    splits that do not fit the ID data)."""
+
+
 class Split(NamedTuple):
     """One split of a data set held in host memory.
 
@@ -39,9 +44,46 @@ class Dataset:
     ood: dict[OODKey, Split]
     ood_set: str | None = None
 
+    def __post_init__(self):
+        check_ood_splits(self.ood, self.train, self.num_classes, self.name)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])
+
+
+OOD_FIX = "build the OOD splits from the test split of the same data set"
+
+
+def check_ood_splits(
+    ood: dict[OODKey, Split], train: Split, num_classes: int, name: str, fix: str = OOD_FIX
+) -> None:
+    """Every OOD split must fit the ID data: uint8 images [n >= 1, H, W, C] of the training
+    images' (H, W, C), and n integer labels in [0, num_classes). Raises DatasetFileError naming
+    the split, the shapes and `fix` otherwise: a mismatched OOD set would otherwise be
+    evaluated (e.g. MNIST-C for a CIFAR-10 run) and report a meaningless accuracy."""
+    want = tuple(np.shape(train.images)[1:])
+    for key in sorted(ood):
+        images, labels = ood[key]
+        where = f"{name} OOD split {key[0]}/severity {key[1]}"
+        shape, dtype = np.shape(images), getattr(images, "dtype", type(images).__name__)
+        if dtype != np.uint8 or tuple(shape[1:]) != want or len(shape) != 4 or shape[0] < 1:
+            raise DatasetFileError(
+                f"{where}: images are {dtype} {tuple(shape)}, but the {name} images the model "
+                f"is built for are uint8 [n >= 1, {', '.join(map(str, want))}]; {fix}"
+            )
+        lshape, ldtype = np.shape(labels), getattr(labels, "dtype", None)
+        if lshape != shape[:1] or ldtype is None or not np.issubdtype(ldtype, np.integer):
+            raise DatasetFileError(
+                f"{where}: labels are {ldtype} {tuple(lshape)}, expected {shape[0]} integer "
+                f"labels (one per image, images {tuple(shape)}); {fix}"
+            )
+        lo, hi = int(np.min(labels)), int(np.max(labels))
+        if lo < 0 or hi >= num_classes:
+            raise DatasetFileError(
+                f"{where}: labels range over [{lo}, {hi}], but {name} has {num_classes} classes "
+                f"[0, {num_classes}); {fix}"
+            )
 
 
 def check_split(split: Split, where: str) -> Split:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from earlyjax.data.base import OODKey, Split, check_split
+from earlyjax.data.base import DatasetFileError, OODKey, Split, check_split
 from earlyjax.data.corruptions import CIFAR_SHAPE, SEVERITIES, select_corruptions
 
 PathLike = str | os.PathLike
@@ -65,10 +65,6 @@ CORRUPTED_NPY_SOURCES = (
     "CIFAR-100-C: https://zenodo.org/record/3555552 (CIFAR-100-C.tar); "
     "CIFAR-10-C: https://zenodo.org/record/2535967 (CIFAR-10-C.tar)"
 )
-
-
-class DatasetFileError(ValueError):
-    """A data set file is missing, truncated, corrupt or has unexpected contents."""
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -175,6 +175,104 @@ def check_batches(batches: PyTree) -> int:
     return int(n_batches)
 
 
+def check_finite(name: str, tree: PyTree) -> None:
+    """ValueError naming `name` and the leaf path when a concrete floating-point leaf of `tree`
+    holds NaN or inf: every metric of such values is NaN or meaningless (Auto-PGD, for one,
+    returns 0). Traced leaves (a call inside jit, e.g. the training run's recorder) and
+    integer leaves are not checked."""
+    found = [
+        (path, leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if not isinstance(leaf, jax.core.Tracer)
+        and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    if not found:
+        return
+    # Concrete values closed over by a function being compiled are checked too, eagerly.
+    with jax.ensure_compile_time_eval():
+        finite = jax.device_get(_all_finite([jnp.asarray(leaf) for _, leaf in found]))
+        for (path, leaf), ok in zip(found, finite, strict=True):
+            if ok:
+                continue
+            nan = int(jnp.sum(jnp.isnan(leaf)))
+            raise ValueError(
+                f"{name}{jax.tree_util.keystr(path)} holds non-finite values ({nan} NaN, "
+                f"{int(jnp.size(leaf)) - int(jnp.sum(jnp.isfinite(leaf))) - nan} inf of "
+                f"{int(jnp.size(leaf))}, shape {jnp.shape(leaf)}); a metric of it would be NaN "
+                f"or meaningless: pass finite {name}"
+            )
+
+
+@jax.jit
+def _all_finite(leaves: list[jax.Array]) -> list[jax.Array]:
+    return [jnp.all(jnp.isfinite(leaf)) for leaf in leaves]
+
+
+def _layout(tree: PyTree) -> str:
+    """A pytree's leaves' shapes and dtypes: "[0]: float32[2, 6, 4], [1]: int32[2, 6]"."""
+    parts = [
+        f"{jax.tree_util.keystr(path) or 'array'}: {jnp.result_type(leaf)}{list(jnp.shape(leaf))}"
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
+    text = ", ".join(parts)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _abstract(tree: PyTree, drop_leading: bool = False) -> PyTree:
+    def spec(leaf):
+        shape = jnp.shape(leaf)[1:] if drop_leading else jnp.shape(leaf)
+        return jax.ShapeDtypeStruct(shape, jnp.result_type(leaf))
+
+    return jax.tree.map(spec, tree)
+
+
+def _probe(user_fn, params: PyTree, x: Any, batches: PyTree) -> Exception | None:
+    """The error of one abstract call of the user's function (None if it succeeds)."""
+    try:
+        if x is not None:
+            one = jax.ShapeDtypeStruct((1, *jnp.shape(x)[1:]), jnp.result_type(x))
+            jax.eval_shape(user_fn, _abstract(params), one)
+        else:
+            jax.eval_shape(user_fn, _abstract(params), _abstract(batches, drop_leading=True))
+    except Exception as e:
+        return e
+    return None
+
+
+def call_fitting_inputs(
+    run, fn_name: str, user_fn, params: PyTree, *, x: Any = None, batches: PyTree = None
+) -> Any:
+    """`run()`, where a failure caused by inputs that do not fit the model becomes one line.
+
+    When `run()` raises, `user_fn` is called once abstractly (`jax.eval_shape`, no
+    computation) the way the metric calls it: `logits_fn(params, x[:1])` (`x` given) or
+    `loss_fn(params, batches[0])`. If that fails too, the inputs do not fit the model (images
+    of another size, batches without the leading batch-index axis, a label count that differs
+    from the image count): ValueError naming the argument, its shapes and the expected layout,
+    chained to the original error. Otherwise the original error is raised unchanged.
+    """
+    try:
+        return run()
+    except Exception as err:
+        problem = _probe(user_fn, params, x, batches)
+        if problem is None or isinstance(problem, jax.errors.JAXTypeError):
+            raise
+        lines = [line for line in str(problem).splitlines() if line.strip()]
+        cause = f"{type(problem).__name__}: {lines[0][:300] if lines else ''}"
+        if x is not None:
+            raise ValueError(
+                f"{fn_name}: logits_fn(params, x[:1]) fails for x of shape {jnp.shape(x)} "
+                f"({cause}); x must be inputs [N, ...] that the model of params takes, "
+                "e.g. images [N, H, W, C] of the model's input size"
+            ) from err
+        raise ValueError(
+            f"{fn_name}: loss_fn(params, batch) fails on batch 0 of batches "
+            f"({_layout(batches)}) ({cause}); batches must be the model's batch with a "
+            "leading batch-index axis on every leaf, e.g. (images[B, n, H, W, C] of the "
+            "model's input size, labels[B, n])"
+        ) from err
+
+
 def check_mesh(mesh: Any) -> Mesh | None:
     if mesh is not None and not isinstance(mesh, Mesh):
         raise ValueError(

@@ -19,6 +19,8 @@ from jax import lax
 from jax.sharding import Mesh
 
 from earlyjax.metrics._common import (
+    call_fitting_inputs,
+    check_finite,
     check_key,
     check_mesh,
     check_positive_int,
@@ -102,18 +104,26 @@ def fisher_trace(
     key = check_key(key)
     mesh = check_mesh(mesh)
     active, weights = resolve_trainable(params, trainable)
+    check_finite("params", params)
+    check_finite("x", x)
     params, x = place_on_mesh((params, x), mesh)
-    return _fisher_trace_jit(
+    return call_fitting_inputs(
+        lambda: _fisher_trace_jit(
+            logits_fn,
+            params,
+            x,
+            key,
+            weights,
+            active=active,
+            exact=bool(exact),
+            chunk_size=chunk_size,
+            estimator=estimator,
+            mesh=mesh,
+        ),
+        "fisher_trace",
         logits_fn,
         params,
-        x,
-        key,
-        weights,
-        active=active,
-        exact=bool(exact),
-        chunk_size=chunk_size,
-        estimator=estimator,
-        mesh=mesh,
+        x=x,
     )
 
 

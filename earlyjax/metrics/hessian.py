@@ -17,7 +17,9 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
 from earlyjax.metrics._common import (
+    call_fitting_inputs,
     check_batches,
+    check_finite,
     check_key,
     check_mesh,
     check_positive_int,
@@ -79,17 +81,25 @@ def hessian_top_eigenvalue(
     key = check_key(key)
     mesh = check_mesh(mesh)
     active, weights = resolve_trainable(params, trainable)
+    check_finite("params", params)
+    check_finite("batches", batches)
     params, batches = place_on_mesh((params, batches), mesh)
-    return _hessian_jit(
+    return call_fitting_inputs(
+        lambda: _hessian_jit(
+            loss_fn,
+            params,
+            batches,
+            key,
+            weights,
+            active=active,
+            n_iters=n_iters,
+            method=method,
+            mesh=mesh,
+        ),
+        "hessian_top_eigenvalue",
         loss_fn,
         params,
-        batches,
-        key,
-        weights,
-        active=active,
-        n_iters=n_iters,
-        method=method,
-        mesh=mesh,
+        batches=batches,
     )
 
 

@@ -24,6 +24,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from earlyjax.metrics._common import check_finite
+
 CENTERINGS = ("features", "examples", "none")
 
 
@@ -51,6 +53,7 @@ def feature_rank(
         )
     if not jnp.issubdtype(features.dtype, jnp.floating):
         raise ValueError(f"features must be floating point, got dtype {features.dtype}")
+    check_finite("features", features)
     if center not in CENTERINGS:
         raise ValueError(f"center must be one of {CENTERINGS}, got {center!r}")
     try:

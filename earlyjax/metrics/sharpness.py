@@ -42,7 +42,9 @@ from jax import lax
 from jax.sharding import Mesh
 
 from earlyjax.metrics._common import (
+    call_fitting_inputs,
     check_batches,
+    check_finite,
     check_key,
     check_mesh,
     check_positive_int,
@@ -166,20 +168,28 @@ def average_sharpness(
         check_positive_int("samples_per_pass", samples_per_pass, "or None for all at once")
     mesh = check_mesh(mesh)
     active, weights = resolve_trainable(params, trainable)
+    check_finite("params", params)
+    check_finite("batches", batches)
     params, batches = place_on_mesh((params, batches), mesh)
-    return _average_jit(
+    return call_fitting_inputs(
+        lambda: _average_jit(
+            loss_fn,
+            params,
+            batches,
+            key,
+            jnp.asarray(rho, jnp.float32),
+            weights,
+            active=active,
+            n_samples=n_samples,
+            adaptive=bool(adaptive),
+            shared_noise=bool(shared_noise),
+            samples_per_pass=samples_per_pass,
+            mesh=mesh,
+        ),
+        "average_sharpness",
         loss_fn,
         params,
-        batches,
-        key,
-        jnp.asarray(rho, jnp.float32),
-        weights,
-        active=active,
-        n_samples=n_samples,
-        adaptive=bool(adaptive),
-        shared_noise=bool(shared_noise),
-        samples_per_pass=samples_per_pass,
-        mesh=mesh,
+        batches=batches,
     )
 
 
@@ -448,21 +458,29 @@ def worst_sharpness(
     check_positive_int("n_iters", n_iters, "their scripts use 20")
     mesh = check_mesh(mesh)
     active, weights = resolve_trainable(params, trainable)
+    check_finite("params", params)
+    check_finite("batches", batches)
     params, batches = place_on_mesh((params, batches), mesh)
-    value, best = _worst_jit(
+    value, best = call_fitting_inputs(
+        lambda: _worst_jit(
+            loss_fn,
+            params,
+            batches,
+            key,
+            jnp.asarray(rho, jnp.float32),
+            weights,
+            active=active,
+            n_iters=n_iters,
+            adaptive=bool(adaptive),
+            variant=variant,
+            geometry=geometry,
+            random_init=bool(random_init),
+            mesh=mesh,
+        ),
+        "worst_sharpness",
         loss_fn,
         params,
-        batches,
-        key,
-        jnp.asarray(rho, jnp.float32),
-        weights,
-        active=active,
-        n_iters=n_iters,
-        adaptive=bool(adaptive),
-        variant=variant,
-        geometry=geometry,
-        random_init=bool(random_init),
-        mesh=mesh,
+        batches=batches,
     )
     n_batches = jax.tree.leaves(batches)[0].shape[0]
     return value, _full_tree(params, active, best, (n_batches,))
