@@ -87,9 +87,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.record.samples_per_pass = config_dict.placeholder(int)
     c.record.worst_iters = 20
     c.record.hessian_iters = 20
-    # BatchNorm while recording: "eval" (running statistics, which lag early in training) or
-    # "batch" (statistics of the metric set at the current weights; running ones untouched).
-    c.record.bn = "eval"
+    # BatchNorm while recording: "batch" (statistics of the metric set at the current weights;
+    # running ones untouched) or "eval" (running statistics, which lag the weights for the first
+    # ~50 steps: README, "BatchNorm while recording").
+    c.record.bn = "batch"
 
     c.batch_size = 128
     c.num_epochs = 1

@@ -45,6 +45,12 @@ RANDOM_K_STREAM = 0xA070  # the random k depend on this and the candidate range 
 
 flags.DEFINE_string("out", None, "Folder for the pipeline's runs and results.")
 flags.DEFINE_integer("n_random", 10, "Random k, each trained on every seed (paper: 10).")
+flags.DEFINE_bool(
+    "record_runs",
+    True,
+    "The standard and metric-k runs record the metrics too, for Figure 2; --norecord_runs "
+    "skips that (and Figure 2), which on a CPU saves most of the time of those runs.",
+)
 flags.DEFINE_list(
     "metrics",
     None,
@@ -161,10 +167,13 @@ def refuse_late_k(setting: Setting, picked: dict) -> None:
             )
 
 
-def pipeline(config, out: str, *, seeds=(0,), n_random: int = 10, metrics=(), dataset=None):
+def pipeline(
+    config, out: str, *, seeds=(0,), n_random: int = 10, metrics=(), record_runs=True, dataset=None
+):
     """Runs (or resumes) the whole pipeline; returns the summary written to `out/autok.json`
     (the schema `experiments.analysis.read_autok` reads) and writes Tables 2 and 6 and
-    Figures 2 and 6 to `out/analysis/`. `dataset` replaces the config's data (tests)."""
+    Figures 2 (with `record_runs`) and 6 to `out/analysis/`. `dataset` replaces the config's
+    data (tests)."""
     from earlyjax.data import load_dataset
 
     seeds = [int(s) for s in seeds]
@@ -199,7 +208,7 @@ def pipeline(config, out: str, *, seeds=(0,), n_random: int = 10, metrics=(), da
     results: dict[str, dict] = {name: {"k": k, "id": {}, "ood": {}} for name, k in runs.items()}
     for seed in seeds:
         for name, k in runs.items():
-            record = k is None or k in metric_ks  # Figure 2's runs
+            record = record_runs and (k is None or k in metric_ks)  # Figure 2's runs
             overrides = (("seed", seed), ("unfreeze.k", k))
             overrides += () if record else (("record.every", 0),)
             res = run(config, os.path.join(out, f"seed={seed}", name), overrides, dataset)
@@ -229,16 +238,17 @@ def pipeline(config, out: str, *, seeds=(0,), n_random: int = 10, metrics=(), da
     with open(path + ".tmp", "w") as fh:
         json.dump(summary, fh, indent=2)
     os.replace(path + ".tmp", path)
-    write_outputs(summary, out)
+    write_outputs(summary, out, figure2=record_runs)
     return summary
 
 
-def write_outputs(summary: dict, out: str) -> None:
-    """Tables 2 and 6 and Figures 2 and 6 into out/analysis/."""
+def write_outputs(summary: dict, out: str, figure2: bool = True) -> None:
+    """Tables 2 and 6 and Figures 2 (if the runs recorded) and 6 into out/analysis/."""
     analysis_dir = os.path.join(out, "analysis")
     analysis.write_table(analysis.table2(summary), analysis_dir, "table2")
     analysis.write_table(analysis.table6(summary), analysis_dir, "table6")
-    analysis.figure2(out, analysis_dir)
+    if figure2:
+        analysis.figure2(out, analysis_dir)
     analysis.figure6(out, analysis_dir)
 
 
@@ -254,7 +264,12 @@ def main(argv: list[str]) -> None:
     try:
         seeds = [int(s) for s in f.seeds]
         summary = pipeline(
-            f.config, f.out, seeds=seeds, n_random=f.n_random, metrics=tuple(f.metrics or ())
+            f.config,
+            f.out,
+            seeds=seeds,
+            n_random=f.n_random,
+            metrics=tuple(f.metrics or ()),
+            record_runs=f.record_runs,
         )
     except cli.user_errors() + (ValueError,) as e:
         raise SystemExit(f"error: {e}") from None
