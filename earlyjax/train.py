@@ -10,8 +10,12 @@ Workdir layout: `config.json` (the config the run was started with), `metrics.js
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -43,6 +47,7 @@ from earlyjax.data.pipeline import (
 from earlyjax.metric_log import FINAL_KIND, MetricLog, read_json, read_records
 from earlyjax.models import HEAD, build_model
 from earlyjax.recording import make_recorder, record_steps
+from earlyjax.workdir_lock import workdir_lock
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -50,6 +55,42 @@ RESULTS_FILE = "results.json"
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and what to change."""
+
+
+class Interrupted(SystemExit):
+    """SIGTERM or SIGINT stopped training after a checkpoint at `step`; exit code 128 + signum."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(128 + signum)
+        self.signum, self.step = signum, step
+
+
+class _StopSignals:
+    """While installed (main thread only), SIGTERM and SIGINT set `signum` instead of stopping
+    the process, for the train loop to check after each step; the same signal a second time
+    stops at once (the previous handlers' behaviour)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if signum == self.signum:
+            self.restore()
+            signal.raise_signal(signum)
+        elif self.signum is None:
+            self.signum = signum
 
 
 class TrainState(NamedTuple):
@@ -268,7 +309,22 @@ def train_and_evaluate(
     results: ID accuracy, mean OOD accuracy and the per-corruption, per-severity table.
     Training and metrics run data-parallel over `mesh` (default: every device of every host,
     `earlyjax.parallel.data_mesh()`).
+    The workdir is locked for the run (`earlyjax.workdir_lock`; by process 0 of a multi-host
+    run): a second run on it refuses at once. SIGTERM or SIGINT during training saves a
+    checkpoint at the current step and raises `Interrupted` (a SystemExit with code 128 + signum).
     """
+    with contextlib.ExitStack() as cleanup:
+        return _train_and_evaluate(config, workdir, cleanup, dataset, stop_after, mesh)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    cleanup: contextlib.ExitStack,
+    dataset: Dataset | None,
+    stop_after: int | None,
+    mesh: Mesh | None,
+) -> dict | None:
     validate(config)
     is_writer = jax.process_index() == 0
     results_path = os.path.join(workdir, RESULTS_FILE)
@@ -281,6 +337,9 @@ def train_and_evaluate(
         )
         print(f"{workdir} already holds a finished run; not training again ({results_path})")
         return results
+    locked = is_writer and os.path.isdir(workdir)
+    if locked:  # an existing workdir is locked first, so a second run on it refuses at once
+        cleanup.enter_context(workdir_lock(workdir))
     dataset = dataset or load_dataset(config.data)
     try:
         num_steps = total_steps(config, dataset.train.images.shape[0])
@@ -296,6 +355,8 @@ def train_and_evaluate(
     check_schedule_fits(config, len(experiment.blocks), num_steps)
     state = parallel.put_replicated(state, mesh)
     recorder, to_record = _make_recorder(config, experiment, dataset, num_steps, mesh)
+    if is_writer and not locked:
+        cleanup.enter_context(workdir_lock(workdir))
     _prepare_workdir(config, workdir, write=is_writer)  # a config that cannot run writes nothing
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
@@ -402,7 +463,9 @@ def train_and_evaluate(
         stop_step=stop,
         mesh=mesh,
     )
+    signals = _StopSignals()
     try:
+        signals.install()
         for step, batch in batches:
             state, stats = train_step(state, batch)
             pending.append(stats)
@@ -415,10 +478,23 @@ def train_and_evaluate(
             if config.eval_every and done % config.eval_every == 0:
                 id_metrics = evaluate(eval_step, state, dataset.test, config.eval_batch_size)
                 log.write(done, "eval_id", **id_metrics)
-            if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == stop:
+            due = (config.checkpoint_every and done % config.checkpoint_every == 0) or done == stop
+            if due or signals.signum is not None:
                 meta = {"step": done, "pending_stats": fetch_pending(done)}
                 checkpointer.save(done, state, meta)
+            if signals.signum is not None:
+                log.close()
+                checkpointer.close()
+                bar.close()
+                name = signal.Signals(signals.signum).name
+                print(
+                    f"{name}: stopped at step {done} with a checkpoint in {workdir}; rerun the "
+                    "same command to resume",
+                    file=sys.stderr,
+                )
+                raise Interrupted(signals.signum, done)
     finally:
+        signals.restore()
         bar.close()
     train_seconds = time.time() - t0
     if stop < num_steps:

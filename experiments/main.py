@@ -4,7 +4,9 @@ A bare config name resolves to `experiments/configs/`; a path works too. Overrid
 with `--config.a.b=value` (e.g. `--config.unfreeze.k=100`; `--config.unfreeze.k=none` for a field
 that may be None; a tuple as `--config.data.ood_severities=(2,3)`); when a field is given twice,
 the last value wins. Re-running with the same --workdir resumes from its newest checkpoint; a
-finished workdir just prints its results.
+finished workdir just prints its results. One run at a time per workdir (a second one refuses).
+SIGTERM (SLURM, preemption) or Ctrl-C saves a checkpoint at the current step and exits with
+128 + the signal number; a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def main(argv: list[str]) -> None:
         results = train_and_evaluate(config, flags.FLAGS.workdir)
     except cli.user_errors() as e:
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:  # before or after the train loop, which handles Ctrl-C itself
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(130) from None
     print(format_results(results))
     print(f"results: {os.path.join(flags.FLAGS.workdir, 'results.json')}")
 

@@ -18,14 +18,19 @@ point's index; `--only=I,J` runs only those points (a SLURM array task runs
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from absl import app, flags, logging
@@ -208,27 +213,103 @@ def run_processes(
     sweep_dir: str,
     points: Sequence[Point],
     n: int,
+    command: Callable[[str, Sequence[tuple[str, object]], str, Point], list[str]] = child_command,
 ) -> None:
-    """Runs the points as `python -m experiments.main` processes, n at a time."""
+    """Runs the points as `python -m experiments.main` processes (`command`), n at a time.
+
+    The children die with the driver: on Linux each gets SIGTERM when the driver dies, even by
+    `kill -9`; SIGTERM or SIGINT to the driver is passed on to them as SIGTERM (each saves a
+    checkpoint and stops), the driver waits for them and exits with 128 + the signal number.
+    A second signal kills the children at once.
+    """
     todo = [p for p in points if not is_done(sweep_dir, p)]
     running: list[tuple[subprocess.Popen, int, Point]] = []
     free = list(range(n))
     failed = []
-    while todo or running:
-        while todo and free:
-            slot, point = free.pop(0), todo.pop(0)
-            cmd = child_command(config_arg, overrides, sweep_dir, point)
-            gpu = gpu_for_slot(slot, os.environ.get("CUDA_VISIBLE_DEVICES"))
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu) if n > 1 else None
-            print(f"start {point.name} (slot {slot})")
-            running.append((subprocess.Popen(cmd, env=env), slot, point))
-        proc, slot, point = running.pop(0)
-        if proc.wait() != 0:
-            failed.append(point.name)
-        print(f"{'FAILED' if proc.returncode else 'done'} {point.name}")
-        free.append(slot)
+    signals = _DriverSignals()
+    signals.install()
+    try:
+        while (todo or running) and not signals.received:
+            while todo and free:
+                slot, point = free.pop(0), todo.pop(0)
+                cmd = command(config_arg, overrides, sweep_dir, point)
+                gpu = gpu_for_slot(slot, os.environ.get("CUDA_VISIBLE_DEVICES"))
+                env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu) if n > 1 else None
+                print(f"start {point.name} (slot {slot})", flush=True)
+                running.append((_start_child(cmd, env), slot, point))
+            finished = [r for r in running if r[0].poll() is not None]
+            for proc, slot, point in finished:
+                running.remove((proc, slot, point))
+                if proc.returncode != 0:
+                    failed.append(point.name)
+                print(f"{'FAILED' if proc.returncode else 'done'} {point.name}", flush=True)
+                free.append(slot)
+            if running and not finished:
+                time.sleep(0.1)
+        if signals.received:
+            _stop_children([proc for proc, _, _ in running], signals)
+            name = signal.Signals(signals.received[0]).name
+            print(
+                f"{name}: stopped the sweep and its {len(running)} running runs; rerun the same "
+                "command to resume",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + signals.received[0])
+    finally:
+        signals.restore()
     if failed:
         raise SystemExit(f"runs failed: {', '.join(failed)}; rerun the same command to retry")
+
+
+class _DriverSignals:
+    """While installed (main thread only), records SIGTERM and SIGINT instead of stopping."""
+
+    def __init__(self):
+        self.received: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {
+                s: signal.signal(s, lambda signum, frame: self.received.append(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)
+            }
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+
+def _stop_children(procs: Sequence[subprocess.Popen], signals: _DriverSignals) -> None:
+    """SIGTERMs the children and waits for them; a further signal to the driver kills them."""
+    seen = len(signals.received)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    while any(proc.poll() is None for proc in procs):
+        if len(signals.received) > seen:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+        time.sleep(0.1)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent: int) -> None:
+    """Runs in the child before exec: asks Linux for SIGTERM when the parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _start_child(cmd: list[str], env: dict[str, str] | None) -> subprocess.Popen:
+    on_linux = sys.platform.startswith("linux")
+    preexec = functools.partial(_die_with, os.getpid()) if on_linux else None
+    return subprocess.Popen(cmd, env=env, preexec_fn=preexec)
 
 
 def build_points(config) -> list[Point]:

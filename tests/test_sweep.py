@@ -213,10 +213,13 @@ def test_processes_pass_a_none_override_to_every_child(tmp_path, monkeypatch):
     class Child:
         returncode = 0
 
-        def __init__(self, cmd, env=None):
+        def __init__(self, cmd, env=None, **kwargs):
             commands.append(cmd)
 
-        def wait(self):
+        def poll(self):
+            return 0
+
+        def wait(self, timeout=None):
             return 0
 
     monkeypatch.setattr(sweep.subprocess, "Popen", Child)
