@@ -277,7 +277,8 @@ def main(argv: list[str]) -> None:
     print(analysis.to_markdown(analysis.table2(summary)))
     print("\nTable 6:")
     print(analysis.to_markdown(analysis.table6(summary)))
-    print(f"\n(Tables 2 and 6, Figures 2 and 6 in {os.path.join(f.out, 'analysis')})")
+    figures = "Figures 2 and 6" if f.record_runs else "Figure 6"
+    print(f"\n(Tables 2 and 6, {figures} in {os.path.join(f.out, 'analysis')})")
 
 
 def run_cli() -> None:
