@@ -520,6 +520,8 @@ def _train_and_evaluate(
         "ood_cells": [f"{c}/{s}" for c, s in sorted(dataset.ood)],
         "train_seconds_this_session": train_seconds - record_seconds,
         "record_seconds_this_session": record_seconds,
+        # Algorithm 2's parameters, for a run whose schedule they chose (adaptive unfreezing).
+        "stabilization": dict(config.stabilization) if config.unfreeze.adaptive else None,
         # Step at which each block (then the head) became trainable; NEVER = 2**31 - 1.
         "release_steps": np.asarray(freezing.get_release_steps(state.opt_state)).tolist(),
     }

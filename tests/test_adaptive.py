@@ -64,6 +64,7 @@ def test_one_run_releases_every_block_by_the_end_of_recording(tiny_config, tiny_
     ]
     assert releases and releases[-1]["step"] <= 6
     assert results["release_steps"] == releases[-1]["release_steps"]
+    assert results["stabilization"] == {"tau": 1, "eps": 0.02, "rapid_eps": 0.05}
     assert max(results["release_steps"]) <= 6
     assert [b for r in releases for b in r["blocks"]] == [
         "layer4",
