@@ -73,7 +73,7 @@ def test_bad_record_values_are_refused(recording_config, tiny_dataset, tmp_path)
     assert not os.path.exists(tmp_path / "b" / "config.json")
 
 
-@pytest.mark.parametrize("bn", ["eval", "batch"])
+@pytest.mark.parametrize("bn", [pytest.param("eval", marks=pytest.mark.slow), "batch"])
 def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn):
     """The recorder computes exactly the library's metrics, over the trainable parameters of
     that step, with the BatchNorm statistics `record.bn` names."""
