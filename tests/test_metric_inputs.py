@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_models import mlp_logits, mlp_loss
 
 from earlyjax.metrics import (
     average_sharpness,
@@ -24,17 +25,6 @@ def mlp_params():
         "dense1": {"kernel": jax.random.normal(k1, (4, 5)), "bias": jnp.zeros((5,))},
         "head": {"kernel": jax.random.normal(k2, (5, N_CLASSES)), "bias": jnp.zeros((3,))},
     }
-
-
-def mlp_logits(params, x):
-    h = jnp.tanh(x @ params["dense1"]["kernel"] + params["dense1"]["bias"])
-    return h @ params["head"]["kernel"] + params["head"]["bias"]
-
-
-def mlp_loss(params, batch):
-    x, y = batch
-    logp = jax.nn.log_softmax(mlp_logits(params, x))
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
 
 
 def batches(n_batches=2, batch_size=6, d_in=4):

@@ -13,6 +13,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_models import mlp_logits, mlp_loss
 
 from earlyjax.metrics import (
     apgd_checkpoints,
@@ -45,17 +46,6 @@ def mlp_params(seed=0, d_in=4, hidden=6):
             "bias": jnp.array([0.1, -0.2, 0.05]),
         },
     }
-
-
-def mlp_logits(params, x):
-    h = jnp.tanh(x @ params["dense1"]["kernel"] + params["dense1"]["bias"])
-    return h @ params["head"]["kernel"] + params["head"]["bias"]
-
-
-def mlp_loss(params, batch):
-    x, y = batch
-    logp = jax.nn.log_softmax(mlp_logits(params, x))
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
 
 
 class TinyCNN(nn.Module):
