@@ -1,22 +1,53 @@
 """Checkpoints through orbax's CheckpointManager: periodic and final saves, resume, keep-N.
 
 A checkpoint holds the whole train state (params, optimizer state with the unfreezing
-schedule, BatchNorm statistics, step, RNG key) plus a small JSON record. Restoring checks the
-stored tree against the state the current config builds, so a checkpoint written by another
-model or config is refused with a clear error instead of being half-loaded.
+schedule, BatchNorm statistics, step, RNG key) plus a small JSON record, which includes a
+SHA-256 digest of the state taken at save time. Restoring checks the stored tree against the
+state the current config builds (a checkpoint written by another model or config is refused
+with a clear error instead of being half-loaded) and the restored bytes against the digest.
+`restore_latest` falls back from a checkpoint that does not read back intact to the newest one
+that does, and moves the bad ones aside (never deletes them).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+DIGEST_KEY = "state_sha256"  # in the JSON record of every checkpoint
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be restored into this run; the message says what to do."""
+    """A checkpoint that cannot be restored into this run; the message says what to do, and
+    `problem` (when given) is the short reason without the advice."""
+
+    def __init__(self, message: str, problem: str | None = None):
+        super().__init__(message)
+        self.problem = problem or message.splitlines()[0]
+
+
+class ForeignCheckpoint(CheckpointError):
+    """A checkpoint of another model or config: every checkpoint of the workdir is, so there is
+    nothing to fall back to."""
+
+
+def state_digest(state: Any) -> str:
+    """SHA-256 over every leaf's path, dtype, shape and bytes, in tree order (host values; a
+    replicated multi-host array is read from its first local shard)."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            leaf = leaf.addressable_data(0)
+        value = np.ascontiguousarray(jax.device_get(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}|{value.dtype}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 class Checkpointer:
@@ -37,12 +68,22 @@ class Checkpointer:
     def save(self, step: int, state: Any, meta: dict) -> None:
         if step in self._manager.all_steps():
             return  # already saved (e.g. the final save right after a periodic one)
+        meta = {**meta, DIGEST_KEY: state_digest(state)}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        self._manager.save(step, args=args)
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(step, args=args)
+            self._manager.wait_until_finished()
+        except Exception as e:  # orbax reports a full disk as ValueError('RESOURCE_EXHAUSTED...')
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(
+                f"cannot save the checkpoint at step {step} in {self.directory}: {detail}. "
+                "Free disk space (or fix the permissions) and rerun the same command: it resumes "
+                f"from the newest complete checkpoint (step {self.latest_step() or 0})."
+            ) from e
 
     def restore(self, step: int, like: Any) -> tuple[Any, dict]:
-        """Restores checkpoint `step` into the structure, shapes and dtypes of `like`."""
+        """Restores checkpoint `step` into the structure, shapes and dtypes of `like` and checks
+        it against the digest taken when it was saved."""
         path = os.path.join(self.directory, str(step))
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         args = ocp.args.Composite(
@@ -51,14 +92,70 @@ class Checkpointer:
         try:
             restored = self._manager.restore(step, args=args)
         except Exception as e:  # orbax raises many types for unreadable or mismatched data
-            raise CheckpointError(
+            problem = (
                 f"cannot restore the checkpoint at {path}: {type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}\nIt is unreadable or was written by "
-                "a different model/config. Nothing was changed: move that directory away to "
-                "start over from the previous checkpoint, or use a fresh --workdir."
+                f"{str(e).splitlines()[0] if str(e) else ''}"
+            )
+            raise CheckpointError(
+                f"{problem}\nIt is unreadable or was written by a different model/config. "
+                "Nothing was changed: move that directory away to start over from the previous "
+                "checkpoint, or use a fresh --workdir.",
+                problem,
             ) from e
         _check_shapes(restored.state, like, path)
-        return restored.state, dict(restored.meta)
+        meta = dict(restored.meta)
+        saved = meta.pop(DIGEST_KEY, None)  # None: written before digests were recorded
+        if saved is not None and saved != state_digest(restored.state):
+            problem = (
+                f"the checkpoint at {path} is corrupt: its contents do not match the SHA-256 "
+                "digest recorded when it was saved"
+            )
+            raise CheckpointError(
+                f"{problem}. Nothing was changed: move that directory away to resume from the "
+                "previous checkpoint, or use a fresh --workdir.",
+                problem,
+            )
+        return restored.state, meta
+
+    def restore_latest(self, like: Any) -> tuple[int, Any, dict] | None:
+        """(step, state, meta) of the newest checkpoint that restores intact; None without any.
+
+        A newer checkpoint that is unreadable or corrupt is moved to `<directory>.corrupt/`, with
+        a printed line, once an older one has restored; when none restores, the newest one's
+        CheckpointError is raised and nothing is moved. Only in a single-process run: with
+        several processes the error is raised at once (moving files would race).
+        """
+        failed: list[tuple[int, CheckpointError]] = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                state, meta = self.restore(step, like)
+            except ForeignCheckpoint:
+                raise
+            except CheckpointError as e:
+                if jax.process_count() > 1:
+                    raise
+                failed.append((step, e))
+                continue
+            if failed:
+                self._set_aside([s for s, _ in failed], step, failed[0][1])
+            return step, state, meta
+        if failed:
+            raise failed[0][1]
+        return None
+
+    def _set_aside(self, steps: list[int], good_step: int, error: CheckpointError) -> None:
+        aside = self.directory + ".corrupt"
+        os.makedirs(aside, exist_ok=True)
+        for step in steps:
+            target, n = os.path.join(aside, str(step)), 1
+            while os.path.exists(target):
+                target, n = os.path.join(aside, f"{step}.{n}"), n + 1
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        self._manager.reload()
+        print(
+            f"{error.problem}; moved the checkpoint(s) at step {', '.join(map(str, steps))} to "
+            f"{aside} and resuming from the intact checkpoint at step {good_step}"
+        )
 
     def close(self) -> None:
         self._manager.close()
@@ -69,7 +166,7 @@ def _check_shapes(restored: Any, like: Any, path: str) -> None:
         jax.tree_util.tree_leaves_with_path(restored), jax.tree.leaves(like), strict=True
     ):
         if a.shape != b.shape or a.dtype != b.dtype:
-            raise CheckpointError(
+            raise ForeignCheckpoint(
                 f"the checkpoint at {path} holds {jax.tree_util.keystr(p)} with shape "
                 f"{a.shape} {a.dtype}, but this config needs {b.shape} {b.dtype}; it was written "
                 "by a different model/config. Use a fresh --workdir."

@@ -200,6 +200,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         st.rapid_eps >= st.eps,
         f"stabilization.rapid_eps ({st.rapid_eps}) must be >= stabilization.eps ({st.eps})",
     )
+    _check(
+        isinstance(config.seed, int) and 0 <= config.seed < 2**31,
+        f"seed must be an int in [0, 2**31), got {config.seed!r}: set --config.seed=0, say",
+    )
     _check(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
     _check(config.num_epochs >= 1, f"num_epochs must be >= 1, got {config.num_epochs}")
     _check(

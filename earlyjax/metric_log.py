@@ -5,7 +5,13 @@ checkpoint at step m, lines with step > m (written after that checkpoint by the 
 run; every line when there is no checkpoint yet, `resume_step=-1`) and any `final` line (written
 after the last checkpoint, so a run killed before its results.json would otherwise write it
 twice) are moved, not deleted, to `metrics.jsonl.orphaned-after-<m>` so the log has no
-duplicates, and TensorBoard is told to purge its events past m.
+duplicates.
+
+`metrics.jsonl` is the source of truth; `tb/` is a view of it. Every open rebuilds the
+TensorBoard events from the log (a new event file, then the older ones are removed), so after
+any crash and resume TensorBoard holds every logged step exactly once. Events are written and
+flushed in the calling thread: a failed write (a full disk) raises OSError there instead of
+killing a background writer thread and blocking the run.
 
 A crash in the middle of a write leaves an incomplete last line: on resume it is moved to
 `metrics.jsonl.incomplete-line` (its bytes as they were) with one printed line, and
@@ -15,12 +21,20 @@ and the line number, as is an unreadable `config.json` or `results.json` (`read_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from tensorboardX import SummaryWriter
+import numpy as np
+from tensorboardX.proto import event_pb2
+from tensorboardX.record_writer import masked_crc32c
+from tensorboardX.summary import scalar
 
 from earlyjax.checkpoint import CheckpointError
 
@@ -122,11 +136,89 @@ def _free_name(base: str) -> str:
     return name
 
 
-def _replace_contents(path: str, lines: list[bytes]) -> None:
+@contextlib.contextmanager
+def naming_the_file(path: str) -> Iterator[None]:
+    """Adds `path` to an OSError raised without a file name (a failed write or flush)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, path) from e
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file and a rename: a crash or a full disk
+    leaves the old file (or none), never half a file. OSErrors name the file."""
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.writelines(lines)
+    with naming_the_file(tmp), open(tmp, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
+
+
+def _replace_contents(path: str, lines: list[bytes]) -> None:
+    write_atomically(path, b"".join(lines))
+
+
+EVENT_FILE_PREFIX = "events.out.tfevents."
+
+
+def _tfrecord(data: bytes) -> bytes:
+    """One TFRecord: length, its masked CRC-32C, the data, the data's masked CRC-32C."""
+    header = struct.pack("<Q", len(data))
+    return (
+        header
+        + struct.pack("<I", masked_crc32c(header))
+        + data
+        + struct.pack("<I", masked_crc32c(data))
+    )
+
+
+class EventFile:
+    """A TensorBoard event file in `directory`, written synchronously: `write(record)` adds the
+    record's numeric values as scalars `<kind>/<name>` at its step and flushes."""
+
+    def __init__(self, directory: str):
+        os.makedirs(directory, exist_ok=True)
+        name = f"{EVENT_FILE_PREFIX}{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+        self.path = _free_name(os.path.join(directory, name))
+        self._file = open(self.path, "wb")  # noqa: SIM115 (open for the run; closed in close)
+        with naming_the_file(self.path):
+            self._put(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+            self._file.flush()
+
+    def _put(self, event: event_pb2.Event) -> None:
+        self._file.write(_tfrecord(event.SerializeToString()))
+
+    def write(self, record: dict) -> None:
+        now = time.time()
+        for name, value in record.items():
+            if name in ("step", "kind") or isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float, np.integer, np.floating)):
+                summary = scalar(f"{record['kind']}/{name}", float(value))
+                self._put(event_pb2.Event(wall_time=now, step=record["step"], summary=summary))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_event_scalars(directory: str) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of every scalar in the event files of `directory`, in file order."""
+    out = []
+    for name in sorted(os.listdir(directory)):
+        if not name.startswith(EVENT_FILE_PREFIX):
+            continue
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        offset = 0
+        while offset + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+    return out
 
 
 class MetricLog:
@@ -135,11 +227,24 @@ class MetricLog:
     def __init__(self, workdir: str, *, resume_step: int, enabled: bool = True):
         self.path = os.path.join(workdir, METRICS_FILE)
         self.enabled = enabled
-        self._tb = None
+        self._events: EventFile | None = None
         if not enabled:
             return
         self._set_aside_after(resume_step)
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=resume_step + 1)
+        self._events = self._rebuild_events(os.path.join(workdir, "tb"))
+
+    def _rebuild_events(self, directory: str) -> EventFile:
+        """A new event file holding every record of the log; older event files are removed
+        (every scalar they held that the log keeps is in the new one)."""
+        older = os.listdir(directory) if os.path.isdir(directory) else []
+        events = EventFile(directory)
+        with naming_the_file(events.path):
+            for record in read_records(self.path):
+                events.write(record)
+        for name in older:
+            if name.startswith(EVENT_FILE_PREFIX):
+                os.remove(os.path.join(directory, name))
+        return events
 
     def _set_aside_after(self, step: int) -> None:
         if not os.path.exists(self.path):
@@ -166,22 +271,22 @@ class MetricLog:
         if later or tail is not None:
             _replace_contents(self.path, keep)
         if later:
+            when = f"at step {step}" if step >= 0 else "at step 0 (no checkpoint yet)"
             print(
-                f"resuming at step {max(step, 0)}: moved {len(later)} metric lines written "
-                f"after that checkpoint to {aside}"
+                f"resuming {when}: moved {len(later)} metric lines written after that point "
+                f"to {aside}"
             )
 
     def write(self, step: int, kind: str, **values: Any) -> None:
         if not self.enabled:
             return
         record = {"step": int(step), "kind": kind, **{k: _clean(v) for k, v in values.items()}}
-        with open(self.path, "a") as f:
+        with naming_the_file(self.path), open(self.path, "a") as f:
             f.write(json.dumps(record, default=_json_default) + "\n")
-        if self._tb is not None:
-            for name, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(f"{kind}/{name}", value, int(step))
+        if self._events is not None:
+            with naming_the_file(self._events.path):
+                self._events.write(record)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        if self._events is not None:
+            self._events.close()

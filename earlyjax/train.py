@@ -44,7 +44,7 @@ from earlyjax.data.pipeline import (
     steps_per_epoch,
     train_batches,
 )
-from earlyjax.metric_log import FINAL_KIND, MetricLog, read_json, read_records
+from earlyjax.metric_log import FINAL_KIND, MetricLog, read_json, read_records, write_atomically
 from earlyjax.models import HEAD, build_model
 from earlyjax.recording import make_recorder, record_steps
 from earlyjax.workdir_lock import workdir_lock
@@ -289,9 +289,7 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, write: boo
         return
     if not write:
         return
-    with open(path + ".tmp", "w") as f:
-        json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_atomically(path, json.dumps(current, indent=2, sort_keys=True).encode())
 
 
 def train_and_evaluate(
@@ -326,6 +324,7 @@ def _train_and_evaluate(
     mesh: Mesh | None,
 ) -> dict | None:
     validate(config)
+    check_workdir_path(workdir)
     is_writer = jax.process_index() == 0
     results_path = os.path.join(workdir, RESULTS_FILE)
     if os.path.exists(results_path):
@@ -359,17 +358,23 @@ def _train_and_evaluate(
         cleanup.enter_context(workdir_lock(workdir))
     _prepare_workdir(config, workdir, write=is_writer)  # a config that cannot run writes nothing
 
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-    start = checkpointer.latest_step() or 0
+    checkpointer = cleanup.enter_context(
+        contextlib.closing(
+            Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+        )
+    )
     # Train stats of the steps since the last log line; carried in the checkpoint so that a
     # resumed run writes exactly the lines an uninterrupted run writes.
     pending: list[dict] = []
-    if start:
-        state, meta = checkpointer.restore(start, state)
+    start = 0
+    restored = checkpointer.restore_latest(state)
+    if restored is not None:
+        start, state, meta = restored
         pending = list(meta.get("pending_stats", []))
         print(f"resumed from the checkpoint at step {start} in {workdir}")
     # Without a checkpoint, lines of an earlier attempt (even at step 0) are set aside.
     log = MetricLog(workdir, resume_step=start if start else -1, enabled=is_writer)
+    cleanup.callback(log.close)
     train_step = make_train_step(
         experiment,
         augment=config.data.augment,
@@ -483,8 +488,6 @@ def _train_and_evaluate(
                 meta = {"step": done, "pending_stats": fetch_pending(done)}
                 checkpointer.save(done, state, meta)
             if signals.signum is not None:
-                log.close()
-                checkpointer.close()
                 bar.close()
                 name = signal.Signals(signals.signum).name
                 print(
@@ -498,8 +501,6 @@ def _train_and_evaluate(
         bar.close()
     train_seconds = time.time() - t0
     if stop < num_steps:
-        log.close()
-        checkpointer.close()
         return None
 
     id_metrics = evaluate(eval_step, state, dataset.test, config.eval_batch_size)
@@ -527,13 +528,24 @@ def _train_and_evaluate(
     }
     ood_line = {} if ood_mean is None else {"ood_accuracy": ood_mean}
     log.write(num_steps, FINAL_KIND, id_accuracy=results["id_accuracy"], **ood_line)
-    log.close()
-    checkpointer.close()
     if is_writer:
-        with open(results_path + ".tmp", "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(results_path + ".tmp", results_path)
+        write_atomically(results_path, json.dumps(results, indent=2).encode())
     return results
+
+
+GLOB_CHARACTERS = "*?["
+
+
+def check_workdir_path(workdir: str) -> None:
+    """Refuses a workdir path with glob characters: orbax and etils expand checkpoint paths as
+    glob patterns (a `**` fails mid-save; a `*` can match another run's folder)."""
+    found = sorted({c for c in workdir if c in GLOB_CHARACTERS})
+    if found:
+        raise ConfigError(
+            f"--workdir={workdir} contains the glob character(s) {' '.join(found)}, which "
+            "checkpoint paths cannot hold (orbax expands them as patterns): choose a path "
+            "without *, ? or ["
+        )
 
 
 def max_fitting_k(num_blocks: int, num_steps: int) -> int:

@@ -263,15 +263,16 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     try:
         seeds = [int(s) for s in f.seeds]
-        summary = pipeline(
-            f.config,
-            f.out,
-            seeds=seeds,
-            n_random=f.n_random,
-            metrics=tuple(f.metrics or ()),
-            record_runs=f.record_runs,
-        )
-    except cli.user_errors() + (ValueError,) as e:
+        with cli.errors_as_one_line():
+            summary = pipeline(
+                f.config,
+                f.out,
+                seeds=seeds,
+                n_random=f.n_random,
+                metrics=tuple(f.metrics or ()),
+                record_runs=f.record_runs,
+            )
+    except ValueError as e:  # a bad --seeds, --metrics or --n_random
         raise SystemExit(f"error: {e}") from None
     print(f"Table 2 ({summary['setting']['ood_set']}):")
     print(analysis.to_markdown(analysis.table2(summary)))

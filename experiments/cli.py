@@ -9,10 +9,11 @@ unknown fields, and turns on JAX's persistent compilation cache.
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 import ml_collections
@@ -103,7 +104,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     """
     argv = [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]
     rest, raw = split_config_args(argv)
-    unparsed = flags.FLAGS(rest)
+    try:
+        unparsed = flags.FLAGS(rest)
+    except flags.Error:
+        raise
+    except Exception as e:  # raised while loading the --config file (ml_collections)
+        raise SystemExit(config_file_error(_config_value(rest), e)) from None
     config = flags.FLAGS.config
     if raw and config is None:
         raise SystemExit(f"--config.{raw[0][0]} needs a config to override: add --config=FILE")
@@ -111,6 +117,33 @@ def parse_flags(argv: list[str]) -> list[str]:
     if _OVERRIDES:
         apply_overrides(config, _OVERRIDES)
     return unparsed
+
+
+def _config_value(argv: Sequence[str]) -> str:
+    """The value of --config in argv ('' if absent)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return ""
+
+
+def config_file_error(config_arg: str, error: Exception) -> str:
+    """One line for a --config file that cannot be loaded: a syntax error, no get_config, or a
+    get_config (or the module itself) that raised."""
+    path = config_arg.partition(":")[0]
+    if isinstance(error, SyntaxError):
+        problem = f"has a syntax error at line {error.lineno}: {error.msg}"
+        fix = "fix the file"
+    elif isinstance(error, AttributeError) and "get_config" in str(error):
+        problem = "defines no get_config()"
+        fix = "add `def get_config(): return ...` returning an ml_collections.ConfigDict"
+    else:
+        detail = str(error).splitlines()[0] if str(error) else ""
+        problem = f"raised {type(error).__name__}: {detail}"
+        fix = "fix the file (experiments/configs/quickstart.py is a working example)"
+    return f"error: config file {path} {problem}; {fix}"
 
 
 def split_config_args(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -340,6 +373,22 @@ def enable_compilation_cache() -> None:
     if not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.join(default_cache_dir(), "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+@contextlib.contextmanager
+def errors_as_one_line() -> Iterator[None]:
+    """Turns user errors (`user_errors()`) and failed reads or writes (OSError: a full disk, a
+    read-only workdir) into SystemExit with one line naming the problem and the fix."""
+    try:
+        yield
+    except user_errors() as e:
+        raise SystemExit(f"error: {e}") from None
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        raise SystemExit(
+            f"error: cannot write or read{where}: {e.strerror or e}. What was written before is "
+            "kept: free disk space or fix the permissions, then rerun the same command to resume."
+        ) from None
 
 
 def user_errors() -> tuple[type[Exception], ...]:

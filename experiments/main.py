@@ -35,9 +35,8 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     config = flags.FLAGS.config
     try:
-        results = train_and_evaluate(config, flags.FLAGS.workdir)
-    except cli.user_errors() as e:
-        raise SystemExit(f"error: {e}") from None
+        with cli.errors_as_one_line():
+            results = train_and_evaluate(config, flags.FLAGS.workdir)
     except KeyboardInterrupt:  # before or after the train loop, which handles Ctrl-C itself
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         raise SystemExit(130) from None

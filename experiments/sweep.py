@@ -377,10 +377,8 @@ def main(argv: list[str]) -> None:
     if flags.FLAGS.processes > 1:
         run_processes(_config_arg(), cli.config_overrides(), sweep_dir, todo, flags.FLAGS.processes)
     else:
-        try:
+        with cli.errors_as_one_line():
             run_sequential(config, sweep_dir, todo)
-        except cli.user_errors() as e:
-            raise SystemExit(f"error: {e}") from None
     of_grid = f" of {len(points)}" if len(todo) < len(points) else ""
     print(f"sweep finished: {len(todo)}{of_grid} runs in {sweep_dir}")
 

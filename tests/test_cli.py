@@ -117,6 +117,35 @@ def test_a_value_that_does_not_parse_exits_with_one_line_naming_the_fix(parse, a
     assert message in str(e.value.code) and "\n" not in str(e.value.code)
 
 
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("def get_config(\n", "has a syntax error at line 1: '(' was never closed; fix the file"),
+        ("x = 1\n", "defines no get_config(); add `def get_config(): return ...`"),
+        ("def get_config():\n    raise KeyError('lr')\n", "raised KeyError: 'lr'; fix the file"),
+        ("import not_a_module_here\n", "raised ModuleNotFoundError: No module named"),
+    ],
+)
+def test_a_config_file_that_does_not_load_is_one_line_naming_it(
+    tmp_path, monkeypatch, text, message
+):
+    path = tmp_path / "broken.py"
+    path.write_text(text)
+    argv = ["prog", f"--config={path}"]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    # config_flags loads every config as the module `config_config` with the deprecated
+    # load_module(), which runs the file inside an earlier test's module (keeping its
+    # get_config): start from none, as a fresh process does.
+    monkeypatch.delitem(sys.modules, "config_config", raising=False)
+    with pytest.raises(SystemExit) as e:
+        try:
+            cli.parse_flags(argv)
+        finally:
+            flags.FLAGS.unparse_flags()
+    assert str(e.value.code).startswith(f"error: config file {path} ")
+    assert message in str(e.value.code) and "\n" not in str(e.value.code)
+
+
 def test_a_typo_stops_main_before_anything_is_written(tmp_path):
     workdir = tmp_path / "run"
     cmd = [

@@ -291,7 +291,8 @@ def test_cache_hit_and_keys(tmp_path, count_calls):
     first = C.corrupted_splits(split, ["fog", "shot_noise"], [2, 3], seed=5, cache_dir=tmp_path)
     assert len(count_calls) == 4
     files = sorted(os.listdir(tmp_path))
-    assert len(files) == 4 and all(f.endswith(".npy") for f in files)
+    arrays = [f for f in files if f.endswith(".npy")]
+    assert len(arrays) == 4 and files == sorted(arrays + [f + ".sha256" for f in arrays])
     assert not any(f.startswith(".tmp") for f in files)  # temporary files renamed away
     second = C.corrupted_splits(split, ["fog", "shot_noise"], [2, 3], seed=5, cache_dir=tmp_path)
     assert len(count_calls) == 4  # all read back from disk
@@ -301,19 +302,37 @@ def test_cache_hit_and_keys(tmp_path, count_calls):
     C.corrupted_splits(split, ["fog"], [2], seed=6, cache_dir=tmp_path)
     other = _split(MNIST[::-1].copy())
     C.corrupted_splits(other, ["fog"], [2], seed=5, cache_dir=tmp_path)
-    assert len(count_calls) == 6 and len(os.listdir(tmp_path)) == 6
+    assert len(count_calls) == 6 and len(os.listdir(tmp_path)) == 12
 
 
-def test_cache_never_silently_uses_or_replaces_a_bad_file(tmp_path):
+def test_a_corrupt_cache_file_is_set_aside_and_regenerated_never_used(tmp_path, capsys):
     split = _split(MNIST)
-    path = C.cache_path(str(tmp_path), MNIST, "fog", 2, 0)
-    np.save(path, np.zeros((3, 28, 28, 1), np.uint8))  # wrong shape under the right key
-    with pytest.raises(ValueError, match="delete it"):
-        C.corrupted_splits(split, ["fog"], [2], seed=0, cache_dir=tmp_path)
-    assert np.load(path).shape == (3, 28, 28, 1)  # left as it was
-    # A concurrent writer that produced different content is an error, not an overwrite.
     good = C.corrupt(MNIST, "fog", 2, 0)
-    os.remove(path)
+    path = C.cache_path(str(tmp_path), MNIST, "fog", 2, 0)
+    C.corrupted_splits(split, ["fog"], [2], seed=0, cache_dir=tmp_path)
+    with open(path, "r+b") as f:  # bytes flipped in place: the saved SHA-256 catches it
+        f.seek(-100, os.SEEK_END)
+        f.write(b"\xff" * 50)
+    wrong_shape = np.zeros((3, 28, 28, 1), np.uint8)
+    for problem, bad in [("does not match the SHA-256", None), ("holds uint8 (3, 28, 28, 1)", 1)]:
+        if bad is not None:
+            os.remove(path + ".sha256")
+            np.save(path, wrong_shape)
+        out = C.corrupted_splits(split, ["fog"], [2], seed=0, cache_dir=tmp_path)
+        np.testing.assert_array_equal(out[("fog", 2)].images, good)
+        assert problem in capsys.readouterr().out
+    with open(path, "wb") as f:  # cut short: unreadable
+        f.write(b"\x93NUMPY")
+    C.corrupted_splits(split, ["fog"], [2], seed=0, cache_dir=tmp_path)
+    assert "is unreadable" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(path), good)
+    assert np.load(path + ".corrupt.1").shape == (3, 28, 28, 1)  # every bad file is kept
+    assert os.path.exists(path + ".corrupt") and os.path.exists(path + ".corrupt.2")
+
+
+def test_a_concurrent_writer_with_different_content_is_an_error_not_an_overwrite(tmp_path):
+    good = C.corrupt(MNIST, "fog", 2, 0)
+    path = C.cache_path(str(tmp_path), MNIST, "fog", 2, 0)
     np.save(path, 255 - good)
     with pytest.raises(ValueError, match="different corrupted split"):
         C._save_no_clobber(path, good)

@@ -6,9 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
+from workdir_checks import assert_tensorboard_matches_log
 
 from earlyjax import data as data_module
-from earlyjax.checkpoint import CheckpointError
+from earlyjax.checkpoint import Checkpointer, CheckpointError
 from earlyjax.data.base import Dataset, Split
 from earlyjax.data.local_files import DatasetFileError
 from earlyjax.metric_log import MetricLog, RunFileError, read_records
@@ -117,6 +118,7 @@ def test_run_killed_before_results_json_writes_one_final_line(finished_run, tmp_
     assert again["id_accuracy"] == results["id_accuracy"]
     assert read_records(log) == uninterrupted  # exactly one final line
     assert [r["kind"] for r in read_records(log + ".orphaned-after-6")] == ["final"]
+    assert_tensorboard_matches_log(workdir)  # and one final/* event
 
 
 def test_run_killed_while_writing_the_final_line(finished_run, tmp_path, tiny_dataset, capsys):
@@ -147,6 +149,61 @@ def test_unreadable_config_or_results_json_is_one_clear_line(finished_run, tmp_p
     with pytest.raises(RunFileError, match=rf"^{path} \(.*\) is not valid JSON") as info:
         train_and_evaluate(config, workdir)
     assert "\n" not in str(info.value) and isinstance(info.value, CheckpointError)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints: bytes corrupted in place (size unchanged) are caught by the saved digest
+# ----------------------------------------------------------------------------------------------
+
+
+def flip_bytes_of_largest_file(directory):
+    """Inverts 64 bytes in the middle of the largest array-data file under `directory` (orbax's
+    OCDBT data files, in folders named `d`), leaving its size unchanged."""
+    files = [
+        os.path.join(r, f)
+        for r, _, names in os.walk(directory)
+        for f in names
+        if os.path.basename(r) == "d"
+    ]
+    path = max(files, key=os.path.getsize)
+    middle = os.path.getsize(path) // 2
+    with open(path, "r+b") as f:
+        f.seek(middle)
+        data = f.read(64)
+        f.seek(middle)
+        f.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_a_checkpoint_with_corrupted_bytes_is_refused_naming_it(tmp_path):
+    state = {"w": np.arange(50_000, dtype=np.float32), "step": np.array(7, np.int32)}
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"))
+    ckpt.save(7, state, {"note": 1})
+    assert ckpt.restore(7, state)[1] == {"note": 1}  # the digest is checked and not returned
+    flip_bytes_of_largest_file(tmp_path / "checkpoints" / "7" / "state")
+    with pytest.raises(CheckpointError, match=r"checkpoints/7 is corrupt: .* SHA-256 digest"):
+        ckpt.restore(7, state)
+    with pytest.raises(CheckpointError, match="SHA-256"):  # nothing older to fall back to
+        ckpt.restore_latest(state)
+    assert os.path.isdir(tmp_path / "checkpoints" / "7")  # and nothing moved
+    ckpt.close()
+
+
+def test_resume_falls_back_from_a_corrupt_checkpoint_to_the_previous_one(
+    tiny_config, tiny_dataset, tmp_path, capsys
+):
+    tiny_config.checkpoint_every = 2
+    full, hit = str(tmp_path / "full"), str(tmp_path / "hit")
+    reference = train_and_evaluate(tiny_config, full, dataset=tiny_dataset)
+    train_and_evaluate(tiny_config, hit, dataset=tiny_dataset, stop_after=6)
+    flip_bytes_of_largest_file(os.path.join(hit, "checkpoints", "6", "state"))
+    resumed = train_and_evaluate(tiny_config, hit, dataset=tiny_dataset)
+    out = capsys.readouterr().out
+    assert "checkpoints/6 is corrupt" in out and "intact checkpoint at step 4" in out
+    assert resumed["id_accuracy"] == reference["id_accuracy"]
+    log = os.path.join(hit, "metrics.jsonl")
+    assert read_records(log) == read_records(os.path.join(full, "metrics.jsonl"))
+    assert os.listdir(os.path.join(hit, "checkpoints.corrupt")) == ["6"]  # kept, not deleted
+    assert_tensorboard_matches_log(hit)
 
 
 # ----------------------------------------------------------------------------------------------

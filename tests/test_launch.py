@@ -258,6 +258,85 @@ def test_slurm_script_requeues_on_usr1_and_waits_for_the_run(launch, tmp_path):
     ]
 
 
+FAKE_SCONTROL = """#!{python}
+# Stands in for `scontrol requeue`: records the call and, as Slurm does when it requeues a
+# running job, sends SIGTERM to the job's processes (the batch shell's experiments.main child).
+import os, signal, sys
+with open(os.path.join(os.path.dirname(__file__), "scontrol.log"), "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+shell = os.getppid()
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{{pid}}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{{pid}}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        continue
+    if ppid == shell and b"experiments.main" in cmdline:
+        os.kill(int(pid), signal.SIGTERM)
+"""
+
+
+@pytest.mark.slow  # ~45 s: two real training runs (the in-process SIGTERM test is fast)
+def test_slurm_requeue_resumes_a_real_run_from_its_sigterm_checkpoint(launch, tmp_path):
+    """The written script runs a real `experiments.main`; USR1 before the time limit requeues
+    (the stand-in scontrol then sends SIGTERM, as Slurm does); the run saves a checkpoint at the
+    current step and exits 143; the requeued script resumes there and finishes, every step
+    logged once, in the log and in TensorBoard."""
+    from workdir_checks import assert_tensorboard_matches_log
+
+    from earlyjax.metric_log import read_records
+
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    scontrol = fake / "scontrol"
+    scontrol.write_text(FAKE_SCONTROL.format(python=sys.executable))
+    scontrol.chmod(0o755)
+    workdir = tmp_path / "run"
+    run = [
+        "--",
+        "main",
+        "--config=quickstart.py",
+        f"--workdir={workdir}",
+        "--config.model.width=4",
+        "--config.total_steps=300",
+        "--config.checkpoint_every=1000",
+        "--config.log_every=1",
+        "--config.record.every=0",
+        "--config.data.ood_source=none",
+        "--config.progress_bar=False",
+        "--config.unfreeze.k=none",
+    ]
+    script = tmp_path / "job.sbatch"
+    args = [f"--python={sys.executable}", f"--log_dir={tmp_path / 'logs'}", f"--script={script}"]
+    assert launch("slurm", *args, *run).returncode == 0
+    env = dict(os.environ, SLURM_JOB_ID="77", PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
+    log = workdir / "metrics.jsonl"
+
+    def logged_steps():
+        return [r["step"] for r in read_records(str(log)) if r["kind"] == "train"]
+
+    job = subprocess.Popen(["bash", str(script)], env=env, cwd=ROOT, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (log.exists() and len(logged_steps()) >= 3):
+        assert job.poll() is None and time.monotonic() < deadline, "the run did not train"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR1)
+    job.communicate(timeout=120)
+    assert (fake / "scontrol.log").read_text().split() == ["requeue", "77"]
+    assert job.returncode == 128 + signal.SIGTERM
+    stopped_at = max(logged_steps())
+    assert 3 <= stopped_at < 300 and os.listdir(workdir / "checkpoints") == [str(stopped_at)]
+
+    env["SLURM_RESTART_COUNT"] = "1"  # the requeued job: the same script again
+    again = subprocess.run(["bash", str(script)], env=env, cwd=ROOT, capture_output=True)
+    assert again.returncode == 0, again.stderr.decode()[-2000:]
+    assert f"resumed from the checkpoint at step {stopped_at}" in again.stdout.decode()
+    assert logged_steps() == list(range(1, 301))
+    assert_tensorboard_matches_log(workdir)
+
+
 # --- multi-GPU, several nodes ----------------------------------------------------------------
 
 

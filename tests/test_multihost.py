@@ -81,6 +81,7 @@ def records(workdir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow  # ~65 s on 2 cores: two JAX processes, each compiling a ResNet
 def test_two_hosts_train_like_one(tmp_path, monkeypatch):
     monkeypatch.setattr(nn, "relu", jax.nn.gelu)  # as the workers' float_drift.smooth_resnet()
     port = free_port()

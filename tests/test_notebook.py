@@ -12,6 +12,7 @@ import pathlib
 
 import nbclient
 import nbformat
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "launch" / "colab" / "earlyjax_colab.ipynb"
@@ -37,6 +38,7 @@ def test_notebook_is_stored_clean_with_parameters_first():
         assert c.outputs == [] and c.execution_count is None, f"cell {c.id} has outputs"
 
 
+@pytest.mark.slow  # ~40 s on 2 cores: a Jupyter kernel running the whole notebook
 def test_notebook_runs_tiny(tmp_path, request):
     sweep = tmp_path / "runs"
     env = dict(

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from workdir_checks import assert_tensorboard_matches_log
 
 from earlyjax.workdir_lock import WorkdirBusy, workdir_lock
 
@@ -106,6 +107,7 @@ def test_signal_saves_a_checkpoint_and_resumes_exactly(
     monkeypatch.setattr(train, "make_train_step", make_train_step)
     train.train_and_evaluate(tiny_config, workdir, dataset=tiny_dataset)
     assert _train_records(workdir) == _train_records(str(tmp_path / "ref"))
+    assert_tensorboard_matches_log(workdir)
 
 
 @pytest.mark.slow

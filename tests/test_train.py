@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from workdir_checks import assert_tensorboard_matches_log
 
 from earlyjax.checkpoint import Checkpointer, CheckpointError
 from earlyjax.config import ConfigError
@@ -69,6 +70,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tiny_config, tiny_dataset,
     )
     assert resumed["id_accuracy"] == ref["id_accuracy"]
     assert [r["step"] for r in read_records(os.path.join(full, "metrics.jsonl"))] == [3, 6, 8, 8]
+    assert_tensorboard_matches_log(split)
 
 
 def test_crash_after_checkpoint_sets_later_lines_aside(tiny_config, tiny_dataset, tmp_path):
@@ -84,6 +86,7 @@ def test_crash_after_checkpoint_sets_later_lines_aside(tiny_config, tiny_dataset
     assert read_records(log) == read_records(os.path.join(full, "metrics.jsonl"))
     orphaned = read_records(log + ".orphaned-after-3")
     assert [r["step"] for r in orphaned] == [4]  # kept, not lost
+    assert_tensorboard_matches_log(crashed)  # step 4's first events are gone from TensorBoard
 
 
 def test_results_table_covers_every_ood_split(tiny_config, tiny_dataset, tmp_path):
@@ -121,6 +124,7 @@ def test_workdir_with_a_different_config_refuses_to_resume(tiny_config, tiny_dat
         ("optimizer.lr_switch", "l2h", "needs --config.optimizer.lr_switch_step"),
         ("optimizer.lr", 0.0, "optimizer.lr must be > 0"),
         ("model.name", "vgg11", "VGG-11 needs inputs of at least 32x32"),
+        ("seed", -1, r"seed must be an int in \[0, 2\*\*31\), got -1"),
     ],
 )
 def test_impossible_values_stop_with_a_clear_message(
@@ -131,6 +135,16 @@ def test_impossible_values_stop_with_a_clear_message(
     with pytest.raises(ConfigError, match=message):
         train_and_evaluate(tiny_config, str(tmp_path / "run"), dataset=tiny_dataset)
     assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+@pytest.mark.parametrize("name", ["runs*", "a/**/b", "run?", "run[1]"])
+def test_a_workdir_path_with_glob_characters_is_refused_before_writing(
+    tiny_config, tiny_dataset, tmp_path, name
+):
+    workdir = tmp_path / name
+    with pytest.raises(ConfigError, match=r"contains the glob character\(s\) .*choose a path"):
+        train_and_evaluate(tiny_config, str(workdir), dataset=tiny_dataset)
+    assert os.listdir(tmp_path) == []
 
 
 def test_nan_loss_stops_and_keeps_what_was_written(tiny_config, tiny_dataset, tmp_path):
