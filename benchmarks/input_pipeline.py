@@ -4,7 +4,7 @@ Measures, on CIFAR-shaped data (uint8 [N, 32, 32, 3], synthetic), in one process
   host     the host side of `train_batches`: shuffled-index gather + transfer to the device,
   augment  pad-4 random crop + flip + normalisation on the device (jitted, vectorised),
   pipeline both together, as the training loop feeds a step,
-  step     the ResNet-18 train step (`earlyjax.train.make_train_step`, augmentation inside).
+  step     the ResNet-18 train step (`earlyjax.train.train_step`, augmentation inside).
 The pipeline keeps the device fed when its images/s is well above the step's (ratio > 1);
 `train_batches` prefetches in a background thread, so host time overlaps device time.
 
@@ -24,7 +24,7 @@ import numpy as np
 from earlyjax.config import default_config
 from earlyjax.data.base import Dataset, Split
 from earlyjax.data.pipeline import normalize, random_crop_flip, train_batches
-from earlyjax.train import build_experiment, make_train_step
+from earlyjax.train import make_train_step, setup
 
 
 def seconds_per_batch(fn, n: int) -> float:
@@ -78,10 +78,11 @@ def main() -> None:
     config.model.width = args.width
     config.batch_size = b
     config.unfreeze.k = 100
+    config.total_steps = 10_000  # the schedule ends inside the (notional) run
     config.data.augment = True
     dataset = Dataset("synthetic-cifar", 10, split, split, {})
-    experiment, state = build_experiment(config, dataset)
-    step = make_train_step(experiment, augment=True, freeze_bn_stats=False)
+    run_setup, state = setup(config, dataset)
+    step = make_train_step(run_setup, state)
     holder = {"state": state}
 
     def train(i):

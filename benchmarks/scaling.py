@@ -58,15 +58,16 @@ def main() -> None:
     from earlyjax import parallel
     from earlyjax.config import default_config
     from earlyjax.metrics import fisher_trace
-    from earlyjax.train import build_experiment, make_train_step
+    from earlyjax.train import make_train_step, setup
 
     config = default_config()
     config.model.width = args.width
     config.batch_size = args.batch
     config.optimizer.momentum = 0.9
     config.unfreeze.k = None
+    config.data.augment = True
     data = synthetic_dataset(32, 3, max(args.batch, 512))
-    experiment, state0 = build_experiment(config, data)
+    run_setup, state0 = setup(config, data)
     host_batch = {
         "image": data.train.images[: args.batch],
         "label": data.train.labels[: args.batch],
@@ -82,7 +83,7 @@ def main() -> None:
             print(f"{n} devices: skipped, batch {args.batch} does not split {n} ways")
             continue
         mesh = parallel.data_mesh(n)
-        step = make_train_step(experiment, augment=True, freeze_bn_stats=False, mesh=mesh)
+        step = make_train_step(run_setup, state0, mesh=mesh)
         state = parallel.put_replicated(state0, mesh)
         batch = parallel.global_batch(host_batch, mesh)
         state, _ = step(state, batch)  # compile
@@ -97,10 +98,11 @@ def main() -> None:
         row = {"n": n, "train": args.batch / best}
         if args.fisher:
             x = jnp.asarray(data.train.images[:512], jnp.float32) / 255.0
-            stats = state.batch_stats
+            stats = state.model_state
 
             def logits_fn(p, xb, stats=stats):
-                return experiment.model.apply({"params": p, "batch_stats": stats}, xb, train=False)
+                model = run_setup.task.model
+                return model.apply({"params": p, "batch_stats": stats}, xb, train=False)
 
             def fisher(mesh=mesh, state=state, x=x, logits_fn=logits_fn):
                 return fisher_trace(logits_fn, state.params, x, jax.random.key(0), mesh=mesh)

@@ -1,8 +1,8 @@
 """Throughput of our train step with gradual unfreezing vs a plain `optax.sgd` step.
 
-Both steps are the same jitted function of `earlyjax.train.make_train_step` on the same
-ResNet-18, batch and state; only the optimizer differs: ours is the gated per-block PyTorch SGD
-of `earlyjax.freezing.make_optimizer`, the baseline `optax.sgd(lr, momentum)` after
+Both steps are the same jitted function (`earlyjax.train.train_step`) on the same ResNet-18,
+batch and state; only the optimizer differs: ours is the gated per-block PyTorch SGD of
+`earlyjax.interventions.build_optimizer`, the baseline `optax.sgd(lr, momentum)` after
 `optax.add_decayed_weights` (the same arithmetic, no gates). Ours is timed at two points of the
 schedule: mid-way (head, layer4 and layer3 trainable; the gates skip the optimizer's work for
 the frozen blocks) and after the last release (every gate open: the machinery's full cost).
@@ -26,7 +26,7 @@ import optax
 from earlyjax import freezing
 from earlyjax.config import default_config
 from earlyjax.data.base import Dataset, Split
-from earlyjax.train import build_experiment, make_train_step
+from earlyjax.train import make_train_step, setup
 
 
 def synthetic_dataset(image_size: int, channels: int, n: int) -> Dataset:
@@ -64,26 +64,25 @@ def main() -> None:
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 5e-4
     config.unfreeze.k = 1000
+    config.total_steps = 10_000  # the schedule ends inside the (notional) run
     data = synthetic_dataset(args.image_size, args.channels, args.batch)
     batch = {"image": jnp.asarray(data.train.images), "label": jnp.asarray(data.train.labels)}
 
-    experiment, state = build_experiment(config, data)
-    num_blocks = len(experiment.blocks)
+    run_setup, state = setup(config, data)
+    num_blocks = len(run_setup.task.blocks)
     # Mid-schedule: release steps k(L-j)-1 put us past layer3's release at step 2000.
     mid = state._replace(step=jnp.asarray(2500, jnp.int32))
-    mid = mid._replace(opt_state=freezing.set_step(mid.opt_state, 2500))
     released = mid._replace(
         opt_state=freezing.set_release_steps(mid.opt_state, np.zeros(num_blocks + 1, np.int32))
     )
-    ours = make_train_step(experiment, augment=False, freeze_bn_stats=False)
+    ours = make_train_step(run_setup, state)
 
     plain_opt = optax.chain(
         optax.add_decayed_weights(config.optimizer.weight_decay),
         optax.sgd(config.optimizer.lr, momentum=config.optimizer.momentum),
     )
-    plain_experiment = experiment._replace(optimizer=plain_opt)
-    plain = make_train_step(plain_experiment, augment=False, freeze_bn_stats=False)
     plain_state = state._replace(opt_state=plain_opt.init(state.params))
+    plain = make_train_step(run_setup._replace(optimizer=plain_opt), plain_state)
 
     print(
         f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), "

@@ -11,14 +11,19 @@ that does, and moves the bad ones aside (never deletes them).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 DIGEST_KEY = "state_sha256"  # in the JSON record of every checkpoint
 
@@ -61,6 +66,7 @@ class Checkpointer:
             create=True,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._save_failed = False
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -71,9 +77,11 @@ class Checkpointer:
         meta = {**meta, DIGEST_KEY: state_digest(state)}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         try:
-            self._manager.save(step, args=args)
-            self._manager.wait_until_finished()
+            with _orbax_logs_silenced(), _stderr_kept_unless_failed():
+                self._manager.save(step, args=args)
+                self._manager.wait_until_finished()
         except Exception as e:  # orbax reports a full disk as ValueError('RESOURCE_EXHAUSTED...')
+            self._save_failed = True
             detail = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(
                 f"cannot save the checkpoint at step {step} in {self.directory}: {detail}. "
@@ -158,7 +166,49 @@ class Checkpointer:
         )
 
     def close(self) -> None:
+        """Closes the manager; after a failed save, orbax re-raises that failure here, which
+        is already reported (as the CheckpointError of `save`), so it is not raised again."""
+        if self._save_failed:
+            with _orbax_logs_silenced(), contextlib.suppress(Exception):
+                self._manager.close()
+            return
         self._manager.close()
+
+
+@contextlib.contextmanager
+def _orbax_logs_silenced() -> Iterator[None]:
+    """Orbax logs a failed save's traceback from each of its writer threads (absl logging,
+    ERROR) before the save raises; the CheckpointError says it once, in one line."""
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.FATAL)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+@contextlib.contextmanager
+def _stderr_kept_unless_failed() -> Iterator[None]:
+    """Captures file descriptor 2 (where orbax's and TensorStore's threads print) and writes it
+    back when the block succeeds; after a failure it is dropped: the writer threads' dozens of
+    tracebacks of one full disk, which the CheckpointError reports in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            raise
+        else:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            text = captured.read()
+            if text:
+                os.write(2, text)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _check_shapes(restored: Any, like: Any, path: str) -> None:

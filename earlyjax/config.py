@@ -13,7 +13,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from earlyjax.data import DataConfigError, check_data_config
-from earlyjax.freezing import LR_SWITCH_DIRECTIONS
+from earlyjax.interventions import LR_SWITCH_DIRECTIONS
 from earlyjax.models import MODELS
 from earlyjax.models.init import INIT_STYLES
 from earlyjax.recording import check_record_config
@@ -59,6 +59,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 0.0
     c.optimizer.lr_switch = config_dict.placeholder(str)  # None | l2h | h2l (§7.1)
     c.optimizer.lr_switch_step = config_dict.placeholder(int)
+    # Instead of a step: switch when this recorded metric stabilises (earlyjax/adaptive.py) ...
+    c.optimizer.lr_switch_adaptive = config_dict.placeholder(str)
+    # ... or never: the first learning rate all run (auto-k's signal run for the LR switch).
+    c.optimizer.lr_switch_hold = False
 
     c.unfreeze = ml_collections.ConfigDict()
     c.unfreeze.k = config_dict.placeholder(int)  # None: standard training
@@ -161,11 +165,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"unknown optimizer.lr_switch "
         f"{o.lr_switch!r}; choose None or one of {LR_SWITCH_DIRECTIONS}",
     )
-    _check(
-        o.lr_switch is None or (o.lr_switch_step or 0) >= 1,
-        f"optimizer.lr_switch={o.lr_switch!r} needs --config.optimizer.lr_switch_step >= 1, "
-        f"got {o.lr_switch_step}",
-    )
+    if o.lr_switch is None:
+        _check(
+            o.lr_switch_step is None and o.lr_switch_adaptive is None and not o.lr_switch_hold,
+            "optimizer.lr_switch_step, lr_switch_adaptive and lr_switch_hold need "
+            "--config.optimizer.lr_switch=l2h (or h2l)",
+        )
+    else:
+        ways = [o.lr_switch_step is not None, o.lr_switch_adaptive is not None, o.lr_switch_hold]
+        _check(
+            sum(ways) == 1,
+            f"optimizer.lr_switch={o.lr_switch!r} needs exactly one of "
+            "--config.optimizer.lr_switch_step (>= 1), lr_switch_adaptive (a recorded metric) "
+            f"and lr_switch_hold=True; got step={o.lr_switch_step}, "
+            f"adaptive={o.lr_switch_adaptive}, hold={o.lr_switch_hold}",
+        )
+        _check(
+            o.lr_switch_step is None or o.lr_switch_step >= 1,
+            f"optimizer.lr_switch={o.lr_switch!r} needs --config.optimizer.lr_switch_step >= 1, "
+            f"got {o.lr_switch_step}",
+        )
     k = config.unfreeze.k
     _check(
         k is None or k >= 1,
@@ -185,10 +204,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"unfreeze.adaptive={a!r} sets the schedule itself: unset unfreeze.k ({k}) and "
             "unfreeze.head_only",
         )
+    adaptive = {"unfreeze.adaptive": a, "optimizer.lr_switch_adaptive": o.lr_switch_adaptive}
+    adaptive = {field: metric for field, metric in adaptive.items() if metric is not None}
+    _check(
+        len(adaptive) <= 1,
+        f"{' and '.join(adaptive)} are both set: adaptive removal drives one intervention "
+        "per run; unset one",
+    )
+    for field, metric in adaptive.items():
         _check(
-            config.record.every > 0 and a in config.record.metrics,
-            f"unfreeze.adaptive={a!r} needs that metric recorded: set --config.record.every=10 "
-            f"and include {a!r} in record.metrics (now {tuple(config.record.metrics)})",
+            config.record.every > 0 and metric in config.record.metrics,
+            f"{field}={metric!r} needs that metric recorded: set --config.record.every=10 "
+            f"and include {metric!r} in record.metrics (now {tuple(config.record.metrics)})",
         )
     st = config.stabilization
     _check(
@@ -235,8 +262,11 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def differing_fields(saved: dict, current: dict) -> list[str]:
-    """Fields (dotted) whose values differ between two configs, ignoring RESUMABLE_CHANGES."""
-    a, b = flatten(saved), flatten(current)
+    """Fields (dotted) whose values differ between two configs, ignoring RESUMABLE_CHANGES.
+
+    A field that an older saved config lacks counts as its default (`default_config`)."""
+    a = {**flatten(default_config().to_dict()), **flatten(saved)}
+    b = flatten(current)
     names = sorted(set(a) | set(b))
     return [
         f"{n}: {a.get(n, '<missing>')!r} -> {b.get(n, '<missing>')!r}"

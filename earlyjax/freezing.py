@@ -3,12 +3,14 @@
 Parameters are partitioned into blocks by their namespaces: block j owns every leaf whose path
 starts with `blocks[j]` (bottom-up, j = 0..L-1), and the head owns the leaves under `head`.
 Each group is wrapped in a *release gate* and the gates are combined with `optax.partition`
-(optax's `multi_transform`). A gate's state holds the global step and the whole release-step
-array `release_steps[int32, L + 1]` (blocks 0..L-1, then the head); the gate of group g applies
-its inner transformation only once `step >= release_steps[g]`, and before that returns a zero
-update and leaves its inner state untouched (no momentum accumulation, no weight decay). Because
-the schedule is data in the optimizer state, one compiled update serves the whole run and
-`set_release_steps` can change the schedule mid-run (adaptive unfreezing) without recompiling.
+(optax's `multi_transform`). A gate's state holds the whole release-step array
+`release_steps[int32, L + 1]` (blocks 0..L-1, then the head); the gate of group g applies its
+inner transformation only once `step >= release_steps[g]`, where `step` is the train state's
+step counter, passed to the update (`optimizer.update(grads, opt_state, params, step=step)`),
+and before that returns a zero update and leaves its inner state untouched (no momentum
+accumulation, no weight decay). Because the schedule is data in the optimizer state, one
+compiled update serves the whole run and `set_release_steps` can change the schedule mid-run
+(adaptive unfreezing) without recompiling.
 
 Step convention: optimizer steps are counted from 0 (the update applied by the i-th call of
 Algorithm 1's loop, i = 1..N, is optimizer step i - 1). Algorithm 1 releases block L-1 at
@@ -98,37 +100,38 @@ def head_only_release_steps(num_blocks: int) -> np.ndarray:
 class ReleaseGateState(NamedTuple):
     """State of one group's gate: the shared schedule and the group's inner optimizer state."""
 
-    step: jax.Array  # int32 [], optimizer steps taken so far
     release_steps: jax.Array  # int32 [L + 1], the step at which each group becomes trainable
     inner_state: Any
 
 
 def release_gate(
     inner: optax.GradientTransformation, group: int, release_steps: np.ndarray
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     """Applies `inner` to the group's updates once `step >= release_steps[group]`, else zero.
 
-    While closed the inner state is passed through unchanged, so a frozen parameter accumulates
-    no momentum and gets no weight decay. `release_steps` is only the initial value: the live
-    schedule is read from the state.
+    `step` (int32 [], the train state's step) is an extra argument of the update. While closed
+    the inner state is passed through unchanged, so a frozen parameter accumulates no momentum
+    and gets no weight decay. `release_steps` is only the initial value: the live schedule is
+    read from the state.
     """
     initial = jnp.asarray(release_steps, jnp.int32)
 
     def init_fn(params):
-        return ReleaseGateState(jnp.zeros([], jnp.int32), initial, inner.init(params))
+        return ReleaseGateState(initial, inner.init(params))
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, *, step, **extra_args):
+        del extra_args
         # A select, not a lax.cond: the inner update is elementwise and cheap, and a select lets
         # XLA fuse it with the rest of the step (a cond is a fusion barrier per group).
-        is_open = state.step >= state.release_steps[group]
+        is_open = step >= state.release_steps[group]
         opened, opened_state = inner.update(updates, state.inner_state, params)
         updates = jax.tree.map(lambda u: jnp.where(is_open, u, jnp.zeros_like(u)), opened)
         inner_state = jax.tree.map(
             lambda new, old: jnp.where(is_open, new, old), opened_state, state.inner_state
         )
-        return updates, ReleaseGateState(state.step + 1, state.release_steps, inner_state)
+        return updates, ReleaseGateState(state.release_steps, inner_state)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def gradual_unfreezing(
@@ -170,14 +173,6 @@ def get_release_steps(opt_state: Any) -> jax.Array:
     return gates[0].release_steps
 
 
-def get_step(opt_state: Any) -> jax.Array:
-    """The number of updates the gates have applied (int32 [])."""
-    gates = _gates(opt_state)
-    if not gates:
-        raise ValueError("this optimizer state holds no gradual-unfreezing gate")
-    return gates[0].step
-
-
 def set_release_steps(opt_state: Any, release_steps: Any) -> Any:
     """Returns `opt_state` with every gate's schedule replaced; jit-compatible, no recompile."""
     new = jnp.asarray(release_steps, jnp.int32)
@@ -191,75 +186,7 @@ def set_release_steps(opt_state: Any, release_steps: Any) -> Any:
     return jax.tree.map(replace, opt_state, is_leaf=_is_gate)
 
 
-def set_step(opt_state: Any, step: int) -> Any:
-    """Moves every gate's step counter to `step` (e.g. to start mid-schedule)."""
-
-    def replace(x):
-        return x._replace(step=jnp.array(step, jnp.int32)) if _is_gate(x) else x
-
-    return jax.tree.map(replace, opt_state, is_leaf=_is_gate)
-
-
 def trainable_mask(labels: Any, release_steps: jax.Array, step: jax.Array) -> Any:
     """Pytree of bools: which leaves are trainable at optimizer step `step`."""
     released = jnp.asarray(step) >= jnp.asarray(release_steps)
     return jax.tree.map(lambda g: released[g], labels)
-
-
-def pytorch_sgd(momentum: float = 0.0, weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """PyTorch SGD's direction without the learning rate: d = g + wd*p; buf = mu*buf + d.
-
-    Chain it with `-lr` scaling (see `lr_schedule`) to get p -= lr * buf, PyTorch's order.
-    """
-    if momentum < 0 or weight_decay < 0:
-        raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
-    parts = []
-    if weight_decay:
-        parts.append(optax.add_decayed_weights(weight_decay))
-    if momentum:
-        parts.append(optax.trace(decay=momentum, nesterov=False))
-    return optax.chain(*parts) if parts else optax.identity()
-
-
-LR_SWITCH_DIRECTIONS = ("l2h", "h2l")
-
-
-def lr_schedule(lr: float, switch: str | None = None, switch_step: int | None = None):
-    """Constant `lr`, or the §7.1 switch between 0.1*lr and lr at optimizer step `switch_step`.
-
-    "l2h": 0.1*lr for steps < switch_step, then lr (a simple warm-up); "h2l": the reverse.
-    """
-    if lr <= 0:
-        raise ValueError(f"learning rate must be > 0, got {lr}")
-    if switch is None:
-        return optax.constant_schedule(lr)
-    if switch not in LR_SWITCH_DIRECTIONS:
-        raise ValueError(f"unknown LR switch {switch!r}; choose one of {LR_SWITCH_DIRECTIONS}")
-    if switch_step is None or switch_step < 1:
-        raise ValueError(f"the LR switch needs a step k >= 1, got {switch_step!r}")
-    before, after = (0.1 * lr, lr) if switch == "l2h" else (lr, 0.1 * lr)
-    return optax.join_schedules(
-        [optax.constant_schedule(before), optax.constant_schedule(after)], [switch_step]
-    )
-
-
-def make_optimizer(
-    params: Any,
-    blocks: Sequence[str],
-    *,
-    lr_schedule: optax.Schedule,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    release_steps: np.ndarray | None = None,
-    head: str = "head",
-) -> tuple[optax.GradientTransformation, Any]:
-    """The paper's optimizer: per-group gated PyTorch SGD, then the (ungated) learning rate.
-
-    Returns (optimizer, labels). `release_steps=None` trains everything from step 0.
-    """
-    labels = group_labels(params, blocks, head)
-    check_groups_cover(labels, blocks, head)
-    if release_steps is None:
-        release_steps = release_steps_for(None, len(blocks))
-    gated = gradual_unfreezing(pytorch_sgd(momentum, weight_decay), labels, release_steps)
-    return optax.chain(gated, optax.scale_by_learning_rate(lr_schedule)), labels

@@ -27,66 +27,46 @@ compiled recorder serves the whole run, whatever the schedule.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import jax
-import jax.numpy as jnp
-import optax
 from jax.sharding import Mesh
 
 from earlyjax import freezing, metrics, parallel
-from earlyjax.data.pipeline import normalize
-from earlyjax.models.init import BN_MOMENTUM
+from earlyjax.interventions import GradualUnfreezing
+
+if TYPE_CHECKING:
+    from earlyjax.plan import RecordPlan
 
 RECORDABLE = ("fisher", "avg_sharpness", "worst_sharpness", "hessian", "feature_rank")
 BN_MODES = ("eval", "batch")
 RECORD_STREAM = 0x5EC0  # folded into the run's key, apart from the training steps' keys
 
 
-def record_steps(every: int, until: int, num_steps: int) -> list[int]:
-    """The steps (counted in updates done) at which a run records: 0, every, ..., <= until."""
-    if not every:
-        return []
-    return list(range(0, min(until, num_steps) + 1, every))
-
-
 def make_recorder(
-    experiment, record_config, metric_batches: dict, mesh: Mesh | None = None
+    task, record: RecordPlan, unfreezing: GradualUnfreezing, mesh: Mesh | None = None
 ) -> Callable[[object], dict[str, float]]:
-    """Returns recorder(state) -> {metric: value} for the metrics named in record_config.
+    """Returns recorder(train_state) -> {metric: value} for the metrics `record` names.
 
-    `experiment` is `earlyjax.train.Experiment`; `metric_batches` holds uint8 images
-    [B, b, H, W, C] and labels [B, b] (`earlyjax.data.pipeline.metric_set`). With a `mesh`
-    the metrics run data-parallel over its devices (the `mesh` argument of `earlyjax.metrics`).
+    The task gives the metric set and the functions the metrics evaluate
+    (`task.metric_batches`, `task.metric_functions`); the trainable mask comes from the
+    gradual-unfreezing schedule in the optimizer state. With a `mesh` the metrics run
+    data-parallel over its devices (the `mesh` argument of `earlyjax.metrics`).
     """
-    names = tuple(record_config.metrics)
-    unknown = sorted(set(names) - set(RECORDABLE))
-    if unknown:
-        raise ValueError(f"unknown record.metrics {unknown}; choose from {RECORDABLE}")
-    model = experiment.model
-    mean, std = jnp.asarray(experiment.mean), jnp.asarray(experiment.std)
+    names = record.metrics
     # An argument of the compiled recorder, not a constant baked into it.
-    metric_batches = dict(metric_batches)
+    metric_batches = dict(task.metric_batches(record.set_size, record.batch_size))
     if mesh is not None:
         metric_batches = parallel.put_replicated(metric_batches, mesh)
+    param_groups = None  # group index per parameter leaf, from the first call's params
 
     @jax.jit
-    def record(params, batch_stats, opt_state, step, rng, metric_batches):
-        images = normalize(metric_batches["image"], mean, std)
-        batches = {"image": images, "label": metric_batches["label"]}
-        flat_x = images.reshape(-1, *images.shape[2:])
-        if record_config.bn == "batch":
-            batch_stats = metric_set_statistics(model, params, batch_stats, flat_x)
-        variables = {"batch_stats": batch_stats}
-
-        def logits_fn(p, x):
-            return model.apply({"params": p, **variables}, x, train=False)
-
-        def loss_fn(p, batch):
-            logits = logits_fn(p, batch["image"])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-
-        release = freezing.get_release_steps(opt_state)
-        trainable = freezing.trainable_mask(experiment.param_groups, release, step)
+    def record_fn(params, model_state, opt_state, step, rng, metric_batches):
+        logits_fn, loss_fn, features, flat_x, batches = task.metric_functions(
+            params, model_state, metric_batches, record.bn
+        )
+        release = unfreezing.get_schedule(opt_state)
+        trainable = freezing.trainable_mask(param_groups, release, step)
         key = jax.random.fold_in(jax.random.fold_in(rng, RECORD_STREAM), step)
         keys = dict(zip(RECORDABLE, jax.random.split(key, len(RECORDABLE)), strict=True))
         out = {}
@@ -100,9 +80,9 @@ def make_recorder(
                 params,
                 batches,
                 keys["avg_sharpness"],
-                rho=record_config.rho,
-                n_samples=record_config.avg_samples,
-                samples_per_pass=record_config.samples_per_pass,
+                rho=record.rho,
+                n_samples=record.avg_samples,
+                samples_per_pass=record.samples_per_pass,
                 trainable=trainable,
                 mesh=mesh,
             )
@@ -112,8 +92,8 @@ def make_recorder(
                 params,
                 batches,
                 keys["worst_sharpness"],
-                rho=record_config.rho,
-                n_iters=record_config.worst_iters,
+                rho=record.rho,
+                n_iters=record.worst_iters,
                 trainable=trainable,
                 mesh=mesh,
             )
@@ -123,38 +103,25 @@ def make_recorder(
                 params,
                 batches,
                 keys["hessian"],
-                n_iters=record_config.hessian_iters,
+                n_iters=record.hessian_iters,
                 trainable=trainable,
                 mesh=mesh,
             )
         if "feature_rank" in names:
-            features = model.apply(
-                {"params": params, **variables}, flat_x, method=type(model).penultimate
-            )
-            out["feature_rank"] = metrics.feature_rank(features)
+            out["feature_rank"] = metrics.feature_rank(features(params))
         return out
 
     def recorder(state) -> dict[str, float]:
+        nonlocal param_groups
+        if param_groups is None:
+            param_groups = unfreezing.groups(state.params)
         rng = jax.random.wrap_key_data(state.rng)
-        values = record(
-            state.params, state.batch_stats, state.opt_state, state.step, rng, metric_batches
+        values = record_fn(
+            state.params, state.model_state, state.opt_state, state.step, rng, metric_batches
         )
         return {k: float(v) for k, v in jax.device_get(values).items()}
 
     return recorder
-
-
-def metric_set_statistics(model, params, batch_stats, x: jax.Array):
-    """BatchNorm statistics (mean, biased variance) of `x` at `params`, in `batch_stats` form.
-
-    One train-mode forward pass from zeroed running statistics: Flax's update
-    new = m * old + (1 - m) * batch gives the batch statistics as new / (1 - m).
-    """
-    zeros = jax.tree.map(jnp.zeros_like, batch_stats)
-    _, updates = model.apply(
-        {"params": params, "batch_stats": zeros}, x, train=True, mutable=["batch_stats"]
-    )
-    return jax.tree.map(lambda s: s / (1.0 - BN_MOMENTUM), updates["batch_stats"])
 
 
 def check_record_config(record_config, names: Sequence[str] = RECORDABLE) -> list[str]:

@@ -1,60 +1,84 @@
-"""Training: the train state, jitted train/eval steps, and the resumable training loop.
+"""The training loop: pure, module-level train steps and `train_and_evaluate`, which reads
+top to bottom.
 
-`train_and_evaluate(config, workdir)` is the one entry point: it builds the model and the
-gradual-unfreezing optimizer, resumes from the newest checkpoint in `workdir` if there is one,
+    task = ImageClassification.build(...)       # earlyjax/tasks: model, data, loss, evaluators
+    plan = make_plan(config, task, mesh)         # earlyjax/plan.py: every check, every value
+    optimizer = build_optimizer(..., plan.schedules)  # earlyjax/interventions.py
+    for each step: state = train_step(state, batch); then the due periodic actions
+                                                 # earlyjax/periodic.py
+    results.json from task.final_results
+
+`train_and_evaluate(config, workdir)` resumes from the newest intact checkpoint in `workdir`,
 trains, evaluates on the ID test set and every OOD split, and writes `results.json`.
-
 Workdir layout: `config.json` (the config the run was started with), `metrics.jsonl`
-(append-only records), `tb/` (TensorBoard events), `checkpoints/<step>/`, `results.json`.
+(append-only records), `tb/` (TensorBoard events, rebuilt from the log), `checkpoints/<step>/`,
+`results.json`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
-from flax import linen as nn
 from jax.sharding import Mesh
 from tqdm import tqdm
 
 from earlyjax import freezing, parallel
-from earlyjax.adaptive import AdaptiveUnfreezing
+from earlyjax.adaptive import AdaptiveRemoval
 from earlyjax.checkpoint import Checkpointer
 from earlyjax.config import ConfigError, differing_fields, validate
 from earlyjax.data import load_dataset
-from earlyjax.data.base import Dataset, Split
-from earlyjax.data.pipeline import (
-    channel_stats,
-    eval_batches,
-    metric_set,
-    normalize,
-    random_crop_flip,
-    steps_per_epoch,
-    train_batches,
+from earlyjax.data.base import Dataset
+from earlyjax.interventions import build_optimizer
+from earlyjax.metric_log import FINAL_KIND, MetricLog, read_json, write_atomically
+from earlyjax.periodic import (
+    Checkpoint,
+    EvaluateID,
+    PeriodicAction,
+    Record,
+    RemoveAdaptively,
+    ReportTrain,
+    Run,
+    StopAt,
+    TrainingDiverged,
+    TrainState,
 )
-from earlyjax.metric_log import FINAL_KIND, MetricLog, read_json, read_records, write_atomically
-from earlyjax.models import HEAD, build_model
-from earlyjax.recording import make_recorder, record_steps
+from earlyjax.plan import RunPlan, make_plan, max_fitting_k, total_steps
+from earlyjax.recording import make_recorder
+from earlyjax.tasks import ImageClassification
+from earlyjax.tasks.image_classification import ModelDoesNotFit
 from earlyjax.workdir_lock import workdir_lock
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the message names the step and what to change."""
+__all__ = [
+    "Interrupted",
+    "Setup",
+    "StopAt",
+    "TrainState",
+    "TrainingDiverged",
+    "format_results",
+    "make_train_step",
+    "max_fitting_k",
+    "setup",
+    "total_steps",
+    "train_and_evaluate",
+    "train_step",
+]
 
 
 class Interrupted(SystemExit):
@@ -93,175 +117,274 @@ class _StopSignals:
             self.signum = signum
 
 
-class TrainState(NamedTuple):
-    step: jax.Array  # int32 [], optimizer steps taken
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    rng: jax.Array  # uint32 key data; step s uses fold_in(rng, s)
+class Setup(NamedTuple):
+    """The static pieces of a run, built once: the task, the plan and the optimizer."""
+
+    task: Any
+    plan: RunPlan
+    optimizer: optax.GradientTransformationExtraArgs
 
 
-class Experiment(NamedTuple):
-    """The static pieces of a run, built once from the config and the data."""
-
-    model: nn.Module
-    blocks: tuple[str, ...]
-    optimizer: optax.GradientTransformation
-    param_groups: Any  # group index per parameter leaf (freezing.group_labels)
-    stat_groups: Any  # group index per batch-statistics leaf
-    mean: np.ndarray
-    std: np.ndarray
-
-
-def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
-    """The run length in optimizer steps: total_steps, or num_epochs full epochs."""
-    per_epoch = steps_per_epoch(num_train, config.batch_size)
-    return config.total_steps or config.num_epochs * per_epoch
-
-
-def build_experiment(
-    config: ml_collections.ConfigDict, dataset: Dataset
-) -> tuple[Experiment, TrainState]:
-    """Builds the model, optimizer and the initial train state (deterministic in the seed)."""
-    model, blocks = build_model(
-        config.model.name,
-        num_classes=dataset.num_classes,
+def build_task(config: ml_collections.ConfigDict, dataset: Dataset):
+    """The task of the config (image classification, today's only one)."""
+    return ImageClassification.build(
+        dataset,
+        model=config.model.name,
         width=config.model.width,
         init=config.model.init,
+        augment=config.data.augment,
     )
-    init_key, rng = jax.random.split(jax.random.key(config.seed))
-    dummy = jnp.zeros((1, *dataset.image_shape), jnp.float32)
+
+
+def setup(
+    config: ml_collections.ConfigDict, dataset: Dataset, mesh: Mesh | None = None
+) -> tuple[Setup, TrainState]:
+    """The task, the checked plan, the optimizer and the initial train state (deterministic in
+    the seed); ConfigError for a config that cannot run on this data and mesh."""
+    validate(config)
+    task = build_task(config, dataset)
+    plan = make_plan(config, task, mesh)
+    init_key, rng = jax.random.split(jax.random.key(plan.seed))
     try:
-        variables = jax.jit(lambda k: model.init(k, dummy, train=False))(init_key)
-    except ValueError as e:
-        raise ConfigError(
-            f"model {config.model.name!r} cannot take {dataset.name} images: {e}"
-        ) from None
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    o = config.optimizer
-    schedule = freezing.lr_schedule(o.lr * o.lr_scale, o.lr_switch, o.lr_switch_step)
-    if config.unfreeze.head_only or config.unfreeze.adaptive:
-        release = freezing.head_only_release_steps(len(blocks))
-    else:
-        release = freezing.release_steps_for(config.unfreeze.k, len(blocks))
-    optimizer, param_groups = freezing.make_optimizer(
+        params, model_state = task.init(init_key)
+    except ModelDoesNotFit as e:
+        raise ConfigError(f"{config.model.name}: {e}") from None
+    optimizer = build_optimizer(
         params,
-        blocks,
-        lr_schedule=schedule,
-        momentum=o.momentum,
-        weight_decay=o.weight_decay,
-        release_steps=release,
-        head=HEAD,
+        plan.schedules,
+        lr=plan.lr,
+        momentum=plan.momentum,
+        weight_decay=plan.weight_decay,
     )
-    stat_groups = freezing.group_labels(batch_stats, blocks, HEAD)
-    mean, std = channel_stats(dataset.train.images)
-    experiment = Experiment(model, blocks, optimizer, param_groups, stat_groups, mean, std)
     state = TrainState(
         step=jnp.zeros([], jnp.int32),
         params=params,
-        batch_stats=batch_stats,
+        model_state=model_state,
         opt_state=optimizer.init(params),
         rng=jax.random.key_data(rng),
     )
-    return experiment, state
+    return Setup(task, plan, optimizer), state
 
 
-def make_train_step(
-    experiment: Experiment, *, augment: bool, freeze_bn_stats: bool, mesh: Mesh | None = None
-) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """A jitted step: (state, {"image": uint8 [B,H,W,C], "label": int32 [B]}) -> (state, stats).
+def train_step(task, optimizer, model_state_groups, state: TrainState, batch: dict):
+    """One update: (state, batch) -> (state, {"loss", and the task's stats, e.g. accuracy}).
 
-    stats holds the batch's mean loss and accuracy. BatchNorm uses batch statistics and updates
-    its running statistics in every block (PyTorch `requires_grad=False` semantics), unless
-    `freeze_bn_stats`, in which case blocks that are still frozen keep their running statistics.
-    With a `mesh` (`earlyjax.parallel`), the batch comes split over its devices and the new
-    state leaves replicated: data parallelism with global-batch BatchNorm statistics.
+    Pure. The step's randomness is fold_in(rng, step). `model_state_groups` (group index per
+    model-state leaf, or None) keeps the model state of still-frozen blocks as it was
+    (unfreeze.freeze_bn_stats); otherwise every block's model state updates in train mode.
     """
-    model, optimizer = experiment.model, experiment.optimizer
-    mean, std = jnp.asarray(experiment.mean), jnp.asarray(experiment.std)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        images = batch["image"]
-        if augment:
-            images = random_crop_flip(key, images)
-        x = normalize(images, mean, std)
+    def loss_fn(params):
+        return task.loss(params, state.model_state, batch, key, train=True)
 
-        def loss_fn(params):
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-            )
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-            return loss, (logits, updates["batch_stats"])
+    (loss, (stats, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params, step=state.step)
+    params = optax.apply_updates(state.params, updates)
+    if model_state_groups is not None:
+        release = freezing.get_release_steps(state.opt_state)
+        live = freezing.trainable_mask(model_state_groups, release, state.step)
+        model_state = jax.tree.map(jnp.where, live, model_state, state.model_state)
+    new_state = TrainState(state.step + 1, params, model_state, opt_state, state.rng)
+    return new_state, {"loss": loss, **stats}
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params
-        )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        if freeze_bn_stats:
-            release = freezing.get_release_steps(state.opt_state)
-            live = freezing.trainable_mask(experiment.stat_groups, release, state.step)
-            batch_stats = jax.tree.map(jnp.where, live, batch_stats, state.batch_stats)
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        new_state = TrainState(state.step + 1, params, batch_stats, opt_state, state.rng)
-        return new_state, {"loss": loss, "accuracy": accuracy}
 
+def make_train_step(run_setup: Setup, state: TrainState, mesh: Mesh | None = None) -> Callable:
+    """`train_step` bound to the run's task and optimizer, jitted (the state is donated). With
+    a `mesh` the batch comes split over its devices and the new state leaves replicated: data
+    parallelism with global-batch BatchNorm statistics."""
+    groups = None
+    if run_setup.plan.freeze_model_state:
+        groups = run_setup.plan.gradual_unfreezing.groups(state.model_state)
+    step = functools.partial(train_step, run_setup.task, run_setup.optimizer, groups)
     if mesh is None:
-        return jax.jit(train_step, donate_argnums=0)
-    return jax.jit(train_step, donate_argnums=0, out_shardings=parallel.replicated(mesh))
+        return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, out_shardings=parallel.replicated(mesh))
 
 
-def make_eval_step(experiment: Experiment, mesh: Mesh | None = None) -> Callable:
-    """(params, batch_stats, host batch with mask) -> (correct, loss_sum, count), jitted; with a
-    `mesh` the batch is split over its devices."""
-    model = experiment.model
-    mean, std = jnp.asarray(experiment.mean), jnp.asarray(experiment.std)
-
-    @jax.jit
-    def step(params, batch_stats, batch):
-        x = normalize(batch["image"], mean, std)
-        logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-        correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
-        return correct.sum(), (losses * batch["mask"]).sum(), batch["mask"].sum()
-
-    def eval_step(params, batch_stats, batch):
-        if mesh is not None:
-            batch = parallel.global_batch(batch, mesh)
-        return step(params, batch_stats, batch)
-
-    return eval_step
-
-
-def evaluate(eval_step: Callable, state: TrainState, split: Split, batch_size: int) -> dict:
-    """Accuracy (%) and mean loss of the model in eval mode over a whole split."""
-    sums = [eval_step(state.params, state.batch_stats, b) for b in eval_batches(split, batch_size)]
-    correct, loss, count = (float(sum(x)) for x in zip(*sums, strict=True))
-    return {"accuracy": 100.0 * correct / count, "loss": loss / count}
+def periodic_actions(run_setup: Setup, mesh: Mesh | None) -> list[PeriodicAction]:
+    """The run's periodic actions, in the order they run after a step (earlyjax.periodic)."""
+    plan = run_setup.plan
+    actions: list[PeriodicAction] = [ReportTrain(every=plan.log_every, at_end=True)]
+    if plan.record is not None:
+        unfreezing = plan.gradual_unfreezing
+        recorder = make_recorder(run_setup.task, plan.record, unfreezing, mesh)
+        actions.append(Record(recorder, plan.record.steps))
+        if plan.adaptive is not None:
+            adaptive = AdaptiveRemoval(
+                plan.adaptive.intervention,
+                plan.adaptive.metric,
+                **dataclasses.asdict(plan.stabilization),
+            )
+            actions.append(RemoveAdaptively(adaptive, plan.record.steps))
+    if plan.eval_every:
+        actions.append(EvaluateID(every=plan.eval_every))
+    actions.append(Checkpoint(every=plan.checkpoint_every, at_end=True))
+    return actions
 
 
-def evaluate_ood(
-    eval_step: Callable, state: TrainState, ood: dict, batch_size: int
-) -> tuple[float | None, dict[str, dict[str, float]]]:
-    """Mean OOD accuracy (%) over every (corruption, severity) (None without OOD splits) and
-    the per-cell table."""
-    table: dict[str, dict[str, float]] = {}
-    for (corruption, severity), split in sorted(ood.items()):
-        acc = evaluate(eval_step, state, split, batch_size)["accuracy"]
-        table.setdefault(corruption, {})[str(severity)] = acc
-    cells = [acc for row in table.values() for acc in row.values()]
-    return (float(np.mean(cells)) if cells else None), table
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    dataset: Dataset | None = None,
+    mesh: Mesh | None = None,
+    extra_actions: Sequence[PeriodicAction] = (),
+) -> dict | None:
+    """Trains (resuming from `workdir`'s newest intact checkpoint), evaluates, writes
+    results.json and returns the results: ID accuracy, mean OOD accuracy and the
+    per-corruption, per-severity table.
+
+    Training and metrics run data-parallel over `mesh` (default: every device of every host,
+    `earlyjax.parallel.data_mesh()`). `extra_actions` run after the built-in periodic actions;
+    when one of them stops the run (`earlyjax.periodic.StopAt`) it ends with a checkpoint and
+    returns None. The workdir is locked for the run (`earlyjax.workdir_lock`; by process 0 of a
+    multi-host run): a second run on it refuses at once. SIGTERM or SIGINT during training
+    saves a checkpoint at the current step and raises `Interrupted` (a SystemExit with code
+    128 + signum).
+    """
+    with contextlib.ExitStack() as cleanup:
+        return _train_and_evaluate(config, workdir, cleanup, dataset, mesh, extra_actions)
 
 
-def trainable_blocks(experiment: Experiment, opt_state: Any, step: int) -> list[str]:
-    """Names of the groups (blocks and head) that the update at `step` trains."""
-    release = np.asarray(freezing.get_release_steps(opt_state))
-    names = [*experiment.blocks, HEAD]
-    return [name for name, r in zip(names, release, strict=True) if step >= r]
+def _train_and_evaluate(config, workdir, cleanup, dataset, mesh, extra_actions):
+    validate(config)
+    check_workdir_path(workdir)
+    finished = _finished_results(config, workdir)
+    if finished is not None:
+        return finished
+    is_writer = jax.process_index() == 0
+    locked = is_writer and os.path.isdir(workdir)
+    if locked:  # an existing workdir is locked first, so a second run on it refuses at once
+        cleanup.enter_context(workdir_lock(workdir))
+    mesh = mesh or parallel.data_mesh()
+    run_setup, state = setup(config, dataset or load_dataset(config.data), mesh)
+    if is_writer and not locked:
+        cleanup.enter_context(workdir_lock(workdir))
+    _prepare_workdir(config, workdir, write=is_writer)  # a config that cannot run writes nothing
+
+    run, start = _open_run(run_setup, parallel.put_replicated(state, mesh), workdir, mesh, cleanup)
+    actions = [*periodic_actions(run_setup, mesh), *extra_actions]
+    for action in actions:
+        action.resume(run)
+    train_seconds = _train(run, run_setup, actions, start)
+    if run.stop_requested:
+        return None
+    results = {
+        "model": config.model.name,
+        "k": run.plan.k,
+        "seed": run.plan.seed,
+        "steps": run.plan.num_steps,
+        **_evaluate(run),
+        "train_seconds_this_session": train_seconds - run.record_seconds,
+        "record_seconds_this_session": run.record_seconds,
+    }
+    ood_line = {} if results["ood_accuracy"] is None else {"ood_accuracy": results["ood_accuracy"]}
+    run.log.write(run.plan.num_steps, FINAL_KIND, id_accuracy=results["id_accuracy"], **ood_line)
+    if is_writer:
+        path = os.path.join(workdir, RESULTS_FILE)
+        write_atomically(path, json.dumps(results, indent=2).encode())
+    return results
+
+
+def _finished_results(config, workdir: str) -> dict | None:
+    """The results of a finished run in `workdir` (None if unfinished): it is not trained
+    again, and a different config is refused."""
+    path = os.path.join(workdir, RESULTS_FILE)
+    if not os.path.exists(path):
+        return None
+    _prepare_workdir(config, workdir, write=False)  # refuses a different config
+    fix = "delete it and rerun to evaluate the run again from its last checkpoint"
+    results = read_json(path, "the finished run's results", fix)
+    print(f"{workdir} already holds a finished run; not training again ({path})")
+    return results
+
+
+def _open_run(run_setup: Setup, state: TrainState, workdir: str, mesh, cleanup):
+    """(Run, the step it starts from): the newest intact checkpoint restored, the metric log
+    set straight from it, the progress bar; each closed by `cleanup`."""
+    plan = run_setup.plan
+    is_writer = jax.process_index() == 0
+    checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), plan.keep_checkpoints)
+    checkpointer = cleanup.enter_context(contextlib.closing(checkpoints))
+    start, pending = 0, []
+    restored = checkpointer.restore_latest(state)
+    if restored is not None:
+        start, state, meta = restored
+        # Train stats of the steps since the last report, so that a resumed run writes
+        # exactly the lines an uninterrupted run writes.
+        pending = list(meta.get("pending_stats", []))
+        print(f"resumed from the checkpoint at step {start} in {workdir}")
+    # Without a checkpoint, lines of an earlier attempt (even at step 0) are set aside.
+    log = MetricLog(workdir, resume_step=start if start else -1, enabled=is_writer)
+    cleanup.callback(log.close)
+    bar = cleanup.enter_context(
+        tqdm(
+            total=plan.num_steps,
+            initial=start,
+            desc="train",
+            unit="step",
+            disable=not (plan.progress_bar and is_writer),
+            dynamic_ncols=True,
+        )
+    )
+    run = Run(run_setup.task, plan, workdir, state, log, checkpointer, mesh, pending, bar=bar)
+    return run, start
+
+
+def _evaluate(run: Run) -> dict:
+    """The task's final evaluation and what the run's schedules ended as."""
+    plan = run.plan
+    state = run.state
+    results = run.task.final_results(
+        state.params, state.model_state, plan.eval_batch_size, run.mesh
+    )
+    # Algorithm 2's parameters, for a run whose schedule they chose (adaptive removal).
+    results["stabilization"] = dataclasses.asdict(plan.stabilization) if plan.adaptive else None
+    # Step at which each block (then the head) became trainable; NEVER = 2**31 - 1.
+    results["release_steps"] = run.schedule(plan.gradual_unfreezing).tolist()
+    if plan.lr_switch is not None:
+        results["lr_switch_step"] = int(run.schedule(plan.lr_switch)[0])
+    return results
+
+
+def _train(run: Run, run_setup: Setup, actions, start: int) -> float:
+    """The loop: a train step, then the due actions; a stop (a signal or an action) saves a
+    checkpoint and ends it. Returns the seconds it took."""
+    plan = run.plan
+    t0 = time.time()
+    if start == 0:
+        for action in actions:
+            if action.due(0, plan.num_steps):
+                action(run, 0)
+    step_fn = make_train_step(run_setup, run.state, run.mesh)
+    batches = run.task.train_batches(plan.seed, plan.batch_size, start, plan.num_steps, run.mesh)
+    signals = _StopSignals()
+    try:
+        signals.install()
+        for index, batch in batches:
+            run.state, stats = step_fn(run.state, batch)
+            run.pending.append(stats)
+            step = index + 1  # updates done: the host's mirror of run.state.step
+            run.bar.update(1)
+            for action in actions:
+                if action.due(step, plan.num_steps):
+                    action(run, step)
+            if run.stop_requested or signals.signum is not None:
+                run.save_checkpoint(step)
+                if signals.signum is None:
+                    break
+                run.bar.close()
+                name = signal.Signals(signals.signum).name
+                print(
+                    f"{name}: stopped at step {step} with a checkpoint in {run.workdir}; rerun "
+                    "the same command to resume",
+                    file=sys.stderr,
+                )
+                raise Interrupted(signals.signum, step)
+    finally:
+        signals.restore()
+    return time.time() - t0
 
 
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, write: bool) -> None:
@@ -292,247 +415,6 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str, write: boo
     write_atomically(path, json.dumps(current, indent=2, sort_keys=True).encode())
 
 
-def train_and_evaluate(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    *,
-    dataset: Dataset | None = None,
-    stop_after: int | None = None,
-    mesh: Mesh | None = None,
-) -> dict | None:
-    """Trains (resuming from `workdir`'s newest checkpoint), evaluates, writes results.json.
-
-    `stop_after` ends the run after that many total steps, with a checkpoint, as if it had been
-    interrupted (used to test resumption); the return value is then None. Otherwise returns the
-    results: ID accuracy, mean OOD accuracy and the per-corruption, per-severity table.
-    Training and metrics run data-parallel over `mesh` (default: every device of every host,
-    `earlyjax.parallel.data_mesh()`).
-    The workdir is locked for the run (`earlyjax.workdir_lock`; by process 0 of a multi-host
-    run): a second run on it refuses at once. SIGTERM or SIGINT during training saves a
-    checkpoint at the current step and raises `Interrupted` (a SystemExit with code 128 + signum).
-    """
-    with contextlib.ExitStack() as cleanup:
-        return _train_and_evaluate(config, workdir, cleanup, dataset, stop_after, mesh)
-
-
-def _train_and_evaluate(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    cleanup: contextlib.ExitStack,
-    dataset: Dataset | None,
-    stop_after: int | None,
-    mesh: Mesh | None,
-) -> dict | None:
-    validate(config)
-    check_workdir_path(workdir)
-    is_writer = jax.process_index() == 0
-    results_path = os.path.join(workdir, RESULTS_FILE)
-    if os.path.exists(results_path):
-        _prepare_workdir(config, workdir, write=False)  # refuses a different config
-        results = read_json(
-            results_path,
-            "the finished run's results",
-            "delete it and rerun to evaluate the run again from its last checkpoint",
-        )
-        print(f"{workdir} already holds a finished run; not training again ({results_path})")
-        return results
-    locked = is_writer and os.path.isdir(workdir)
-    if locked:  # an existing workdir is locked first, so a second run on it refuses at once
-        cleanup.enter_context(workdir_lock(workdir))
-    dataset = dataset or load_dataset(config.data)
-    try:
-        num_steps = total_steps(config, dataset.train.images.shape[0])
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    mesh = mesh or parallel.data_mesh()
-    for name in ("batch_size", "eval_batch_size"):
-        try:
-            parallel.check_divisible(name, config[name], mesh)
-        except ValueError as e:
-            raise ConfigError(f"--config.{e}") from None
-    experiment, state = build_experiment(config, dataset)
-    check_schedule_fits(config, len(experiment.blocks), num_steps)
-    state = parallel.put_replicated(state, mesh)
-    recorder, to_record = _make_recorder(config, experiment, dataset, num_steps, mesh)
-    if is_writer and not locked:
-        cleanup.enter_context(workdir_lock(workdir))
-    _prepare_workdir(config, workdir, write=is_writer)  # a config that cannot run writes nothing
-
-    checkpointer = cleanup.enter_context(
-        contextlib.closing(
-            Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-        )
-    )
-    # Train stats of the steps since the last log line; carried in the checkpoint so that a
-    # resumed run writes exactly the lines an uninterrupted run writes.
-    pending: list[dict] = []
-    start = 0
-    restored = checkpointer.restore_latest(state)
-    if restored is not None:
-        start, state, meta = restored
-        pending = list(meta.get("pending_stats", []))
-        print(f"resumed from the checkpoint at step {start} in {workdir}")
-    # Without a checkpoint, lines of an earlier attempt (even at step 0) are set aside.
-    log = MetricLog(workdir, resume_step=start if start else -1, enabled=is_writer)
-    cleanup.callback(log.close)
-    train_step = make_train_step(
-        experiment,
-        augment=config.data.augment,
-        freeze_bn_stats=config.unfreeze.freeze_bn_stats,
-        mesh=mesh,
-    )
-    eval_step = make_eval_step(experiment, mesh)
-    stop = min(num_steps, stop_after or num_steps)
-    record_seconds = 0.0
-
-    adaptive = None
-    if config.unfreeze.adaptive:
-        adaptive = AdaptiveUnfreezing(
-            config.unfreeze.adaptive, len(experiment.blocks), **config.stabilization
-        )
-        adaptive.restore(
-            read_records(log.path), np.asarray(freezing.get_release_steps(state.opt_state))
-        )
-
-    def record(step: int) -> None:
-        """Records the metrics at `step`; with adaptive unfreezing, maybe releases a block."""
-        nonlocal record_seconds, state
-        t = time.time()
-        bar.set_description(f"record step {step}")
-        values = recorder(state)
-        bar.set_description("train")
-        record_seconds += time.time() - t
-        postfix["recorded"] = f"{step} ({record_seconds:.0f}s in metrics)"
-        bar.set_postfix(postfix)
-        trainable = trainable_blocks(experiment, state.opt_state, step)
-        log.write(step, "record", trainable=trainable, **values)
-        if adaptive is None:
-            return
-        release = np.asarray(freezing.get_release_steps(state.opt_state))
-        new = adaptive.update(
-            step, values[adaptive.metric], release, last_recording=step == max(to_record)
-        )
-        if new is not None:
-            state = state._replace(opt_state=freezing.set_release_steps(state.opt_state, new))
-            names = [*experiment.blocks, HEAD]
-            released = [n for n, a, b in zip(names, release, new, strict=True) if a != b][::-1]
-            log.write(step, "release", blocks=released, release_steps=new.tolist())
-
-    bar = tqdm(
-        total=num_steps,
-        initial=start,
-        desc="train",
-        unit="step",
-        disable=not (config.progress_bar and is_writer),
-        dynamic_ncols=True,
-    )
-
-    postfix: dict[str, str] = {}  # shown after the bar: last loss, last recording
-
-    def fetch_pending(step: int) -> list[dict]:
-        """The pending stats on the host; raises TrainingDiverged on a non-finite loss."""
-        stats = [{k: float(v) for k, v in s.items()} for s in jax.device_get(pending)]
-        for i, s in enumerate(stats):
-            if not np.isfinite(s["loss"]):
-                raise TrainingDiverged(
-                    f"the training loss became {s['loss']} at step {step - len(stats) + i + 1} "
-                    f"(lr={config.optimizer.lr * config.optimizer.lr_scale}). Lower "
-                    "--config.optimizer.lr (or lr_scale) and rerun with a fresh --workdir; the "
-                    f"checkpoints and metric log in {workdir} up to the last good step are kept."
-                )
-        return stats
-
-    def write_train_line(step: int) -> None:
-        stats = fetch_pending(step)
-        pending.clear()
-        loss = float(np.mean([s["loss"] for s in stats]))
-        log.write(
-            step,
-            "train",
-            loss=loss,
-            accuracy=100.0 * float(np.mean([s["accuracy"] for s in stats])),
-            lr=experiment_lr(config, step - 1),
-            trainable=trainable_blocks(experiment, state.opt_state, step - 1),
-        )
-        postfix["loss"] = f"{loss:.3f}"
-        bar.set_postfix(postfix)
-
-    t0 = time.time()
-    if start == 0 and 0 in to_record:
-        record(0)
-    batches = train_batches(
-        dataset.train,
-        seed=config.seed,
-        batch_size=config.batch_size,
-        start_step=start,
-        stop_step=stop,
-        mesh=mesh,
-    )
-    signals = _StopSignals()
-    try:
-        signals.install()
-        for step, batch in batches:
-            state, stats = train_step(state, batch)
-            pending.append(stats)
-            done = step + 1
-            bar.update(1)
-            if done % config.log_every == 0 or done == num_steps:
-                write_train_line(done)
-            if done in to_record:
-                record(done)
-            if config.eval_every and done % config.eval_every == 0:
-                id_metrics = evaluate(eval_step, state, dataset.test, config.eval_batch_size)
-                log.write(done, "eval_id", **id_metrics)
-            due = (config.checkpoint_every and done % config.checkpoint_every == 0) or done == stop
-            if due or signals.signum is not None:
-                meta = {"step": done, "pending_stats": fetch_pending(done)}
-                checkpointer.save(done, state, meta)
-            if signals.signum is not None:
-                bar.close()
-                name = signal.Signals(signals.signum).name
-                print(
-                    f"{name}: stopped at step {done} with a checkpoint in {workdir}; rerun the "
-                    "same command to resume",
-                    file=sys.stderr,
-                )
-                raise Interrupted(signals.signum, done)
-    finally:
-        signals.restore()
-        bar.close()
-    train_seconds = time.time() - t0
-    if stop < num_steps:
-        return None
-
-    id_metrics = evaluate(eval_step, state, dataset.test, config.eval_batch_size)
-    ood_mean, ood_table = evaluate_ood(eval_step, state, dataset.ood, config.eval_batch_size)
-    results = {
-        "dataset": dataset.name,
-        "model": config.model.name,
-        "k": config.unfreeze.k,
-        "seed": config.seed,
-        "steps": num_steps,
-        "id_accuracy": id_metrics["accuracy"],
-        "id_loss": id_metrics["loss"],
-        "ood_accuracy": ood_mean,
-        "ood_table": ood_table,
-        # What ood_accuracy is the mean of: the OOD set's name (None for a hand-built Dataset;
-        # a generated set says so) and every "corruption/severity" cell averaged.
-        "ood_set": dataset.ood_set,
-        "ood_cells": [f"{c}/{s}" for c, s in sorted(dataset.ood)],
-        "train_seconds_this_session": train_seconds - record_seconds,
-        "record_seconds_this_session": record_seconds,
-        # Algorithm 2's parameters, for a run whose schedule they chose (adaptive unfreezing).
-        "stabilization": dict(config.stabilization) if config.unfreeze.adaptive else None,
-        # Step at which each block (then the head) became trainable; NEVER = 2**31 - 1.
-        "release_steps": np.asarray(freezing.get_release_steps(state.opt_state)).tolist(),
-    }
-    ood_line = {} if ood_mean is None else {"ood_accuracy": ood_mean}
-    log.write(num_steps, FINAL_KIND, id_accuracy=results["id_accuracy"], **ood_line)
-    if is_writer:
-        write_atomically(results_path, json.dumps(results, indent=2).encode())
-    return results
-
-
 GLOB_CHARACTERS = "*?["
 
 
@@ -546,50 +428,6 @@ def check_workdir_path(workdir: str) -> None:
             "checkpoint paths cannot hold (orbax expands them as patterns): choose a path "
             "without *, ? or ["
         )
-
-
-def max_fitting_k(num_blocks: int, num_steps: int) -> int:
-    """The largest interval k whose last release (block 0 at step kL - 1) comes with kL < T."""
-    return (num_steps - 1) // num_blocks
-
-
-def check_schedule_fits(config: ml_collections.ConfigDict, num_blocks: int, num_steps: int):
-    """Refuses a schedule that releases a block after the run ends, unless
-    `unfreeze.allow_late_release`: a gradual-unfreezing k with k * L >= total steps, or adaptive
-    unfreezing whose recording (its last chance to release) reaches the end of the run."""
-    if config.unfreeze.allow_late_release:
-        return
-    k, fix = config.unfreeze.k, "or set --config.unfreeze.allow_late_release=True"
-    if k is not None and k * num_blocks >= num_steps:
-        raise ConfigError(
-            f"unfreeze.k={k} with {num_blocks} blocks releases the last block at step "
-            f"{k * num_blocks - 1} of a {num_steps}-step run (k * L >= total steps), so part of "
-            f"the network would hardly train: use k <= {max_fitting_k(num_blocks, num_steps)}, "
-            f"more steps, {fix}"
-        )
-    if config.unfreeze.adaptive and config.record.until >= num_steps:
-        raise ConfigError(
-            f"unfreeze.adaptive releases blocks at recordings up to record.until="
-            f"{config.record.until}, which reaches the end of the {num_steps}-step run: set "
-            f"--config.record.until below {num_steps}, {fix}"
-        )
-
-
-def _make_recorder(config, experiment: Experiment, dataset: Dataset, num_steps: int, mesh: Mesh):
-    """(recorder or None, the steps to record) for the config's `record` block."""
-    steps = set(record_steps(config.record.every, config.record.until, num_steps))
-    if not steps:
-        return None, steps
-    try:
-        batches = metric_set(dataset.train, config.record.set_size, config.record.batch_size)
-    except ValueError as e:
-        raise ConfigError(f"record.set_size: {e}") from None
-    return make_recorder(experiment, config.record, batches, mesh), steps
-
-
-def experiment_lr(config: ml_collections.ConfigDict, step: int) -> float:
-    o = config.optimizer
-    return float(freezing.lr_schedule(o.lr * o.lr_scale, o.lr_switch, o.lr_switch_step)(step))
 
 
 def format_results(results: dict) -> str:

@@ -77,6 +77,8 @@ INTERVENTION_FIELDS = (
     "unfreeze.adaptive_eps",  # older configs; now stabilization.eps
     "optimizer.lr_switch",
     "optimizer.lr_switch_step",
+    "optimizer.lr_switch_adaptive",
+    "optimizer.lr_switch_hold",
 )
 # Fields that change only adaptive-unfreezing runs (recording, Algorithm 2's parameters).
 ADAPTIVE_ONLY_PREFIXES = ("record.", "stabilization.", "unfreeze.adaptive_")
@@ -110,7 +112,10 @@ def _hashable(value):
 def result_fields(config: dict, results: dict) -> dict:
     """The fields of a run that can change its results (see the module docstring), dotted."""
     flat = {**_defaults(), **flatten(config)}
-    adaptive = flat.get("unfreeze.adaptive") is not None
+    adaptive = (
+        flat.get("unfreeze.adaptive") is not None
+        or flat.get("optimizer.lr_switch_adaptive") is not None
+    )
     fields = {}
     for name, value in flat.items():
         if name == "seed" or name in NON_RESULT_FIELDS:
@@ -150,7 +155,7 @@ def load_runs(sweep_dir: str) -> list[dict]:
             with open(os.path.join(root, CONFIG_FILE)) as f:
                 config = json.load(f)
             flat = {**_defaults(), **flatten(config)}
-            if flat["unfreeze.head_only"]:
+            if flat["unfreeze.head_only"] or flat["optimizer.lr_switch_hold"]:
                 continue  # an auto-k signal run, not a training result
             ood = results.get("ood_accuracy")
             runs.append(

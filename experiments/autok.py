@@ -1,12 +1,18 @@
-"""Auto-k (§6.4, Table 2, Table 6): pick the unfreezing interval k from head-only runs' metrics.
+"""Auto-k (§6.4, §7.1, Table 2, Table 6): pick the step k at which an early-period intervention
+is removed from the metrics of a run that keeps it.
 
     python -m experiments.autok --config=mnist_rn18.py --out=runs/mnist_autok --seeds=0,1,2,3,4,5
     python -m experiments.autok --config=quickstart_autok.py --out=runs/autok --seeds=0,1,2
+    python -m experiments.autok --config=cifar10_rn18.py --config.optimizer.lr_switch=l2h \
+        --intervention=lr_switch --out=runs/c10_lr_autok        # §7.1: the LR switch step
 
-As the paper computes it: ONE k per metric per setting, compared with ONE set of random k, each
-trained on every seed, by seed means.
-  1. Per seed, a head-only run (every block frozen) records tr(F), S_avg and S_worst every
-     `record.every` steps up to `record.until` (`seed=S/signal/`).
+The intervention (`--intervention`, `earlyjax.interventions`) is gradual unfreezing (k is the
+unfreezing interval) or the LR switch (k is the switch step); everything below is the same
+code for both. As the paper computes it: ONE k per metric per setting, compared with ONE set
+of random k, each trained on every seed, by seed means.
+  1. Per seed, a signal run that keeps the intervention all along (`Intervention.held()`: every
+     block frozen, head-only; or the first learning rate throughout) records tr(F), S_avg and
+     S_worst every `record.every` steps up to `record.until` (`seed=S/signal/`).
   2. Per metric, Algorithm 2 (`earlyjax.stabilization`, parameters from the config's
      `stabilization` block) runs on the SEED-MEAN of the signal curves and gives that metric's
      k. Averaging the curves before picking keeps one k per setting, as Table 6 has, and damps
@@ -14,9 +20,10 @@ trained on every seed, by seed means.
      kept in `autok.json` as information (its spread), not used.
   3. `--n_random` k are drawn once, without replacement, from the k a metric can pick: the
      recording steps `record.every`, 2 `record.every`, ... up to `record.until`, and only those
-     whose schedule ends inside the run (k * L < total steps) unless
-     `unfreeze.allow_late_release`; a metric's k outside that range is refused the same way.
-  4. Standard training, GU with each metric's k and GU with each random k, on every seed
+     whose schedule ends inside the run (`Intervention.max_fitting_k`: k * L < total steps for
+     GU) unless `unfreeze.allow_late_release`; a metric's k outside that range is refused.
+  4. Standard training (no intervention), the intervention removed at each metric's k and at
+     each random k, on every seed
      (`seed=S/standard/`, `seed=S/k=K/`); the standard and metric-k runs record the metrics too
      (Figure 2).
   5. Table 2 (ID/OOD mean ± std over seeds, winning rate = share of random k whose seed-mean OOD
@@ -110,18 +117,16 @@ class Setting:
 
     metrics: tuple[str, ...]
     total_steps: int
-    num_blocks: int
+    intervention: object  # earlyjax.interventions.Intervention
     max_k: int | None  # None: unfreeze.allow_late_release
     candidates: list[int]
 
 
-def plan(config, metrics, n_random: int, num_train: int) -> Setting:
+def plan(config, metrics, n_random: int, task, intervention: str = "gradual_unfreezing"):
     """Checks the pipeline's inputs (ValueError naming the fix) and derives its setting."""
     from earlyjax.config import validate
-    from earlyjax.models import MODELS
-    from earlyjax.train import max_fitting_k, total_steps
+    from earlyjax.plan import intervention_named, total_steps
 
-    validate(config)
     recorded = tuple(config.record.metrics)
     metrics = tuple(metrics) or tuple(m for m in SIGNAL_METRICS if m in recorded)
     unknown = sorted(set(metrics) - set(SIGNAL_METRICS))
@@ -135,24 +140,41 @@ def plan(config, metrics, n_random: int, num_train: int) -> Setting:
         )
     if not config.record.every:
         raise ValueError("the signal run needs recording: set --config.record.every=10, say")
-    if config.unfreeze.k is not None or config.unfreeze.adaptive or config.unfreeze.head_only:
+    u, o = config.unfreeze, config.optimizer
+    schedule_fields = {
+        "unfreeze.k": u.k,
+        "unfreeze.adaptive": u.adaptive,
+        "unfreeze.head_only": u.head_only or None,
+        "optimizer.lr_switch_step": o.lr_switch_step,
+        "optimizer.lr_switch_adaptive": o.lr_switch_adaptive,
+        "optimizer.lr_switch_hold": o.lr_switch_hold or None,
+    }
+    set_fields = [f"{k}={v}" for k, v in schedule_fields.items() if v is not None]
+    if set_fields:
         raise ValueError(
-            "auto-k sets the schedule itself: unset unfreeze.k, unfreeze.adaptive and "
-            "unfreeze.head_only in the config (--config.unfreeze.k=none)"
+            f"auto-k sets the schedule itself: unset {', '.join(set_fields)} in the config "
+            "(e.g. --config.unfreeze.k=none)"
         )
-    steps = total_steps(config, num_train)
-    num_blocks = len(MODELS[config.model.name][1])
-    late = config.unfreeze.allow_late_release
-    max_k = None if late else max_fitting_k(num_blocks, steps)
+    if intervention != "lr_switch" and o.lr_switch is not None:
+        raise ValueError(
+            f"optimizer.lr_switch={o.lr_switch!r} is a second intervention in every run: unset "
+            "it, or pick its step with --intervention=lr_switch"
+        )
+    removed = intervention_named(intervention, config, task)
+    signal_config = config.copy_and_resolve_references()
+    apply_overrides(signal_config, removed.held_overrides())
+    validate(signal_config)  # the config as the signal run has it (the others differ in k)
+    steps = total_steps(config, task.num_train)
+    max_k = None if u.allow_late_release else removed.max_fitting_k(steps)
     candidates = candidate_ks(config.record, max_k)
     if n_random < 0 or n_random > len(candidates):
         raise ValueError(
             f"--n_random={n_random} distinct k need at least that many candidates, the "
-            f"recording steps up to min(record.until, the largest k that fits a {steps}-step "
-            f"run with {num_blocks} blocks = {max_k}): {len(candidates)}; lower --n_random or "
-            "--config.record.every, or train longer"
+            f"recording steps up to min(record.until, the largest k whose {removed.name} "
+            f"schedule fits a {steps}-step run = {max_k}): {len(candidates)}; lower --n_random "
+            "or --config.record.every, or train longer"
         )
-    return Setting(metrics, steps, num_blocks, max_k, candidates)
+    return Setting(metrics, steps, removed, max_k, candidates)
 
 
 def refuse_late_k(setting: Setting, picked: dict) -> None:
@@ -160,30 +182,40 @@ def refuse_late_k(setting: Setting, picked: dict) -> None:
     for name, p in picked.items():
         if p["k"] is not None and setting.max_k is not None and p["k"] > setting.max_k:
             raise ValueError(
-                f"{name} stabilised at k={p['k']}, but with {setting.num_blocks} blocks that "
-                f"releases the last block at step {p['k'] * setting.num_blocks - 1} of a "
-                f"{setting.total_steps}-step run (k * L >= total steps): train longer, or set "
+                f"{name} stabilised at k={p['k']}, but {setting.intervention.name} at that k "
+                f"is not over before the end of the {setting.total_steps}-step run (the largest "
+                f"k that fits is {setting.max_k}): train longer, or set "
                 "--config.unfreeze.allow_late_release=True to train with it anyway"
             )
 
 
 def pipeline(
-    config, out: str, *, seeds=(0,), n_random: int = 10, metrics=(), record_runs=True, dataset=None
+    config,
+    out: str,
+    *,
+    seeds=(0,),
+    n_random: int = 10,
+    metrics=(),
+    record_runs=True,
+    intervention: str = "gradual_unfreezing",
+    dataset=None,
 ):
     """Runs (or resumes) the whole pipeline; returns the summary written to `out/autok.json`
     (the schema `experiments.analysis.read_autok` reads) and writes Tables 2 and 6 and
     Figures 2 (with `record_runs`) and 6 to `out/analysis/`. `dataset` replaces the config's
     data (tests)."""
     from earlyjax.data import load_dataset
+    from earlyjax.train import build_task
 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be distinct, got {seeds}")
     dataset = dataset or load_dataset(config.data)
-    setting = plan(config, metrics, n_random, dataset.train.images.shape[0])
+    setting = plan(config, metrics, n_random, build_task(config, dataset), intervention)
+    removed = setting.intervention
     stabilization = dict(config.stabilization)
 
-    signal = (("unfreeze.head_only", True), ("total_steps", config.record.until))
+    signal = (*removed.held_overrides(), ("total_steps", config.record.until))
     signal += (("data.ood_source", "none"),)
     no_ood = dataclasses.replace(dataset, ood={}, ood_set=None)
     curves = []
@@ -209,7 +241,7 @@ def pipeline(
     for seed in seeds:
         for name, k in runs.items():
             record = record_runs and (k is None or k in metric_ks)  # Figure 2's runs
-            overrides = (("seed", seed), ("unfreeze.k", k))
+            overrides = (("seed", seed), *removed.overrides_for_k(k))
             overrides += () if record else (("record.every", 0),)
             res = run(config, os.path.join(out, f"seed={seed}", name), overrides, dataset)
             results[name]["id"][str(seed)] = res["id_accuracy"]
@@ -222,7 +254,8 @@ def pipeline(
             "model": config.model.name,
             "ood_set": dataset.ood_set,
             "total_steps": setting.total_steps,
-            "num_blocks": setting.num_blocks,
+            "intervention": removed.name,
+            "parts": removed.parts_left(removed.held()),  # blocks for GU, 1 for the LR switch
         },
         "seeds": seeds,
         "stabilization": stabilization,
@@ -271,6 +304,7 @@ def main(argv: list[str]) -> None:
                 n_random=f.n_random,
                 metrics=tuple(f.metrics or ()),
                 record_runs=f.record_runs,
+                intervention=f.intervention,
             )
     except ValueError as e:  # a bad --seeds, --metrics or --n_random
         raise SystemExit(f"error: {e}") from None

@@ -34,6 +34,15 @@ config_flags.DEFINE_config_file(
 )
 # Shared by the drivers that run several seeds (experiments.sweep, experiments.autok).
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
+# Shared by the drivers that set a removal step k (experiments.sweep, experiments.autok).
+flags.DEFINE_enum(
+    "intervention",
+    "gradual_unfreezing",
+    ["gradual_unfreezing", "lr_switch"],
+    "The intervention whose removal step k is set (sweep --k) or picked (autok): the "
+    "unfreezing interval, or the step of the LR switch the config names "
+    "(--config.optimizer.lr_switch=l2h or h2l).",
+)
 flags.DEFINE_bool(
     "distributed",
     False,

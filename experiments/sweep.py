@@ -41,7 +41,12 @@ from experiments.cli import apply_overrides
 SWEEP_FILE = "sweep.json"
 
 flags.DEFINE_string("sweep_dir", None, "Folder of the sweep; each run gets a subfolder.")
-flags.DEFINE_list("k", [], "Unfreezing intervals: ints and/or 'none' (standard training).")
+flags.DEFINE_list(
+    "k",
+    [],
+    "Removal steps of --intervention: unfreezing intervals, or LR switch steps; ints and/or "
+    "'none' (standard training).",
+)
 flags.DEFINE_integer(
     "k_log", 0, "Also add this many k values log-spaced from 1 to total_steps / L (Fig. 1)."
 )
@@ -90,11 +95,18 @@ def expand_grid(
     seeds: Sequence[int],
     lr_scales: Sequence[float],
     lr_switches: Sequence[tuple[str, int]],
+    intervention=None,
 ) -> list[Point]:
-    """The cross product of the grid's axes as Points (empty axes keep the config's value)."""
+    """The cross product of the grid's axes as Points (empty axes keep the config's value).
+
+    `ks` are removal steps of `intervention` (`earlyjax.interventions`; default gradual
+    unfreezing): its `overrides_for_k` turns each into config fields."""
+    from earlyjax.interventions import GradualUnfreezing
+
+    intervention = intervention or GradualUnfreezing(())
     axes: list[list[tuple[str, tuple[tuple[str, object], ...]]]] = []
     if ks:
-        axes.append([(f"k={_fmt(k)}", (("unfreeze.k", k),)) for k in ks])
+        axes.append([(f"k={_fmt(k)}", intervention.overrides_for_k(k)) for k in ks])
     if lr_switches:
         axes.append(
             [
@@ -313,11 +325,20 @@ def _start_child(cmd: list[str], env: dict[str, str] | None) -> subprocess.Popen
 
 
 def build_points(config) -> list[Point]:
-    from earlyjax.models import MODELS
+    from earlyjax.config import ConfigError
+    from earlyjax.models import HEAD, MODELS
+    from earlyjax.plan import intervention_named
 
+    class Blocks:  # what intervention_named needs of the task: its block names
+        blocks, head = MODELS[config.model.name][1], HEAD
+
+    try:
+        removed = intervention_named(flags.FLAGS.intervention, config, Blocks)
+    except ConfigError as e:
+        raise SystemExit(f"--intervention={flags.FLAGS.intervention}: {e}") from None
     ks = [_parse_k(v) for v in flags.FLAGS.k]
     if flags.FLAGS.k_log:
-        max_k = max_unfreezing_interval(config, len(MODELS[config.model.name][1]))
+        max_k = max_removal_step(config, removed)
         ks += [k for k in log_spaced_ks(flags.FLAGS.k_log, max_k) if k not in ks]
     seeds = [int(s) for s in flags.FLAGS.seeds]
     scales = [float(s) for s in flags.FLAGS.lr_scale]
@@ -327,20 +348,20 @@ def build_points(config) -> list[Point]:
         if direction not in ("l2h", "h2l") or not step.isdigit() or int(step) < 1:
             raise SystemExit(f"--lr_switch value {item!r}: use l2h:STEP or h2l:STEP, STEP >= 1")
         switches.append((direction, int(step)))
-    return expand_grid(ks, seeds, scales, switches)
+    return expand_grid(ks, seeds, scales, switches, removed)
 
 
-def max_unfreezing_interval(config, num_blocks: int) -> int:
-    """The largest k of Fig. 1: the run's steps shared among the blocks, (T - 1) // L, so that
-    the last block is released inside the run (`earlyjax.train.check_schedule_fits`)."""
+def max_removal_step(config, intervention) -> int:
+    """The largest k of Fig. 1 whose schedule ends inside the run
+    (`Intervention.max_fitting_k`: (T - 1) // L for gradual unfreezing)."""
     from earlyjax.data import load_dataset
-    from earlyjax.train import max_fitting_k, total_steps
+    from earlyjax.train import total_steps
 
     if config.total_steps:
         steps = config.total_steps
     else:
         steps = total_steps(config, load_dataset(config.data).train.images.shape[0])
-    return max(1, max_fitting_k(num_blocks, steps))
+    return max(1, intervention.max_fitting_k(steps))
 
 
 def main(argv: list[str]) -> None:

@@ -23,7 +23,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path[:0] = [REPO, os.path.join(REPO, "tests")]  # this checkout's earlyjax, not another
 
 from workdir_checks import assert_tensorboard_matches_log  # noqa: E402
 
@@ -114,7 +114,8 @@ def disk_trial(workdir: str, reference: str, mountpoint: str, size_kb: int) -> s
             return f"resume failed: {again.stderr.strip().splitlines()[-1:]}"
         return exact(workdir, reference)
     finally:
-        shutil.copytree(workdir, workdir + ".kept", dirs_exist_ok=True)
+        kept = os.path.dirname(mountpoint) + f"/{os.path.basename(mountpoint)}.kept"
+        shutil.copytree(workdir, kept, dirs_exist_ok=True)  # off the tmpfs, for a post-mortem
         subprocess.run(["umount", "-l", mountpoint])
 
 

@@ -43,6 +43,12 @@ def test_random_k_come_from_the_range_a_metric_can_pick(tiny_config):
     assert ks == autok.random_ks(autok.candidate_ks(c.record, 937), 10)  # fixed: reruns reuse
 
 
+class _Task:
+    """What autok.plan needs of a task: its blocks and the training set's size."""
+
+    blocks, head, num_train = ("stem", "layer1", "layer2", "layer3", "layer4"), "head", 256
+
+
 def test_plan_refuses_what_cannot_work(tiny_config):
     c = tiny_config
     c.unfreeze.k = None
@@ -50,17 +56,30 @@ def test_plan_refuses_what_cannot_work(tiny_config):
     c.record.every, c.record.until = 1, 6
     c.record.metrics = ("fisher",)
     c.total_steps = 16  # L = 5: k <= 3 fits
-    setting = autok.plan(c, ("fisher",), 3, 256)
+    setting = autok.plan(c, ("fisher",), 3, _Task)
     assert setting.candidates == [1, 2, 3] and setting.max_k == 3
     with pytest.raises(ValueError, match="--n_random=4 distinct k"):
-        autok.plan(c, ("fisher",), 4, 256)
+        autok.plan(c, ("fisher",), 4, _Task)
     with pytest.raises(ValueError, match="must be recorded"):
-        autok.plan(c, ("avg_sharpness",), 1, 256)
-    with pytest.raises(ValueError, match="k \\* L >= total steps"):
+        autok.plan(c, ("avg_sharpness",), 1, _Task)
+    with pytest.raises(ValueError, match="the largest k that fits is 3"):
         autok.refuse_late_k(setting, {"fisher": {"k": 4}})
+    # The LR switch: k is a step, any recording step before the end fits.
+    with pytest.raises(ValueError, match="needs its direction"):
+        autok.plan(c, ("fisher",), 3, _Task, "lr_switch")
+    c.optimizer.lr_switch = "l2h"
+    with pytest.raises(ValueError, match="a second intervention in every run"):
+        autok.plan(c, ("fisher",), 3, _Task)
+    switch = autok.plan(c, ("fisher",), 6, _Task, "lr_switch")
+    assert switch.candidates == [1, 2, 3, 4, 5, 6] and switch.max_k == 15
+    assert switch.intervention.held_overrides() == (
+        ("optimizer.lr_switch_step", None),
+        ("optimizer.lr_switch_hold", True),
+    )
+    c.optimizer.lr_switch = None
     c.unfreeze.k = 2
-    with pytest.raises(ValueError, match="sets the schedule itself"):
-        autok.plan(c, ("fisher",), 1, 256)
+    with pytest.raises(ValueError, match="sets the schedule itself: unset unfreeze.k=2"):
+        autok.plan(c, ("fisher",), 1, _Task)
 
 
 def _replace_signal(workdir, values):

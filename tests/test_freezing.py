@@ -1,4 +1,5 @@
-"""Gradual unfreezing: Algorithm 1's schedule, true freezing, one compilation, LR switch."""
+"""Gradual unfreezing and the LR switch as interventions: Algorithm 1's schedule, true
+freezing, one compilation, schedules changed live."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +8,19 @@ import optax
 import pytest
 
 from earlyjax import freezing
+from earlyjax.freezing import NEVER
+from earlyjax.interventions import GradualUnfreezing, LRSwitch, build_optimizer
 
 BLOCKS = ("stem", "layer1", "layer2")
+
+
+def gu_optimizer(params, release_steps, lr=0.1, momentum=0.0, wd=0.0, blocks=BLOCKS):
+    """(the paper's optimizer with gradual unfreezing on `release_steps`, the leaf groups)."""
+    unfreezing = GradualUnfreezing(blocks)
+    opt = build_optimizer(
+        params, [(unfreezing, release_steps)], lr=lr, momentum=momentum, weight_decay=wd
+    )
+    return opt, unfreezing.groups(params)
 
 
 def algorithm1_trainable_sets(k, num_blocks, num_steps):
@@ -88,19 +100,14 @@ def run_reference_sgd(params, k, lr, momentum, wd, num_steps):
 def test_matches_hand_computed_pytorch_sgd(momentum, wd):
     k, lr, num_steps = 2, 0.1, 9
     params = toy_params()
-    opt, _ = freezing.make_optimizer(
-        params,
-        BLOCKS,
-        lr_schedule=optax.constant_schedule(lr),
-        momentum=momentum,
-        weight_decay=wd,
-        release_steps=freezing.release_steps_for(k, len(BLOCKS)),
+    opt, _ = gu_optimizer(
+        params, freezing.release_steps_for(k, len(BLOCKS)), lr=lr, momentum=momentum, wd=wd
     )
     state = opt.init(params)
 
     @jax.jit
     def step_fn(params, state, step):
-        updates, state = opt.update(toy_grads(params, step), state, params)
+        updates, state = opt.update(toy_grads(params, step), state, params, step=step)
         return optax.apply_updates(params, updates), state
 
     p = params
@@ -130,37 +137,24 @@ def test_matches_hand_computed_pytorch_sgd(momentum, wd):
 
 def test_frozen_group_keeps_zero_momentum_until_release():
     params = toy_params()
-    opt, _ = freezing.make_optimizer(
-        params,
-        BLOCKS,
-        lr_schedule=optax.constant_schedule(0.1),
-        momentum=0.9,
-        release_steps=freezing.release_steps_for(4, len(BLOCKS)),
-    )
+    opt, _ = gu_optimizer(params, freezing.release_steps_for(4, len(BLOCKS)), momentum=0.9)
     state = opt.init(params)
     for step in range(3):  # stem releases at step 4*3-1 = 11
-        _, state = opt.update(toy_grads(params, step), state, params)
+        _, state = opt.update(toy_grads(params, step), state, params, step=step)
     stem_gate = state[0].inner_states[0].inner_state
-    assert int(stem_gate.step) == 3
     trace = jax.tree.leaves(stem_gate.inner_state)
     assert trace and all(not np.any(np.asarray(t)) for t in trace)
 
 
 def test_one_compilation_for_a_whole_run_and_live_schedule_change():
     params = toy_params()
-    opt, labels = freezing.make_optimizer(
-        params,
-        BLOCKS,
-        lr_schedule=optax.constant_schedule(0.1),
-        momentum=0.9,
-        release_steps=freezing.head_only_release_steps(len(BLOCKS)),
-    )
+    opt, labels = gu_optimizer(params, freezing.head_only_release_steps(len(BLOCKS)), momentum=0.9)
     traces = []
 
     @jax.jit
     def step_fn(params, state, step):
         traces.append(step)  # runs only while tracing
-        updates, state = opt.update(toy_grads(params, step), state, params)
+        updates, state = opt.update(toy_grads(params, step), state, params, step=step)
         return optax.apply_updates(params, updates), state
 
     state = opt.init(params)
@@ -188,17 +182,50 @@ def test_labels_follow_namespaces_and_reject_strays():
     with pytest.raises(ValueError, match="'extra/w' belongs to no block"):
         freezing.group_labels({**params, "extra": {"w": jnp.zeros(1)}}, BLOCKS)
     with pytest.raises(ValueError, match=r"\['layer9'\] match no parameter"):
-        freezing.make_optimizer(
-            params, (*BLOCKS, "layer9"), lr_schedule=optax.constant_schedule(0.1)
-        )
+        gu_optimizer(params, freezing.release_steps_for(None, 4), blocks=(*BLOCKS, "layer9"))
 
 
-def test_lr_switch_schedules():
-    l2h = freezing.lr_schedule(0.1, "l2h", 5)
-    h2l = freezing.lr_schedule(0.1, "h2l", 5)
-    np.testing.assert_allclose([l2h(s) for s in (0, 4, 5, 50)], [0.01, 0.01, 0.1, 0.1], rtol=1e-6)
-    np.testing.assert_allclose([h2l(s) for s in (0, 4, 5, 50)], [0.1, 0.1, 0.01, 0.01], rtol=1e-6)
+@pytest.mark.parametrize("direction,before,after", [("l2h", 0.01, 0.1), ("h2l", 0.1, 0.01)])
+def test_lr_switch_is_data_in_the_optimizer_state(direction, before, after):
+    """Plain SGD steps of size lr * factor: 0.1x before the switch for l2h, after it for h2l;
+    the switch step is read from the state, so moving it recompiles nothing."""
+    params = {"head": {"w": jnp.ones(3)}}
+    grads = {"head": {"w": jnp.ones(3)}}
+    unfreezing, switch = GradualUnfreezing(()), LRSwitch(direction)
+    schedules = [(unfreezing, unfreezing.schedule_for_k(None)), (switch, switch.schedule_for_k(5))]
+    opt = build_optimizer(params, schedules, lr=0.1)
+    traces = []
+
+    @jax.jit
+    def size(state, step):
+        traces.append(step)
+        updates, _ = opt.update(grads, state, params, step=step)
+        return -updates["head"]["w"][0]
+
+    state = opt.init(params)
+    got = [float(size(state, jnp.int32(s))) for s in (0, 4, 5, 50)]
+    np.testing.assert_allclose(got, [before, before, after, after], rtol=1e-6)
+    assert int(switch.get_schedule(state)[0]) == 5
+    held = switch.set_schedule(state, switch.held())  # the signal run: never switched
+    assert float(size(held, jnp.int32(10**6))) == pytest.approx(before)
+    assert len(traces) == 1
+    assert switch.remove_next(switch.held(), 7).tolist() == [7]
+    assert switch.removal_record(switch.held(), np.array([7])) == {
+        "intervention": "lr_switch",
+        "switch_step": 7,
+    }
     with pytest.raises(ValueError, match="unknown LR switch 'up'"):
-        freezing.lr_schedule(0.1, "up", 5)
+        LRSwitch("up")
     with pytest.raises(ValueError, match="needs a step k"):
-        freezing.lr_schedule(0.1, "l2h", None)
+        switch.schedule_for_k(0)
+
+
+def test_gradual_unfreezing_removes_blocks_top_down():
+    unfreezing = GradualUnfreezing(BLOCKS)
+    held = unfreezing.held()
+    assert held.tolist() == [NEVER, NEVER, NEVER, 0] and unfreezing.parts_left(held) == 3
+    once = unfreezing.remove_next(held, 12)
+    assert once.tolist() == [NEVER, NEVER, 12, 0] and unfreezing.last_removal(once) == 12
+    assert unfreezing.remove_all(once, 20).tolist() == [20, 20, 12, 0]
+    assert unfreezing.removal_record(held, once)["blocks"] == ["layer2"]
+    assert unfreezing.max_fitting_k(100) == 33  # 33 * 3 = 99 < 100

@@ -13,6 +13,7 @@ from earlyjax.checkpoint import Checkpointer, CheckpointError
 from earlyjax.data.base import Dataset, Split
 from earlyjax.data.local_files import DatasetFileError
 from earlyjax.metric_log import MetricLog, RunFileError, read_records
+from earlyjax.periodic import StopAt
 from earlyjax.train import train_and_evaluate
 from experiments import cli
 
@@ -194,7 +195,7 @@ def test_resume_falls_back_from_a_corrupt_checkpoint_to_the_previous_one(
     tiny_config.checkpoint_every = 2
     full, hit = str(tmp_path / "full"), str(tmp_path / "hit")
     reference = train_and_evaluate(tiny_config, full, dataset=tiny_dataset)
-    train_and_evaluate(tiny_config, hit, dataset=tiny_dataset, stop_after=6)
+    train_and_evaluate(tiny_config, hit, dataset=tiny_dataset, extra_actions=[StopAt(6)])
     flip_bytes_of_largest_file(os.path.join(hit, "checkpoints", "6", "state"))
     resumed = train_and_evaluate(tiny_config, hit, dataset=tiny_dataset)
     out = capsys.readouterr().out

@@ -67,9 +67,9 @@ def final_params(workdir):
     from multihost_worker import tiny_config, tiny_data
 
     from earlyjax.checkpoint import Checkpointer
-    from earlyjax.train import build_experiment
+    from earlyjax.train import setup
 
-    _, like = build_experiment(tiny_config(), tiny_data())
+    _, like = setup(tiny_config(), tiny_data())
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     state, _ = ckpt.restore(ckpt.latest_step(), like)
     ckpt.close()

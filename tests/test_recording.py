@@ -6,14 +6,15 @@ import pytest
 
 from earlyjax.config import ConfigError
 from earlyjax.metric_log import read_records
-from earlyjax.recording import record_steps
+from earlyjax.periodic import StopAt
+from earlyjax.plan import record_steps
 from earlyjax.train import train_and_evaluate
 
 
 def test_record_steps_cover_zero_to_until():
-    assert record_steps(10, 30, 1000) == [0, 10, 20, 30]
-    assert record_steps(10, 2000, 25) == [0, 10, 20]
-    assert record_steps(0, 2000, 100) == []
+    assert record_steps(10, 30, 1000) == (0, 10, 20, 30)
+    assert record_steps(10, 2000, 25) == (0, 10, 20)
+    assert record_steps(0, 2000, 100) == ()
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_records_follow_the_schedule_and_survive_resume(recording_config, tiny_d
     assert all(r["fisher"] > 0 for r in got)
     assert results["record_seconds_this_session"] > 0
 
-    train_and_evaluate(recording_config, split, dataset=tiny_dataset, stop_after=3)
+    train_and_evaluate(recording_config, split, dataset=tiny_dataset, extra_actions=[StopAt(3)])
     train_and_evaluate(recording_config, split, dataset=tiny_dataset)
     assert records(split) == got  # same values, no duplicate or missing line
 
@@ -84,28 +85,30 @@ def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn)
 
     from earlyjax import freezing, metrics
     from earlyjax.data.pipeline import metric_set, normalize
-    from earlyjax.recording import RECORD_STREAM, RECORDABLE, make_recorder, metric_set_statistics
-    from earlyjax.train import build_experiment, make_train_step
+    from earlyjax.recording import RECORD_STREAM, RECORDABLE, make_recorder
+    from earlyjax.tasks.image_classification import metric_set_statistics
+    from earlyjax.train import make_train_step, setup
 
     c = recording_config
     c.record.bn = bn
-    experiment, state = build_experiment(c, tiny_dataset)
-    step = make_train_step(experiment, augment=False, freeze_bn_stats=False)
+    run_setup, state = setup(c, tiny_dataset)
+    task, plan = run_setup.task, run_setup.plan
+    step = make_train_step(run_setup, state)
     batch = {k: jnp.asarray(v[:32]) for k, v in tiny_dataset.train._asdict().items()}
     batch = {"image": batch["images"], "label": batch["labels"]}
     for _ in range(3):  # k=2: layer4 is trainable from step 1, layer3 from step 3
         state, _ = step(state, batch)
     batches = metric_set(tiny_dataset.train, c.record.set_size, c.record.batch_size)
-    got = make_recorder(experiment, c.record, batches)(state)
+    got = make_recorder(task, plan.record, plan.gradual_unfreezing)(state)
 
-    model = experiment.model
-    images = normalize(jnp.asarray(batches["image"]), experiment.mean, experiment.std)
+    model = task.model
+    images = normalize(jnp.asarray(batches["image"]), task.mean, task.std)
     flat_x = images.reshape(-1, *images.shape[2:])
-    stats = state.batch_stats
+    stats = state.model_state
     if bn == "batch":
-        stats = metric_set_statistics(model, state.params, state.batch_stats, flat_x)
+        stats = metric_set_statistics(model, state.params, state.model_state, flat_x)
         train_logits, _ = model.apply(
-            {"params": state.params, "batch_stats": state.batch_stats},
+            {"params": state.params, "batch_stats": state.model_state},
             flat_x,
             train=True,
             mutable=["batch_stats"],
@@ -122,7 +125,8 @@ def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn)
         ).mean()
 
     release = freezing.get_release_steps(state.opt_state)
-    trainable = freezing.trainable_mask(experiment.param_groups, release, state.step)
+    groups = freezing.group_labels(state.params, task.blocks)
+    trainable = freezing.trainable_mask(groups, release, state.step)
     assert sorted(k for k, v in trainable.items() if all(bool(x) for x in jax.tree.leaves(v))) == [
         "head",
         "layer3",

@@ -8,6 +8,8 @@ import sys
 import pytest
 from absl import flags
 
+from earlyjax.interventions import LRSwitch
+from earlyjax.periodic import StopAt
 from experiments import analysis, cli
 from experiments.cli import apply_overrides
 from experiments.sweep import (
@@ -31,6 +33,12 @@ def test_grid_is_the_cross_product_with_readable_names():
     switch = expand_grid([], [0], [], [("l2h", 300)])
     assert switch[0].name == "lr=l2h@300_seed=0"
     assert dict(switch[0].overrides)["optimizer.lr_switch_step"] == 300
+    # --k of another intervention: the same axis, that intervention's config fields.
+    steps = expand_grid([None, 300], [0], [], [], LRSwitch("h2l"))
+    assert [p.overrides for p in steps] == [
+        (("optimizer.lr_switch", None), ("optimizer.lr_switch_step", None), ("seed", 0)),
+        (("optimizer.lr_switch_step", 300), ("seed", 0)),
+    ]
 
 
 def test_log_spaced_ks_span_one_to_max():
@@ -59,7 +67,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(sweep_config, tmp_pa
     train_and_evaluate(cfg, os.path.join(sweep, first.name))
     cfg = sweep_config.copy_and_resolve_references()
     apply_overrides(cfg, points[1].overrides)
-    train_and_evaluate(cfg, os.path.join(sweep, points[1].name), stop_after=2)
+    train_and_evaluate(cfg, os.path.join(sweep, points[1].name), extra_actions=[StopAt(2)])
     finished = os.path.join(sweep, first.name, "results.json")
     mtime = os.stat(finished).st_mtime_ns
     capsys.readouterr()

@@ -15,10 +15,11 @@ from workdir_checks import assert_tensorboard_matches_log
 from earlyjax.checkpoint import Checkpointer, CheckpointError
 from earlyjax.config import ConfigError
 from earlyjax.metric_log import read_records
+from earlyjax.periodic import StopAt
 from earlyjax.train import (
     TrainingDiverged,
-    build_experiment,
     make_train_step,
+    setup,
     train_and_evaluate,
 )
 
@@ -42,8 +43,10 @@ def snapshot(workdir):
 
 
 def test_one_compilation_across_releases(tiny_config, tiny_dataset):
-    experiment, state = build_experiment(tiny_config, tiny_dataset)
-    step = make_train_step(experiment, augment=True, freeze_bn_stats=True)
+    tiny_config.data.augment = True
+    tiny_config.unfreeze.freeze_bn_stats = True
+    run_setup, state = setup(tiny_config, tiny_dataset)
+    step = make_train_step(run_setup, state)
     batch = {
         "image": jnp.asarray(tiny_dataset.train.images[:32]),
         "label": jnp.asarray(tiny_dataset.train.labels[:32]),
@@ -58,10 +61,13 @@ def test_one_compilation_across_releases(tiny_config, tiny_dataset):
 def test_interrupted_and_resumed_run_is_bit_identical(tiny_config, tiny_dataset, tmp_path):
     full, split = str(tmp_path / "full"), str(tmp_path / "split")
     ref = train_and_evaluate(tiny_config, full, dataset=tiny_dataset)
-    assert train_and_evaluate(tiny_config, split, dataset=tiny_dataset, stop_after=5) is None
+    assert (
+        train_and_evaluate(tiny_config, split, dataset=tiny_dataset, extra_actions=[StopAt(5)])
+        is None
+    )
     resumed = train_and_evaluate(tiny_config, split, dataset=tiny_dataset)
 
-    _, like = build_experiment(tiny_config, tiny_dataset)
+    _, like = setup(tiny_config, tiny_dataset)
     a, b = final_params(full, like), final_params(split, like)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -78,7 +84,7 @@ def test_crash_after_checkpoint_sets_later_lines_aside(tiny_config, tiny_dataset
     tiny_config.checkpoint_every = 3
     full, crashed = str(tmp_path / "full"), str(tmp_path / "crashed")
     train_and_evaluate(tiny_config, full, dataset=tiny_dataset)
-    train_and_evaluate(tiny_config, crashed, dataset=tiny_dataset, stop_after=5)
+    train_and_evaluate(tiny_config, crashed, dataset=tiny_dataset, extra_actions=[StopAt(5)])
     # As if the process died after step 5's work but before its checkpoint was written:
     shutil.rmtree(os.path.join(crashed, "checkpoints", "5"))
     train_and_evaluate(tiny_config, crashed, dataset=tiny_dataset)
@@ -103,7 +109,7 @@ def test_results_table_covers_every_ood_split(tiny_config, tiny_dataset, tmp_pat
 
 
 def test_workdir_with_a_different_config_refuses_to_resume(tiny_config, tiny_dataset, tmp_path):
-    train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset, stop_after=2)
+    train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset, extra_actions=[StopAt(2)])
     before = snapshot(str(tmp_path))
     tiny_config.optimizer.lr = 0.2
     tiny_config.unfreeze.k = 3
@@ -121,7 +127,7 @@ def test_workdir_with_a_different_config_refuses_to_resume(tiny_config, tiny_dat
         ("model.name", "resnet50", "unknown model 'resnet50'"),
         ("data.name", "svhn", "unknown dataset 'svhn'"),
         ("batch_size", 1000, "batch_size 1000 is larger than the training set"),
-        ("optimizer.lr_switch", "l2h", "needs --config.optimizer.lr_switch_step"),
+        ("optimizer.lr_switch", "l2h", "needs exactly one of --config.optimizer.lr_switch_step"),
         ("optimizer.lr", 0.0, "optimizer.lr must be > 0"),
         ("model.name", "vgg11", "VGG-11 needs inputs of at least 32x32"),
         ("seed", -1, r"seed must be an int in \[0, 2\*\*31\), got -1"),
@@ -162,7 +168,7 @@ def test_nan_loss_stops_and_keeps_what_was_written(tiny_config, tiny_dataset, tm
 
 
 def test_corrupt_checkpoint_is_refused_and_left_alone(tiny_config, tiny_dataset, tmp_path):
-    train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset, stop_after=2)
+    train_and_evaluate(tiny_config, str(tmp_path), dataset=tiny_dataset, extra_actions=[StopAt(2)])
     for root, _, files in os.walk(tmp_path / "checkpoints" / "2"):
         for name in files:
             with open(os.path.join(root, name), "r+b") as f:
@@ -174,7 +180,9 @@ def test_corrupt_checkpoint_is_refused_and_left_alone(tiny_config, tiny_dataset,
 
 
 def test_foreign_checkpoint_is_refused(tiny_config, tiny_dataset, tmp_path):
-    train_and_evaluate(tiny_config, str(tmp_path / "a"), dataset=tiny_dataset, stop_after=2)
+    train_and_evaluate(
+        tiny_config, str(tmp_path / "a"), dataset=tiny_dataset, extra_actions=[StopAt(2)]
+    )
     shutil.copytree(tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints")
     tiny_config.model.width = 8
     with pytest.raises(CheckpointError, match="different model/config"):
@@ -195,12 +203,13 @@ def test_frozen_blocks_keep_bn_statistics_only_when_asked(tiny_config, tiny_data
         }
 
     for freeze, stem_moves in [(True, False), (False, True)]:
-        experiment, state = build_experiment(tiny_config, tiny_dataset)
-        step = make_train_step(experiment, augment=False, freeze_bn_stats=freeze)
-        before = running_means(state.batch_stats)  # copied: the step donates its input state
+        tiny_config.unfreeze.freeze_bn_stats = freeze
+        run_setup, state = setup(tiny_config, tiny_dataset)
+        step = make_train_step(run_setup, state)
+        before = running_means(state.model_state)  # copied: the step donates its input state
         for _ in range(4):
             state, _ = step(state, batch)
-        after = running_means(state.batch_stats)
+        after = running_means(state.model_state)
         assert not np.array_equal(before["layer4"], after["layer4"])
         assert (not np.array_equal(before["stem"], after["stem"])) == stem_moves
 

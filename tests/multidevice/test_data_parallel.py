@@ -61,7 +61,7 @@ from earlyjax.metrics import (
     worst_sharpness,
 )
 from earlyjax.parallel import data_mesh
-from earlyjax.train import build_experiment, make_train_step, train_and_evaluate
+from earlyjax.train import make_train_step, setup, train_and_evaluate
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() != 4, reason="needs 4 devices: run through tests/test_multidevice.py"
@@ -106,11 +106,9 @@ def first_step(config, dataset, num_devices):
     """One train step on the first batch over `num_devices` devices, from the same initial
     state: (state before, state after on the devices, stats, batch on the devices)."""
     mesh = data_mesh(num_devices)
-    experiment, state = build_experiment(config, dataset)
+    run_setup, state = setup(config, dataset)
     before = jax.device_get(state)
-    step = make_train_step(
-        experiment, augment=config.data.augment, freeze_bn_stats=False, mesh=mesh
-    )
+    step = make_train_step(run_setup, state, mesh=mesh)
     batches = train_batches(
         dataset.train, seed=config.seed, batch_size=config.batch_size, start_step=0,
         stop_step=1, prefetch=0, mesh=mesh,
@@ -162,7 +160,7 @@ def test_one_step_gradients_and_updates_agree_on_1_and_4_devices(
     assert_close_to_scale(update(after4), update(after1), ONE_STEP_TOL, floor=ulp, what="update")
 
     def stats_change(after):  # running = 0.9 running + 0.1 batch: the batch statistics' share
-        return jax.tree.map(lambda a, b: a - b, after.batch_stats, before.batch_stats)
+        return jax.tree.map(lambda a, b: a - b, after.model_state, before.model_state)
 
     assert_close_to_scale(stats_change(after4), stats_change(after1), ONE_STEP_TOL, what="BN")
     assert float(stats4["loss"]) == pytest.approx(float(stats1["loss"]), rel=1e-6)
@@ -179,7 +177,7 @@ def test_one_step_forward_of_the_relu_model_agrees_on_1_and_4_devices(tiny_confi
     after1, after4 = jax.device_get((after1, after4))
 
     def stats_change(after):
-        return jax.tree.map(lambda a, b: a - b, after.batch_stats, before.batch_stats)
+        return jax.tree.map(lambda a, b: a - b, after.model_state, before.model_state)
 
     assert_close_to_scale(stats_change(after4), stats_change(after1), ONE_STEP_TOL, what="BN")
     assert float(stats4["loss"]) == pytest.approx(float(stats1["loss"]), rel=1e-6)
@@ -202,7 +200,7 @@ def test_eight_steps_on_1_and_4_devices_stay_within_float_drift(
     r1 = train_and_evaluate(c, one, dataset=tiny_dataset, mesh=data_mesh(1))
     r4 = train_and_evaluate(c, four, dataset=tiny_dataset, mesh=data_mesh(4))
 
-    _, init = build_experiment(c, tiny_dataset)
+    _, init = setup(c, tiny_dataset)
     s1, s4 = final_state(one, init), final_state(four, init)
     assert int(s1.step) == int(s4.step) == c.total_steps
     assert_close_to_scale(s4, s1, EIGHT_STEP_TOL, what="state")

@@ -1,0 +1,21 @@
+"""Tasks: what is specific to a problem (model, data and input pipeline, loss, evaluators,
+parameter blocks). The training loop (`earlyjax.train`) sees only this interface:
+
+  blocks, head                     the parameter blocks an intervention acts on (bottom-up)
+  num_train                        training examples (the run length in epochs needs it)
+  init(key)                        -> (params, model_state)
+  loss(params, model_state, batch, key, train)
+                                   -> (mean loss, ({"accuracy": ...}, new model_state))
+  train_batches(seed, batch_size, start_step, stop_step, mesh)
+                                   -> iterator of (step, device batch)
+  evaluate_id(state-like params, model_state, batch_size, mesh)   -> {"accuracy", "loss"}
+  final_results(params, model_state, batch_size, mesh)            -> results.json fields
+  metric_batches(set_size, batch_size)                            -> the fixed metric set
+  metric_functions(params, model_state, batches, bn)              -> what the metrics need
+
+`ImageClassification` (earlyjax/tasks/image_classification.py) is the first task.
+"""
+
+from earlyjax.tasks.image_classification import ImageClassification
+
+__all__ = ["ImageClassification"]

@@ -1,0 +1,202 @@
+"""Image classification (the paper's §4 "Simple Setup"): ResNet-18 / VGG-11 on MNIST,
+CIFAR-10/100 or the embedded digits, evaluated on the clean test set (ID) and every
+corruption x severity split of the OOD set (MNIST-C, CIFAR-10/100-C or generated ones).
+
+Inputs are uint8 images normalised per channel with the training set's statistics; with
+`augment`, the train step applies a pad-4 random crop and horizontal flip. The model's
+BatchNorm running statistics are the task's model state.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+from jax.sharding import Mesh
+
+from earlyjax import parallel
+from earlyjax.data.base import Dataset, Split
+from earlyjax.data.pipeline import (
+    channel_stats,
+    eval_batches,
+    metric_set,
+    normalize,
+    random_crop_flip,
+    train_batches,
+)
+from earlyjax.models import HEAD, build_model
+from earlyjax.models.init import BN_MOMENTUM
+
+
+class ModelDoesNotFit(ValueError):
+    """The model cannot take the data set's images; the message names both."""
+
+
+@dataclass(frozen=True, eq=False)
+class ImageClassification:
+    """A classifier trained with cross-entropy on `dataset`; see the module docstring."""
+
+    dataset: Dataset
+    model: nn.Module
+    blocks: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    augment: bool = False
+    head: str = HEAD
+    name: ClassVar[str] = "image_classification"
+
+    @classmethod
+    def build(
+        cls, dataset: Dataset, *, model: str, width: int, init: str, augment: bool
+    ) -> ImageClassification:
+        module, blocks = build_model(model, num_classes=dataset.num_classes, width=width, init=init)
+        mean, std = channel_stats(dataset.train.images)
+        return cls(dataset, module, blocks, mean, std, augment)
+
+    @property
+    def num_train(self) -> int:
+        return int(self.dataset.train.images.shape[0])
+
+    def init(self, key: jax.Array) -> tuple[Any, Any]:
+        """(params, model_state) of a fresh model; ModelDoesNotFit if the images do not fit."""
+        dummy = jnp.zeros((1, *self.dataset.image_shape), jnp.float32)
+        try:
+            variables = jax.jit(lambda k: self.model.init(k, dummy, train=False))(key)
+        except ValueError as e:
+            raise ModelDoesNotFit(
+                f"model {type(self.model).__name__} cannot take {self.dataset.name} images: {e}"
+            ) from None
+        return variables["params"], variables.get("batch_stats", {})
+
+    def _inputs(self, images: jax.Array) -> jax.Array:
+        return normalize(images, jnp.asarray(self.mean), jnp.asarray(self.std))
+
+    def loss(self, params, model_state, batch: dict, key: jax.Array, train: bool):
+        """Mean cross-entropy of a batch; aux ({"accuracy"}, updated BatchNorm statistics)."""
+        images = batch["image"]
+        if train and self.augment:
+            images = random_crop_flip(key, images)
+        variables = {"params": params, "batch_stats": model_state}
+        if train:
+            logits, updates = self.model.apply(
+                variables, self._inputs(images), train=True, mutable=["batch_stats"]
+            )
+            model_state = updates["batch_stats"]
+        else:
+            logits = self.model.apply(variables, self._inputs(images), train=False)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return loss, ({"accuracy": accuracy}, model_state)
+
+    def train_batches(self, seed, batch_size, start_step, stop_step, mesh: Mesh | None):
+        return train_batches(
+            self.dataset.train,
+            seed=seed,
+            batch_size=batch_size,
+            start_step=start_step,
+            stop_step=stop_step,
+            mesh=mesh,
+        )
+
+    # --- evaluators ---------------------------------------------------------------------
+
+    @functools.cached_property
+    def _eval_sums(self):
+        @jax.jit
+        def sums(params, model_state, batch):
+            x = self._inputs(batch["image"])
+            logits = self.model.apply({"params": params, "batch_stats": model_state}, x)
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+            correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
+            return correct.sum(), (losses * batch["mask"]).sum(), batch["mask"].sum()
+
+        return sums
+
+    def evaluate_split(self, params, model_state, split: Split, batch_size, mesh=None) -> dict:
+        """Accuracy (%) and mean loss of the model in eval mode over a whole split."""
+        sums = []
+        for batch in eval_batches(split, batch_size):
+            if mesh is not None:
+                batch = parallel.global_batch(batch, mesh)
+            sums.append(self._eval_sums(params, model_state, batch))
+        correct, loss, count = (float(sum(x)) for x in zip(*sums, strict=True))
+        return {"accuracy": 100.0 * correct / count, "loss": loss / count}
+
+    def evaluate_id(self, params, model_state, batch_size, mesh=None) -> dict:
+        """The clean test set: {"accuracy", "loss"}."""
+        return self.evaluate_split(params, model_state, self.dataset.test, batch_size, mesh)
+
+    def evaluate_ood(self, params, model_state, batch_size, mesh=None):
+        """Mean OOD accuracy (%) over every (corruption, severity) (None without OOD splits)
+        and the per-cell table {corruption: {severity: accuracy}}."""
+        table: dict[str, dict[str, float]] = {}
+        for (corruption, severity), split in sorted(self.dataset.ood.items()):
+            acc = self.evaluate_split(params, model_state, split, batch_size, mesh)["accuracy"]
+            table.setdefault(corruption, {})[str(severity)] = acc
+        cells = [acc for row in table.values() for acc in row.values()]
+        return (float(np.mean(cells)) if cells else None), table
+
+    def final_results(self, params, model_state, batch_size, mesh=None) -> dict:
+        """The task's fields of results.json: ID accuracy and loss, the OOD mean and table,
+        and what that mean covers (the OOD set's name and every corruption/severity cell)."""
+        id_metrics = self.evaluate_id(params, model_state, batch_size, mesh)
+        ood_mean, ood_table = self.evaluate_ood(params, model_state, batch_size, mesh)
+        return {
+            "dataset": self.dataset.name,
+            "id_accuracy": id_metrics["accuracy"],
+            "id_loss": id_metrics["loss"],
+            "ood_accuracy": ood_mean,
+            "ood_table": ood_table,
+            "ood_set": self.dataset.ood_set,
+            "ood_cells": [f"{c}/{s}" for c, s in sorted(self.dataset.ood)],
+        }
+
+    # --- what the early-period metrics need ------------------------------------------------
+
+    def metric_batches(self, set_size: int, batch_size: int) -> dict:
+        """The metric set: the first `set_size` training examples, un-augmented, in batches."""
+        return metric_set(self.dataset.train, set_size, batch_size)
+
+    def metric_functions(self, params, model_state, batches: dict, bn: str):
+        """(logits_fn(p, x), loss_fn(p, batch), features(p), flat inputs, batches) on the metric
+        set, inside a jitted recorder. `bn="batch"` normalises with the metric set's own
+        statistics at `params`, `"eval"` with the running ones (earlyjax.recording)."""
+        images = self._inputs(batches["image"])
+        batches = {"image": images, "label": batches["label"]}
+        flat_x = images.reshape(-1, *images.shape[2:])
+        if bn == "batch":
+            model_state = metric_set_statistics(self.model, params, model_state, flat_x)
+        variables = {"batch_stats": model_state}
+
+        def logits_fn(p, x):
+            return self.model.apply({"params": p, **variables}, x, train=False)
+
+        def loss_fn(p, batch):
+            logits = logits_fn(p, batch["image"])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
+        def features(p):
+            return self.model.apply(
+                {"params": p, **variables}, flat_x, method=type(self.model).penultimate
+            )
+
+        return logits_fn, loss_fn, features, flat_x, batches
+
+
+def metric_set_statistics(model, params, batch_stats, x: jax.Array):
+    """BatchNorm statistics (mean, biased variance) of `x` at `params`, in `batch_stats` form.
+
+    One train-mode forward pass from zeroed running statistics: Flax's update
+    new = m * old + (1 - m) * batch gives the batch statistics as new / (1 - m).
+    """
+    zeros = jax.tree.map(jnp.zeros_like, batch_stats)
+    _, updates = model.apply(
+        {"params": params, "batch_stats": zeros}, x, train=True, mutable=["batch_stats"]
+    )
+    return jax.tree.map(lambda s: s / (1.0 - BN_MOMENTUM), updates["batch_stats"])
