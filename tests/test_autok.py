@@ -152,6 +152,40 @@ def test_pipeline_end_to_end_reaches_the_metric_k_the_winning_rate_and_resumes(
     assert os.path.getmtime(results) == before
 
 
+@pytest.mark.slow  # ~45 s: the same pipeline as above, for the LR switch
+def test_pipeline_picks_the_lr_switch_step_through_the_same_code(
+    tiny_config, tiny_dataset, tmp_path
+):
+    c = tiny_config
+    c.unfreeze.k = None
+    c.optimizer.lr_switch = "l2h"  # the direction; auto-k picks the step
+    c.total_steps = 16
+    c.record.every, c.record.until = 1, 6
+    c.record.set_size, c.record.batch_size = 64, 32
+    c.record.metrics = ("fisher",)
+    c.stabilization.tau, c.stabilization.eps, c.stabilization.rapid_eps = 1, 0.05, 0.1
+    out = str(tmp_path / "autok")
+    held = (("optimizer.lr_switch_step", None), ("optimizer.lr_switch_hold", True))
+    curves = {0: [0.0, 0.7, 0.97, 1.0, 1.0, 1.0, 1.0], 1: [0.0, 0.9, 0.99, 1.0, 1.0, 1.0, 1.0]}
+    for seed, values in curves.items():
+        signal_dir = os.path.join(out, f"seed={seed}", "signal")
+        overrides = (("seed", seed), *held, ("total_steps", 6), ("data.ood_source", "none"))
+        autok.run(c, signal_dir, overrides, tiny_dataset)
+        _replace_signal(signal_dir, values)
+
+    summary = autok.pipeline(
+        c, out, seeds=[0, 1], n_random=2, intervention="lr_switch", dataset=tiny_dataset
+    )
+    assert summary["setting"]["intervention"] == "lr_switch"
+    assert summary["picked"]["fisher"]["k"] == 2
+    assert summary["k_range"] == [1, 2, 3, 4, 5, 6]  # any recording step before the end
+    with open(os.path.join(out, "seed=0", "k=2", "results.json")) as f:
+        assert json.load(f)["lr_switch_step"] == 2
+    with open(os.path.join(out, "seed=0", "standard", "config.json")) as f:
+        assert json.load(f)["optimizer"]["lr_switch"] is None  # no intervention at all
+    assert summary["winning_rate"]["fisher"]["n"] == 2
+
+
 def test_command_line_refuses_bad_input_with_one_line(tmp_path):
     """`python -m experiments.autok` parses its flags and stops on a bad value before training."""
     import subprocess
