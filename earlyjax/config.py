@@ -16,7 +16,7 @@ from earlyjax.data import DataConfigError, check_data_config
 from earlyjax.interventions import LR_SWITCH_DIRECTIONS
 from earlyjax.models import MODELS
 from earlyjax.models.init import INIT_STYLES
-from earlyjax.recording import check_record_config
+from earlyjax.recording import RECORDABLE, check_record_config
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
 DATA_SOURCES = ("embedded", "tfds", "local")
@@ -95,6 +95,13 @@ def default_config() -> ml_collections.ConfigDict:
     # running ones untouched) or "eval" (running statistics, which lag the weights for the first
     # ~50 steps: README, "BatchNorm while recording").
     c.record.bn = "batch"
+
+    # Final-solution analysis (§6.3, App. C, Fig. 5): these metrics of the trained model on the
+    # metric set (record.set_size / batch_size / bn / rho / iters), in results.json's
+    # "final_solution"; e.g. ("hessian", "avg_sharpness", "worst_sharpness",
+    # "feature_eigenvalue"). Empty: off.
+    c.final = ml_collections.ConfigDict()
+    c.final.metrics = ()
 
     c.batch_size = 128
     c.num_epochs = 1
@@ -193,6 +200,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
     problems = check_record_config(config.record)
     _check(not problems, "; ".join(problems))
+    unknown = sorted(set(config.final.metrics) - set(RECORDABLE))
+    _check(
+        not unknown,
+        f"unknown final.metrics {unknown}: choose from {RECORDABLE}",
+    )
     _check(
         not (config.unfreeze.head_only and k is not None),
         f"unfreeze.head_only=True trains only the head and ignores k; unset one (k={k})",

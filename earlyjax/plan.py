@@ -78,6 +78,8 @@ class RunPlan:
     keep_checkpoints: int
     progress_bar: bool
     k: int | None  # unfreeze.k, as results.json reports it
+    # The final-solution analysis (config.final): metrics of the trained model, or None.
+    final: RecordPlan | None = None
 
     @property
     def gradual_unfreezing(self) -> GradualUnfreezing:
@@ -155,26 +157,14 @@ def make_plan(config: ml_collections.ConfigDict, task, mesh: Mesh | None = None)
     schedules, adaptive = interventions_of(config, task.blocks, task.head)
     check_schedule_fits(config, len(task.blocks), num_steps)
     r = config.record
-    record = None
     steps = record_steps(r.every, r.until, num_steps)
-    if steps:
-        if r.set_size > task.num_train:
-            raise ConfigError(
-                f"record.set_size={r.set_size}: the metric set must be at most the "
-                f"{task.num_train} training examples; lower --config.record.set_size"
-            )
-        record = RecordPlan(
-            steps,
-            tuple(r.metrics),
-            r.set_size,
-            r.batch_size,
-            r.bn,
-            r.rho,
-            r.avg_samples,
-            r.samples_per_pass,
-            r.worst_iters,
-            r.hessian_iters,
+    if (steps or config.final.metrics) and r.set_size > task.num_train:
+        raise ConfigError(
+            f"record.set_size={r.set_size}: the metric set must be at most the "
+            f"{task.num_train} training examples; lower --config.record.set_size"
         )
+    record = _record_plan(r, steps, tuple(r.metrics)) if steps else None
+    final = _record_plan(r, (num_steps,), tuple(config.final.metrics))
     o = config.optimizer
     return RunPlan(
         seed=config.seed,
@@ -195,6 +185,23 @@ def make_plan(config: ml_collections.ConfigDict, task, mesh: Mesh | None = None)
         keep_checkpoints=config.keep_checkpoints,
         progress_bar=config.progress_bar,
         k=config.unfreeze.k,
+        final=final if final.metrics else None,
+    )
+
+
+def _record_plan(r: ml_collections.ConfigDict, steps, metrics) -> RecordPlan:
+    """The metrics `metrics` at `steps`, on the metric set and settings of the record block."""
+    return RecordPlan(
+        steps,
+        metrics,
+        r.set_size,
+        r.batch_size,
+        r.bn,
+        r.rho,
+        r.avg_samples,
+        r.samples_per_pass,
+        r.worst_iters,
+        r.hessian_iters,
     )
 
 

@@ -11,6 +11,7 @@ at that step:
   worst_sharpness   S_worst of Eq. 4 (Auto-PGD, record.worst_iters iterations, adaptive)
   hessian           λ_max of the loss Hessian (Lanczos, record.hessian_iters iterations)
   feature_rank      99%-variance rank of the penultimate features (App. E.1)
+  feature_eigenvalue  the largest eigenvalue of their covariance (App. C's "feature λ_max")
 
 BatchNorm (`record.bn`): "eval" normalises with the running statistics, as a model in eval
 mode does (and as Andriushchenko et al.'s sharpness code evaluates). Early in training those
@@ -38,7 +39,10 @@ from earlyjax.interventions import GradualUnfreezing
 if TYPE_CHECKING:
     from earlyjax.plan import RecordPlan
 
-RECORDABLE = ("fisher", "avg_sharpness", "worst_sharpness", "hessian", "feature_rank")
+# The metrics with a random stream, in the order their keys are split (fixed: adding a metric
+# must not change the others' values), then those without one.
+KEYED = ("fisher", "avg_sharpness", "worst_sharpness", "hessian", "feature_rank")
+RECORDABLE = (*KEYED, "feature_eigenvalue")
 BN_MODES = ("eval", "batch")
 RECORD_STREAM = 0x5EC0  # folded into the run's key, apart from the training steps' keys
 
@@ -68,7 +72,7 @@ def make_recorder(
         release = unfreezing.get_schedule(opt_state)
         trainable = freezing.trainable_mask(param_groups, release, step)
         key = jax.random.fold_in(jax.random.fold_in(rng, RECORD_STREAM), step)
-        keys = dict(zip(RECORDABLE, jax.random.split(key, len(RECORDABLE)), strict=True))
+        keys = dict(zip(KEYED, jax.random.split(key, len(KEYED)), strict=True))
         out = {}
         if "fisher" in names:
             out["fisher"] = metrics.fisher_trace(
@@ -109,6 +113,8 @@ def make_recorder(
             )
         if "feature_rank" in names:
             out["feature_rank"] = metrics.feature_rank(features(params))
+        if "feature_eigenvalue" in names:
+            out["feature_eigenvalue"] = metrics.feature_top_eigenvalue(features(params))
         return out
 
     def recorder(state) -> dict[str, float]:

@@ -280,7 +280,14 @@ def _train_and_evaluate(config, workdir, cleanup, dataset, mesh, extra_actions):
         "record_seconds_this_session": run.record_seconds,
     }
     ood_line = {} if results["ood_accuracy"] is None else {"ood_accuracy": results["ood_accuracy"]}
-    run.log.write(run.plan.num_steps, FINAL_KIND, id_accuracy=results["id_accuracy"], **ood_line)
+    final_solution = results["final_solution"] or {}
+    run.log.write(
+        run.plan.num_steps,
+        FINAL_KIND,
+        id_accuracy=results["id_accuracy"],
+        **ood_line,
+        **final_solution,
+    )
     if is_writer:
         path = os.path.join(workdir, RESULTS_FILE)
         write_atomically(path, json.dumps(results, indent=2).encode())
@@ -345,6 +352,10 @@ def _evaluate(run: Run) -> dict:
     results["release_steps"] = run.schedule(plan.gradual_unfreezing).tolist()
     if plan.lr_switch is not None:
         results["lr_switch_step"] = int(run.schedule(plan.lr_switch)[0])
+    results["final_solution"] = None
+    if plan.final is not None:  # §6.3: the trained model's sharpness, λ_max, feature λ_max
+        recorder = make_recorder(run.task, plan.final, plan.gradual_unfreezing, run.mesh)
+        results["final_solution"] = recorder(state)
     return results
 
 
@@ -447,4 +458,8 @@ def format_results(results: dict) -> str:
     for corruption, row in sorted(results["ood_table"].items()):
         cells = "  ".join(f"s{s}:{acc:5.1f}" for s, acc in sorted(row.items()))
         lines.append(f"  {corruption:<18} {cells}")
+    final = results.get("final_solution")
+    if final:
+        values = ", ".join(f"{name} {value:.4g}" for name, value in sorted(final.items()))
+        lines.append(f"Final solution (metric set): {values}")
     return "\n".join(lines)

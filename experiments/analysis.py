@@ -8,6 +8,7 @@ folder (see experiments/autok.py).
     python -m experiments.analysis table2 runs/mnist_autok    # auto-k per metric, winning rate
     python -m experiments.analysis table6 runs/mnist_autok    # the k each metric picked
     python -m experiments.analysis fig6 runs/mnist_autok      # signal curves, picked k marked
+    python -m experiments.analysis fig5 runs/c10_lr           # final solution vs OOD, Kendall τ
 
 Outputs go to `<folder>/analysis/` (or --out): tables as Markdown (printed too) and CSV,
 figures as PNG and PDF. Only finished runs (with results.json) count; every cell averaged over
@@ -67,6 +68,7 @@ from earlyjax.train import CONFIG_FILE, RESULTS_FILE
 NON_RESULT_FIELDS = frozenset(
     RESUMABLE_CHANGES
     | {"log_every", "eval_every", "data.data_dir", "data.ood_dir", "unfreeze.allow_late_release"}
+    | {"final.metrics"}  # measures the trained model, never changes it
 )
 # Fields that say which intervention a run used: they tell settings of one family apart.
 INTERVENTION_FIELDS = (
@@ -175,6 +177,8 @@ def load_runs(sweep_dir: str) -> list[dict]:
                     "id": results["id_accuracy"],
                     "ood": math.nan if ood is None else ood,
                     "ood_set": results.get("ood_set"),
+                    "lr": flat["optimizer.lr"] * flat["optimizer.lr_scale"],
+                    "final_solution": results.get("final_solution") or {},
                     "fields": result_fields(config, results),
                 }
             )
@@ -960,9 +964,75 @@ def figure6(autok_dir: str, out_dir: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+FINAL_METRIC_LABELS = {
+    "hessian": "λ_max of the loss Hessian",
+    "avg_sharpness": "S_avg",
+    "worst_sharpness": "S_worst",
+    "feature_eigenvalue": "feature λ_max (penultimate covariance)",
+    "fisher": "tr(F)",
+    "feature_rank": "feature rank",
+}
+
+
+def final_solution_correlations(runs: Sequence[dict]) -> dict[str, dict]:
+    """Per final-solution metric (results.json's `final_solution`, config `final.metrics`):
+    the runs' (value, OOD accuracy, learning rate) and Kendall's τ between value and OOD
+    accuracy with its two-sided p-value (`scipy.stats.kendalltau`, τ-b), over every run that
+    has both; §6.3 and Figure 5 correlate over a sweep of learning rates."""
+    from scipy.stats import kendalltau
+
+    out = {}
+    names = sorted({m for r in runs for m in r.get("final_solution", {})})
+    for name in names:
+        points = [
+            (r["final_solution"][name], r["ood"], r["lr"])
+            for r in runs
+            if name in r.get("final_solution", {}) and not math.isnan(r["ood"])
+        ]
+        if len(points) < 2:
+            continue
+        values, ood, lrs = (list(x) for x in zip(*points, strict=True))
+        tau, p = kendalltau(values, ood)
+        out[name] = {"value": values, "ood": ood, "lr": lrs, "tau": tau, "p": p, "n": len(points)}
+    return out
+
+
+def figure5(runs: list[dict], out_dir: str) -> list[str]:
+    """Figure 5 (§6.3, App. C): each final-solution metric against OOD accuracy, one point per
+    run, coloured by learning rate, each panel titled with Kendall's τ, its p-value and n."""
+    plt = _pyplot()
+    correlations = final_solution_correlations(runs)
+    if not correlations:
+        raise SystemExit(
+            "Figure 5 needs finished runs with a final-solution analysis: train with "
+            "--config.final.metrics=hessian,avg_sharpness,worst_sharpness,feature_eigenvalue"
+        )
+    n = len(correlations)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    lrs = sorted({lr for c in correlations.values() for lr in c["lr"]})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (name, c) in zip(axes[0], correlations.items(), strict=True):
+        for i, lr in enumerate(lrs):
+            xs = [v for v, r in zip(c["value"], c["lr"], strict=True) if r == lr]
+            ys = [o for o, r in zip(c["ood"], c["lr"], strict=True) if r == lr]
+            if xs:
+                ax.scatter(xs, ys, s=18, color=colors[i % len(colors)], label=f"lr {lr:g}")
+        ax.set_xlabel(FINAL_METRIC_LABELS.get(name, name))
+        ax.set_ylabel("OOD accuracy (%)")
+        ax.set_title(f"Kendall τ = {c['tau']:.2f} (p = {c['p']:.2g}, n = {c['n']})", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(_title(runs, [], {}), fontsize=9)
+    fig.tight_layout()
+    paths = _save(fig, os.path.join(out_dir, "fig5"))
+    plt.close(fig)
+    return paths
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["table1", "table2", "table3", "table6", "fig1", "fig2", "fig6"])
+    p.add_argument(
+        "what", choices=["table1", "table2", "table3", "table6", "fig1", "fig2", "fig5", "fig6"]
+    )
     p.add_argument("sweep_dir", help="a sweep folder (table1/3, fig1/2) or an auto-k folder")
     p.add_argument("--out", help="output folder (default: <sweep_dir>/analysis)")
     args = p.parse_args(argv)
@@ -974,6 +1044,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         paths = figure6(args.sweep_dir, out)
     elif args.what == "fig1":
         paths = figure1(load_runs(args.sweep_dir), out)
+    elif args.what == "fig5":
+        runs = load_runs(args.sweep_dir)
+        for name, c in final_solution_correlations(runs).items():
+            print(f"{name}: Kendall tau {c['tau']:.3f}, p = {c['p']:.3g}, n = {c['n']}")
+        paths = figure5(runs, out)
     else:
         if args.what in ("table2", "table6"):
             summary = read_autok(args.sweep_dir)

@@ -26,6 +26,7 @@ def write_run(
     ood_set=GENERATED,
     records=None,
     drop=(),
+    final_solution=None,
     **overrides,
 ):
     """A finished run folder: config.json (default_config with `overrides`, dotted with '__';
@@ -64,6 +65,8 @@ def write_run(
     }
     if ood_set is not None:
         results["ood_set"] = ood_set
+    if final_solution is not None:
+        results["final_solution"] = final_solution
     with open(os.path.join(folder, "results.json"), "w") as f:
         json.dump(results, f)
     if records is not None:
@@ -484,3 +487,42 @@ def test_paired_difference_ci_is_a_student_t_interval_over_seeds():
     # differences 1, 2, 3: mean 2, std 1, t(0.975, 2) = 4.3027 -> half width 2.4842
     assert paired_difference_ci([11.0, 12.0, 13.0], [10.0, 10.0, 10.0]) == "+2.00 [-0.48, +4.48]"
     assert paired_difference_ci([5.0], [4.0]) == "+1.00 [n/a]"
+
+
+def test_figure5_correlates_the_final_solution_with_ood_by_kendall_tau(tmp_path, figures):
+    """Six runs over two learning rates: S_avg falls as OOD rises (τ = -1), λ_max has one
+    discordant pair; the panels show each point, coloured by learning rate, and τ with p."""
+    from scipy.stats import kendalltau
+
+    ood = [40.0, 45.0, 50.0, 55.0, 60.0, 65.0]
+    s_avg = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    hessian = [10.0, 12.0, 11.0, 13.0, 14.0, 15.0]
+    for i, (o, s, h) in enumerate(zip(ood, s_avg, hessian, strict=True)):
+        write_run(
+            tmp_path / "sweep",
+            f"run{i}",
+            seed=i % 3,
+            id_acc=90.0,
+            ood_acc=o,
+            optimizer__lr_scale=1.0 if i < 3 else 0.1,
+            final_solution={"avg_sharpness": s, "hessian": h},
+        )
+    runs = analysis.load_runs(str(tmp_path / "sweep"))
+    got = analysis.final_solution_correlations(runs)
+    assert got["avg_sharpness"]["tau"] == pytest.approx(-1.0)
+    want = kendalltau(hessian, ood)
+    assert (got["hessian"]["tau"], got["hessian"]["p"]) == pytest.approx(tuple(want))
+    assert got["hessian"]["n"] == 6
+    assert sorted(set(got["hessian"]["lr"])) == pytest.approx([0.01, 0.1])
+
+    paths = analysis.figure5(runs, str(tmp_path / "out"))
+    assert sorted(os.path.basename(p) for p in paths) == ["fig5.pdf", "fig5.png"]
+    fig = figures["fig5"]
+    by_label = {ax.get_xlabel(): ax for ax in fig.axes}
+    ax = by_label["S_avg"]
+    assert ax.get_ylabel() == "OOD accuracy (%)"
+    assert ax.get_title().startswith("Kendall τ = -1.00 (p = ")
+    assert legend(ax) == ["lr 0.01", "lr 0.1"]
+    points = sorted(tuple(xy) for c in ax.collections for xy in c.get_offsets())
+    assert points == sorted(zip(s_avg, ood, strict=True))
+    assert "λ_max of the loss Hessian" in by_label

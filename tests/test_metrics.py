@@ -19,6 +19,7 @@ from earlyjax.metrics import (
     apgd_checkpoints,
     average_sharpness,
     feature_rank,
+    feature_top_eigenvalue,
     fisher_trace,
     hessian_top_eigenvalue,
     project_ellipsoid,
@@ -732,3 +733,13 @@ def test_user_errors_name_the_value_and_the_fix():
         average_sharpness(mlp_loss, params, (x, jnp.zeros((3,), jnp.int32)), key)
     with pytest.raises(ValueError, match="threshold"):
         feature_rank(jnp.ones((4, 3)), threshold=1.5)
+
+
+def test_feature_top_eigenvalue_is_the_covariance_lambda_max():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 7)) * np.arange(1, 8) + 3.0  # a mean to remove
+    want = np.linalg.eigvalsh(np.cov(x, rowvar=False, bias=True))[-1]
+    got = float(feature_top_eigenvalue(jnp.asarray(x, jnp.float32)))
+    assert got == pytest.approx(want, rel=1e-4)
+    with pytest.raises(ValueError, match="features must be"):
+        feature_top_eigenvalue(jnp.zeros(5))

@@ -85,7 +85,7 @@ def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn)
 
     from earlyjax import freezing, metrics
     from earlyjax.data.pipeline import metric_set, normalize
-    from earlyjax.recording import RECORD_STREAM, RECORDABLE, make_recorder
+    from earlyjax.recording import KEYED, RECORD_STREAM, make_recorder
     from earlyjax.tasks.image_classification import metric_set_statistics
     from earlyjax.train import make_train_step, setup
 
@@ -134,7 +134,7 @@ def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn)
     ]
     rng = jax.random.wrap_key_data(state.rng)
     key = jax.random.fold_in(jax.random.fold_in(rng, RECORD_STREAM), state.step)
-    keys = dict(zip(RECORDABLE, jax.random.split(key, len(RECORDABLE)), strict=True))
+    keys = dict(zip(KEYED, jax.random.split(key, len(KEYED)), strict=True))
     want_fisher = metrics.fisher_trace(logits_fn, state.params, flat_x, keys["fisher"],
                                        trainable=trainable)  # fmt: skip
     want_avg = metrics.average_sharpness(

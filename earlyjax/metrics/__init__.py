@@ -7,17 +7,18 @@
   `worst_sharpness(..., geometry="scaled")` runs Auto-PGD in the rescaled coordinates, whose
   fixed points are the maximisers that the default (their) geometry can miss.
 - `hessian_top_eigenvalue`: λ_max by Lanczos on Hessian-vector products (App. C).
-- `feature_rank`: 99%-variance PCA rank of penultimate features (App. E.1).
+- `feature_rank`: 99%-variance PCA rank of penultimate features (App. E.1);
+  `feature_top_eigenvalue`: the largest eigenvalue of their covariance (App. C, Fig. 5).
 
 `logits_fn(params, x) -> logits[N, C]`, `loss_fn(params, batch) -> scalar mean loss`; `batches`
 is `batch` with a leading batch-index axis. Each docstring gives the cost in forward/backward
-passes. Every function but `feature_rank` takes `mesh=` (a `jax.sharding.Mesh`) to spread its
+passes. Every function but the two feature ones takes `mesh=` (a `jax.sharding.Mesh`) to spread its
 work over several devices. Nothing here depends on the rest of earlyjax.
 """
 
 from earlyjax.metrics.fisher import fisher_trace
 from earlyjax.metrics.hessian import hessian_top_eigenvalue
-from earlyjax.metrics.rank import feature_rank
+from earlyjax.metrics.rank import feature_rank, feature_top_eigenvalue
 from earlyjax.metrics.sharpness import (
     apgd_checkpoints,
     average_sharpness,
@@ -29,6 +30,7 @@ __all__ = [
     "apgd_checkpoints",
     "average_sharpness",
     "feature_rank",
+    "feature_top_eigenvalue",
     "fisher_trace",
     "hessian_top_eigenvalue",
     "project_ellipsoid",

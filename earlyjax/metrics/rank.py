@@ -81,3 +81,21 @@ def _feature_rank_jit(features: jax.Array, threshold: jax.Array, *, center: str)
     target = threshold * total * (1 - 1e-6)
     k = jnp.sum(jnp.cumsum(sq) < target) + 1
     return jnp.where(total > 0, jnp.minimum(k, sq.shape[0]), 0).astype(jnp.int32)
+
+
+def feature_top_eigenvalue(features: jax.Array) -> jax.Array:
+    """Largest eigenvalue of the covariance of penultimate features (App. C, Fig. 5's "feature
+    λ_max"): σ_max² / N for the singular values σ of the [N, D] features centred over the N
+    points (the biased covariance, 1/N). Cost: one SVD of an [N, D] matrix; jit-compatible.
+    """
+    features = jnp.asarray(features)
+    if features.ndim < 2 or features.shape[0] < 1:
+        raise ValueError(
+            f"features must be [N, D] (or [N, ...]) with N >= 1, got shape {features.shape}"
+        )
+    if not jnp.issubdtype(features.dtype, jnp.floating):
+        raise ValueError(f"features must be floating point, got dtype {features.dtype}")
+    check_finite("features", features)
+    x = features.reshape(features.shape[0], -1)
+    x = x - x.mean(axis=0, keepdims=True)
+    return jnp.linalg.svd(x, compute_uv=False)[0] ** 2 / x.shape[0]

@@ -19,4 +19,6 @@ def get_config():
     c.optimizer.weight_decay = 0.01
     c.num_epochs = 10
     c.checkpoint_every = 1000
+    # §6.3 / App. C: the trained model's λ_max, S_avg, S_worst and feature λ_max (Figure 5).
+    c.final.metrics = ("hessian", "avg_sharpness", "worst_sharpness", "feature_eigenvalue")
     return c
