@@ -1021,7 +1021,9 @@ def figure5(runs: list[dict], out_dir: str) -> list[str]:
         ax.set_ylabel("OOD accuracy (%)")
         ax.set_title(f"Kendall τ = {c['tau']:.2f} (p = {c['p']:.2g}, n = {c['n']})", fontsize=9)
         ax.legend(fontsize=7)
-    fig.suptitle(_title(runs, [], {}), fontsize=9)
+    r = runs[0]  # the learning rate varies over the sweep: the legend gives it, not the title
+    title = f"{r['dataset']} / {r['model']}" + (f" / OOD: {ood_set(runs)}" if ood_set(runs) else "")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     paths = _save(fig, os.path.join(out_dir, "fig5"))
     plt.close(fig)

@@ -526,3 +526,4 @@ def test_figure5_correlates_the_final_solution_with_ood_by_kendall_tau(tmp_path,
     points = sorted(tuple(xy) for c in ax.collections for xy in c.get_offsets())
     assert points == sorted(zip(s_avg, ood, strict=True))
     assert "λ_max of the loss Hessian" in by_label
+    assert fig._suptitle.get_text() == f"digits / resnet18 / OOD: {GENERATED}"
