@@ -94,6 +94,7 @@ def _replace_signal(workdir, values):
             f.write(json.dumps(r) + "\n")
 
 
+@pytest.mark.slow  # ~45 s: 10 real runs; the pieces have fast tests here and in test_analysis
 def test_pipeline_end_to_end_reaches_the_metric_k_the_winning_rate_and_resumes(
     tiny_config, tiny_dataset, tmp_path
 ):

@@ -24,6 +24,3 @@ def test_final_solution_metrics_land_in_results_and_the_final_line(
     assert {k: line[k] for k in final} == final
     summary = format_results(results).splitlines()[-1]
     assert summary.startswith("Final solution (metric set): feature_eigenvalue ")
-    c.final.metrics = ()
-    off = train_and_evaluate(c, str(tmp_path / "off"), dataset=tiny_dataset)
-    assert off["final_solution"] is None

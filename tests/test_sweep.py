@@ -93,6 +93,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(sweep_config, tmp_pa
     assert paths and all(os.path.getsize(p) > 1000 for p in paths)
 
 
+@pytest.mark.slow  # ~13 s: four real runs; test_analysis checks Table 3 on synthetic runs
 def test_table3_separates_lr_switches(sweep_config, tmp_path):
     sweep_config.unfreeze.k = None
     points = expand_grid([], [0], [], [("l2h", 2), ("h2l", 2)])
