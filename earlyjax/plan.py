@@ -155,7 +155,7 @@ def make_plan(config: ml_collections.ConfigDict, task, mesh: Mesh | None = None)
             except ValueError as e:
                 raise ConfigError(f"--config.{e}") from None
     schedules, adaptive = interventions_of(config, task.blocks, task.head)
-    check_schedule_fits(config, len(task.blocks), num_steps)
+    check_schedule_fits(config, schedules[0][0], num_steps)
     r = config.record
     steps = record_steps(r.every, r.until, num_steps)
     if (steps or config.final.metrics) and r.set_size > task.num_train:
@@ -205,12 +205,9 @@ def _record_plan(r: ml_collections.ConfigDict, steps, metrics) -> RecordPlan:
     )
 
 
-def max_fitting_k(num_blocks: int, num_steps: int) -> int:
-    """The largest interval k whose last release (block 0 at step kL - 1) comes with kL < T."""
-    return GradualUnfreezing(tuple(f"b{j}" for j in range(num_blocks))).max_fitting_k(num_steps)
-
-
-def check_schedule_fits(config: ml_collections.ConfigDict, num_blocks: int, num_steps: int):
+def check_schedule_fits(
+    config: ml_collections.ConfigDict, unfreezing: GradualUnfreezing, num_steps: int
+):
     """Refuses a schedule that removes an intervention after the run ends, unless
     `unfreeze.allow_late_release`: a gradual-unfreezing k with k * L >= total steps, an LR
     switch at or after the last step, or adaptive removal whose recording (its last chance to
@@ -218,11 +215,12 @@ def check_schedule_fits(config: ml_collections.ConfigDict, num_blocks: int, num_
     if config.unfreeze.allow_late_release:
         return
     k, fix = config.unfreeze.k, "or set --config.unfreeze.allow_late_release=True"
+    num_blocks = len(unfreezing.blocks)
     if k is not None and k * num_blocks >= num_steps:
         raise ConfigError(
             f"unfreeze.k={k} with {num_blocks} blocks releases the last block at step "
             f"{k * num_blocks - 1} of a {num_steps}-step run (k * L >= total steps), so part of "
-            f"the network would hardly train: use k <= {max_fitting_k(num_blocks, num_steps)}, "
+            f"the network would hardly train: use k <= {unfreezing.max_fitting_k(num_steps)}, "
             f"more steps, {fix}"
         )
     step = config.optimizer.lr_switch_step

@@ -56,7 +56,7 @@ from earlyjax.periodic import (
     TrainingDiverged,
     TrainState,
 )
-from earlyjax.plan import RunPlan, make_plan, max_fitting_k, total_steps
+from earlyjax.plan import RunPlan, make_plan, total_steps
 from earlyjax.recording import make_recorder
 from earlyjax.tasks import ImageClassification
 from earlyjax.tasks.image_classification import ModelDoesNotFit
@@ -73,7 +73,6 @@ __all__ = [
     "TrainingDiverged",
     "format_results",
     "make_train_step",
-    "max_fitting_k",
     "setup",
     "total_steps",
     "train_and_evaluate",

@@ -82,6 +82,18 @@ def test_plan_refuses_what_cannot_work(tiny_config):
         autok.plan(c, ("fisher",), 1, _Task)
 
 
+def pipeline_config(c):
+    """The tiny config of the end-to-end pipeline tests: 16 steps, tr(F) recorded every step to
+    6 on 64 points, Algorithm 2 with tau 1."""
+    c.unfreeze.k = None
+    c.total_steps = 16
+    c.record.every, c.record.until = 1, 6
+    c.record.set_size, c.record.batch_size = 64, 32
+    c.record.metrics = ("fisher",)
+    c.stabilization.tau, c.stabilization.eps, c.stabilization.rapid_eps = 1, 0.05, 0.1
+    return c
+
+
 def _replace_signal(workdir, values):
     """Rewrites a finished signal run's recorded tr(F) with a known curve (same steps)."""
     path = os.path.join(workdir, METRICS_FILE)
@@ -98,14 +110,8 @@ def _replace_signal(workdir, values):
 def test_pipeline_end_to_end_reaches_the_metric_k_the_winning_rate_and_resumes(
     tiny_config, tiny_dataset, tmp_path
 ):
-    c = tiny_config
-    c.unfreeze.k = None
+    c = pipeline_config(tiny_config)
     c.unfreeze.allow_late_release = False
-    c.total_steps = 16
-    c.record.every, c.record.until = 1, 6
-    c.record.set_size, c.record.batch_size = 64, 32
-    c.record.metrics = ("fisher",)
-    c.stabilization.tau, c.stabilization.eps, c.stabilization.rapid_eps = 1, 0.05, 0.1
     out = str(tmp_path / "autok")
     # The signal runs train for real; their tr(F) curves are then replaced by known ones that
     # settle at step 2 (seed mean: changes 0.8, 0.18, 0.02, 0, ...), so the metric's k is known.
@@ -157,14 +163,8 @@ def test_pipeline_end_to_end_reaches_the_metric_k_the_winning_rate_and_resumes(
 def test_pipeline_picks_the_lr_switch_step_through_the_same_code(
     tiny_config, tiny_dataset, tmp_path
 ):
-    c = tiny_config
-    c.unfreeze.k = None
+    c = pipeline_config(tiny_config)
     c.optimizer.lr_switch = "l2h"  # the direction; auto-k picks the step
-    c.total_steps = 16
-    c.record.every, c.record.until = 1, 6
-    c.record.set_size, c.record.batch_size = 64, 32
-    c.record.metrics = ("fisher",)
-    c.stabilization.tau, c.stabilization.eps, c.stabilization.rapid_eps = 1, 0.05, 0.1
     out = str(tmp_path / "autok")
     held = (("optimizer.lr_switch_step", None), ("optimizer.lr_switch_hold", True))
     curves = {0: [0.0, 0.7, 0.97, 1.0, 1.0, 1.0, 1.0], 1: [0.0, 0.9, 0.99, 1.0, 1.0, 1.0, 1.0]}

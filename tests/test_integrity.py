@@ -199,7 +199,11 @@ def test_resume_falls_back_from_a_corrupt_checkpoint_to_the_previous_one(
     flip_bytes_of_largest_file(os.path.join(hit, "checkpoints", "6", "state"))
     resumed = train_and_evaluate(tiny_config, hit, dataset=tiny_dataset)
     out = capsys.readouterr().out
-    assert "checkpoints/6 is corrupt" in out and "intact checkpoint at step 4" in out
+    # Flipped bytes fail the digest, or, when they land in a compressed chunk, the read itself
+    # (orbax's file layout varies run to run); either way the run falls back. The digest path
+    # alone is tested above.
+    assert "checkpoints/6 is corrupt" in out or "cannot restore the checkpoint at" in out
+    assert "intact checkpoint at step 4" in out
     assert resumed["id_accuracy"] == reference["id_accuracy"]
     log = os.path.join(hit, "metrics.jsonl")
     assert read_records(log) == read_records(os.path.join(full, "metrics.jsonl"))

@@ -29,6 +29,19 @@ from earlyjax.metrics._common import check_finite
 CENTERINGS = ("features", "examples", "none")
 
 
+def _checked_features(features: jax.Array) -> jax.Array:
+    """`features` as an array [N, ...] of finite floats with N >= 1, else ValueError."""
+    features = jnp.asarray(features)
+    if features.ndim < 2 or features.shape[0] < 1:
+        raise ValueError(
+            f"features must be [N, D] (or [N, ...]) with N >= 1, got shape {features.shape}"
+        )
+    if not jnp.issubdtype(features.dtype, jnp.floating):
+        raise ValueError(f"features must be floating point, got dtype {features.dtype}")
+    check_finite("features", features)
+    return features
+
+
 def feature_rank(
     features: jax.Array, *, threshold: float = 0.99, center: str = "features"
 ) -> jax.Array:
@@ -46,14 +59,7 @@ def feature_rank(
     Cost: one SVD of an [N, D] matrix (singular values only), O(N D min(N, D)); no model passes.
     Jit-compatible; `threshold` may be traced.
     """
-    features = jnp.asarray(features)
-    if features.ndim < 2 or features.shape[0] < 1:
-        raise ValueError(
-            f"features must be [N, D] (or [N, ...]) with N >= 1, got shape {features.shape}"
-        )
-    if not jnp.issubdtype(features.dtype, jnp.floating):
-        raise ValueError(f"features must be floating point, got dtype {features.dtype}")
-    check_finite("features", features)
+    features = _checked_features(features)
     if center not in CENTERINGS:
         raise ValueError(f"center must be one of {CENTERINGS}, got {center!r}")
     try:
@@ -88,14 +94,7 @@ def feature_top_eigenvalue(features: jax.Array) -> jax.Array:
     λ_max"): σ_max² / N for the singular values σ of the [N, D] features centred over the N
     points (the biased covariance, 1/N). Cost: one SVD of an [N, D] matrix; jit-compatible.
     """
-    features = jnp.asarray(features)
-    if features.ndim < 2 or features.shape[0] < 1:
-        raise ValueError(
-            f"features must be [N, D] (or [N, ...]) with N >= 1, got shape {features.shape}"
-        )
-    if not jnp.issubdtype(features.dtype, jnp.floating):
-        raise ValueError(f"features must be floating point, got dtype {features.dtype}")
-    check_finite("features", features)
+    features = _checked_features(features)
     x = features.reshape(features.shape[0], -1)
     x = x - x.mean(axis=0, keepdims=True)
     return jnp.linalg.svd(x, compute_uv=False)[0] ** 2 / x.shape[0]
