@@ -53,10 +53,10 @@ def main() -> None:
         sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
 
     import jax.numpy as jnp
-    from train_step import synthetic_dataset
 
     from earlyjax import parallel
     from earlyjax.config import default_config
+    from earlyjax.data.base import synthetic_dataset
     from earlyjax.metrics import fisher_trace
     from earlyjax.train import make_train_step, setup
 
@@ -66,7 +66,7 @@ def main() -> None:
     config.optimizer.momentum = 0.9
     config.unfreeze.k = None
     config.data.augment = True
-    data = synthetic_dataset(32, 3, max(args.batch, 512))
+    data = synthetic_dataset((32, 32, 3), 10, max(args.batch, 512))
     run_setup, state0 = setup(config, data)
     host_batch = {
         "image": data.train.images[: args.batch],

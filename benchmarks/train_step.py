@@ -25,16 +25,8 @@ import optax
 
 from earlyjax import freezing
 from earlyjax.config import default_config
-from earlyjax.data.base import Dataset, Split
+from earlyjax.data.base import synthetic_dataset
 from earlyjax.train import make_train_step, setup
-
-
-def synthetic_dataset(image_size: int, channels: int, n: int) -> Dataset:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, image_size, image_size, channels), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.int32)
-    split = Split(images, labels)
-    return Dataset("synthetic", 10, split, split, {})
 
 
 def time_steps(step, state, batch, n: int):
@@ -65,7 +57,7 @@ def main() -> None:
     config.optimizer.weight_decay = 5e-4
     config.unfreeze.k = 1000
     config.total_steps = 10_000  # the schedule ends inside the (notional) run
-    data = synthetic_dataset(args.image_size, args.channels, args.batch)
+    data = synthetic_dataset((args.image_size, args.image_size, args.channels), 10, args.batch)
     batch = {"image": jnp.asarray(data.train.images), "label": jnp.asarray(data.train.labels)}
 
     run_setup, state = setup(config, data)

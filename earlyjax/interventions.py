@@ -45,6 +45,11 @@ class Intervention(abc.ABC):
 
     name: ClassVar[str]
 
+    @property
+    @abc.abstractmethod
+    def label(self) -> str:
+        """The short name tables give it: "GU", "lr_l2h"."""
+
     @abc.abstractmethod
     def schedule_for_k(self, k: int | None) -> np.ndarray: ...
 
@@ -103,6 +108,7 @@ class GradualUnfreezing(Intervention):
     blocks: tuple[str, ...]
     head: str = "head"
     name: ClassVar[str] = "gradual_unfreezing"
+    label: ClassVar[str] = "GU"
 
     def schedule_for_k(self, k):
         return freezing.release_steps_for(k, len(self.blocks))
@@ -165,6 +171,10 @@ class LRSwitch(Intervention):
 
     direction: str
     name: ClassVar[str] = "lr_switch"
+
+    @property
+    def label(self) -> str:
+        return f"lr_{self.direction}"
 
     def __post_init__(self):
         if self.direction not in LR_SWITCH_DIRECTIONS:

@@ -1,17 +1,19 @@
-"""The paper's tables and figures from a sweep folder (see experiments/sweep.py) or an auto-k
-folder (see experiments/autok.py).
+"""The paper's tables and figures from a sweep folder (see experiments/sweep.py), an auto-k
+folder (see experiments/autok.py), or all of them from the folder of experiments/paper.py.
 
+    python -m experiments.analysis all runs/paper             # every table and figure
     python -m experiments.analysis table1 runs/mnist_k        # standard vs GU, mean ± std
     python -m experiments.analysis table3 runs/c10_lr         # LR switch (l2h / h2l)
     python -m experiments.analysis fig1 runs/mnist_k          # ΔID and ΔOOD vs k, log x
-    python -m experiments.analysis fig2 runs/mnist_k          # recorded metric curves per k
+    python -m experiments.analysis fig2 runs/mnist_k          # recorded metrics, seed mean ± std
     python -m experiments.analysis table2 runs/mnist_autok    # auto-k per metric, winning rate
     python -m experiments.analysis table6 runs/mnist_autok    # the k each metric picked
     python -m experiments.analysis fig6 runs/mnist_autok      # signal curves, picked k marked
     python -m experiments.analysis fig5 runs/c10_lr           # final solution vs OOD, Kendall τ
 
-Outputs go to `<folder>/analysis/` (or --out): tables as Markdown (printed too) and CSV,
-figures as PNG and PDF. Only finished runs (with results.json) count; every cell averaged over
+Outputs go to `<folder>/analysis/` (or --out): tables as Markdown (printed too; the caption
+says how each statistic is computed), CSV (raw means and stds) and LaTeX, figures as PNG and
+PDF. Only finished runs (with results.json) count; every cell averaged over
 seeds is the mean ± sample std (ddof=1), with the number of values in `n`.
 
 How runs are grouped (Tables 1 and 3, Figures 1 and 2). Each run's saved config.json is
@@ -50,7 +52,6 @@ Older results without it load ("-"); runs of one family naming different OOD set
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -144,10 +145,11 @@ def _saved(config: dict, *names: str):
 def load_runs(sweep_dir: str) -> list[dict]:
     """One flat record per finished run under sweep_dir (any depth), head-only runs excluded.
 
-    Each record has `run` (the folder, relative), `dataset`, `model`, `lr_scale`, `k`,
-    `adaptive` (+ `adaptive_tau`, `adaptive_eps`), `head_only`, `lr_switch`, `lr_switch_step`,
-    `seed`, `id`, `ood` (NaN when the run had no OOD set), `ood_set` (the OOD set's name from
-    results.json, None in older results) and `fields` (`result_fields`, used for grouping).
+    Each record has `run` (the folder, relative), `path` (the folder), `dataset`, `model`,
+    `lr_scale`, `k`, `adaptive` (+ `adaptive_tau`, `adaptive_eps`), `head_only`, `lr_switch`,
+    `lr_switch_step`, `seed`, `id`, `ood` (NaN when the run had no OOD set), `ood_set` (the OOD
+    set's name from results.json, None in older results), `lr`, `final_solution` and `fields`
+    (`result_fields`, used for grouping).
     """
     runs = []
     for root, _, files in os.walk(sweep_dir):
@@ -163,6 +165,7 @@ def load_runs(sweep_dir: str) -> list[dict]:
             runs.append(
                 {
                     "run": os.path.relpath(root, sweep_dir),
+                    "path": root,
                     "dataset": results["dataset"],
                     "model": flat["model.name"],
                     "lr_scale": flat["optimizer.lr_scale"],
@@ -227,9 +230,14 @@ def differing(runs: Sequence[dict]) -> list[str]:
     return [n for n in names if len({_fields(r).get(n, _ABSENT) for r in runs}) > 1]
 
 
-def families(runs: Sequence[dict]) -> tuple[list[str], list[tuple[dict, list[dict]]]]:
-    """(the fields that differ between families, [(their values, the family's runs)]), sorted."""
-    names = [n for n in differing(runs) if _in_family_key(n)]
+def families(
+    runs: Sequence[dict], within: Sequence[str] = ()
+) -> tuple[list[str], list[tuple[dict, list[dict]]]]:
+    """(the fields that differ between families, [(their values, the family's runs)]), sorted.
+
+    Fields in `within` (besides the intervention's) tell settings of one family apart instead,
+    as the learning-rate scale does in Table 3."""
+    names = [n for n in differing(runs) if _in_family_key(n) and n not in within]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         groups[tuple(_fields(r).get(n, _ABSENT) for n in names)].append(r)
@@ -291,6 +299,7 @@ def _training_order(r: dict) -> tuple:
         str(r.get("adaptive")),
         str(r.get("lr_switch")),
         r.get("lr_switch_step") or 0,
+        -(r.get("lr_scale") or 1.0),  # lr_d before 0.1·lr_d (Table 3)
     )
 
 
@@ -409,26 +418,36 @@ def _is_gu(r: dict) -> bool:
     return r["k"] is not None and is_standard({**r, "k": None})
 
 
-def _family_table(
-    runs: list[dict], label_column: str, base_label: str, lr_switch_only: bool = False
-) -> list[dict]:
+def _family_table(runs: list[dict], label_column: str, base_label: str, lr_rows: bool = False):
+    """Rows of Tables 1 and 3: per setting family, each setting against the family's baseline.
+
+    With `lr_rows` (Table 3) the learning-rate scale is part of the schedule, not of the
+    family: constant training at each scale is a row ("constant 0.1·lr_d"), the baseline is
+    constant lr_d, and only constant and LR-switch settings are shown."""
     rows = []
-    names, fams = families(runs)
+    names, fams = families(runs, within=("optimizer.lr_scale",) if lr_rows else ())
     for values, fam in fams:
         settings = _settings(fam)
-        base = next((s for s in settings if s["standard"]), None)
-        if lr_switch_only:
+        base = next((s for s in settings if s["standard"] and _at_lr_d(s, lr_rows)), None)
+        if lr_rows:
             settings = [
                 s for s in settings if s["standard"] or s["first"].get("lr_switch") is not None
             ]
             if all(s["standard"] for s in settings):
                 continue
         for s in settings:
+            label = base_label if s["standard"] else s["label"]
+            scale = s["first"]["lr_scale"]
+            if lr_rows and (s["standard"] or scale != 1.0):
+                label += " " * s["standard"] + " at " * (not s["standard"]) + _lr_text(scale)
+            columns = _family_columns(fam, names, values)
+            if lr_rows:
+                columns.pop("lr")
             rows.append(
                 {
-                    **_family_columns(fam, names, values),
+                    **columns,
                     **_ood_set_column(runs, fam),
-                    label_column: base_label if s["standard"] else s["label"],
+                    label_column: label,
                     "ID": s["id"],
                     "ID std": s["id_std"],
                     "OOD": s["ood"],
@@ -442,6 +461,14 @@ def _family_table(
     return rows
 
 
+def _lr_text(scale: float) -> str:
+    return "lr_d" if scale == 1.0 else f"{scale:g}·lr_d"
+
+
+def _at_lr_d(setting: dict, lr_rows: bool) -> bool:
+    return not lr_rows or setting["first"]["lr_scale"] == 1.0
+
+
 def table1(runs: list[dict]) -> list[dict]:
     """Table 1: per setting family, standard training and every other setting (GU at each k,
     sorted numerically, then adaptive unfreezing and LR switches, each a row of its own), mean ±
@@ -451,9 +478,10 @@ def table1(runs: list[dict]) -> list[dict]:
 
 
 def table3(runs: list[dict]) -> list[dict]:
-    """Table 3: per setting family with LR-switch runs, constant LR (the standard row) and each
-    LR switch (direction @ step, with GU k if combined), mean ± std, n seeds, Δ vs constant."""
-    rows = _family_table(runs, "schedule", "constant", lr_switch_only=True)
+    """Table 3 (§7.1): per setting family with LR-switch runs, constant training at each
+    learning rate present (lr_d, 0.1·lr_d) and each LR switch (direction @ step, at its scale,
+    with GU k if combined), mean ± std, n seeds, Δ and paired ΔOOD vs constant lr_d."""
+    rows = _family_table(runs, "schedule", "constant", lr_rows=True)
     if not rows:
         raise SystemExit("Table 3 needs runs with an LR switch (optimizer.lr_switch) in the sweep")
     return rows
@@ -463,44 +491,130 @@ def table3(runs: list[dict]) -> list[dict]:
 # Writing tables
 
 
+def _cell(row: dict, col: str) -> str:
+    """A table cell as shown: 'X' with its 'X std' as 'mean ± std', Δ columns signed, NaN as
+    'n/a' (e.g. no baseline), None as '-' (not applicable)."""
+    v = row.get(col)
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        text = f"{v:+.2f}" if col.startswith("Δ") else f"{v:.2f}"
+        std = row.get(col + " std")
+        if isinstance(std, float) and not math.isnan(std):
+            text += f" ± {std:.2f}"
+        return text
+    return str(v)
+
+
+def display_frame(rows: list[dict]):
+    """The rows as a pandas DataFrame of display strings (`_cell`), 'X std' folded into 'X'."""
+    import pandas as pd
+
+    cols = [c for c in rows[0] if not c.endswith(" std")]
+    return pd.DataFrame([[_cell(r, c) for c in cols] for r in rows], columns=cols)
+
+
 def to_markdown(rows: list[dict]) -> str:
-    """A Markdown table; 'X' and 'X std' columns are shown together as 'mean ± std'."""
+    """A Markdown (pipe) table of `display_frame`."""
     if not rows:
         return "(no rows)"
-    cols = [c for c in rows[0] if not c.endswith(" std")]
-
-    def cell(row: dict, col: str) -> str:
-        v = row.get(col)
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            if math.isnan(v):
-                return "n/a"
-            text = f"{v:+.2f}" if col.startswith("Δ") else f"{v:.2f}"
-            std = row.get(col + " std")
-            if isinstance(std, float) and not math.isnan(std):
-                text += f" ± {std:.2f}"
-            return text
-        return str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return display_frame(rows).to_markdown(index=False, tablefmt="pipe", disable_numparse=True)
 
 
-def write_table(rows: list[dict], out_dir: str, name: str) -> str:
-    """Writes `name`.csv and `name`.md to out_dir; returns the Markdown."""
+# Unicode in our headers and cells, as LaTeX math (after pandas' LaTeX escaping).
+_LATEX_SYMBOLS = {
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "τ": r"$\tau$",
+    "λ": r"$\lambda$",
+    "·": r"$\cdot$",
+}
+
+
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
+    "\\": r"\textbackslash{}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def _latex_text(text: str) -> str:
+    """Plain text (a caption) as LaTeX."""
+    return _symbols("".join(_LATEX_SPECIAL.get(c, c) for c in text))
+
+
+def _symbols(tex: str) -> str:
+    for char, math_ in _LATEX_SYMBOLS.items():
+        tex = tex.replace(char, math_)
+    return tex
+
+
+def to_latex(rows: list[dict], caption: str, label: str) -> str:
+    """A LaTeX table (booktabs rules) of `display_frame`, with its caption and label."""
+    styler = display_frame(rows).style.hide(axis="index")
+    styler = styler.format(escape="latex").format_index(escape="latex", axis=1)
+    tex = styler.to_latex(caption="@CAPTION@", label=f"tab:{label}", hrules=True, position="t")
+    return _symbols(tex).replace("@CAPTION@", _latex_text(caption))
+
+
+def write_table(rows: list[dict], out_dir: str, name: str, caption: str | None = None) -> str:
+    """Writes `name`.md (the table, then its caption), `name`.csv (the raw values: means and
+    stds in columns of their own) and `name`.tex to out_dir; returns the Markdown."""
+    import pandas as pd
+
     if not rows:
         raise ValueError(f"table {name} has no rows")
+    caption = caption or CAPTIONS.get(name, name)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, name + ".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    markdown = to_markdown(rows)
+    pd.DataFrame(rows).to_csv(os.path.join(out_dir, name + ".csv"), index=False)
+    markdown = to_markdown(rows) + f"\n\n{caption}"
     with open(os.path.join(out_dir, name + ".md"), "w") as f:
         f.write(markdown + "\n")
+    with open(os.path.join(out_dir, name + ".tex"), "w") as f:
+        f.write(to_latex(rows, caption, name))
     return markdown
+
+
+_SEEDS_NOTE = "ID and OOD accuracy (%): mean ± sample std (ddof 1) over the n seeds of the row."
+_PAIRED_NOTE = (
+    "ΔOOD paired: the mean over the seeds both rows ran of the per-seed OOD difference from the "
+    "{base} row, with its 95% Student-t interval (n-1 degrees of freedom; n/a with one pair)."
+)
+_WR_NOTE = (
+    "WR: the share of the random k whose seed-mean OOD accuracy the metric's k beats, a tie "
+    "counting one half; its 95% interval is a paired bootstrap over seeds (2000 resamples of the "
+    "seeds with replacement, the same resample for every run; percentile interval)."
+)
+CAPTIONS = {
+    "table1": "Table 1: standard training vs gradual unfreezing (GU k: unfreezing interval k) "
+    "and other early-period interventions, per setting. "
+    + _SEEDS_NOTE
+    + " ΔID, ΔOOD: difference of seed means from the setting's standard row. "
+    + _PAIRED_NOTE.format(base="standard"),
+    "table2": "Table 2: k picked by Algorithm 2 from each metric vs random k. "
+    + _SEEDS_NOTE
+    + " The random-k row: mean ± std over the random k of each k's seed mean. "
+    + _WR_NOTE
+    + " "
+    + _PAIRED_NOTE.format(base="standard"),
+    "table3": "Table 3: learning-rate switches in the early period (lr_l2h @ k: 0.1·lr from "
+    "step 0, lr from step k; lr_h2l @ k: the reverse) against constant learning rates. "
+    + _SEEDS_NOTE
+    + " ΔID, ΔOOD: difference of seed means from the constant lr_d row. "
+    + _PAIRED_NOTE.format(base="constant lr_d"),
+    "table3_autok": "Table 3, §7.1's last paragraph: the LR switch step k picked by Algorithm 2 "
+    "from each metric (on runs that keep the first learning rate throughout) vs random switch "
+    "steps. "
+    + _SEEDS_NOTE
+    + " "
+    + _WR_NOTE
+    + " "
+    + _PAIRED_NOTE.format(base="standard (constant lr_d)"),
+    "table6": "Table 6: the k Algorithm 2 picked per metric on the seed mean of the signal runs' "
+    "curves (the k each seed's own curve gives, for information).",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,6 +637,13 @@ def _save(fig, stem: str) -> list[str]:
         fig.savefig(f"{stem}.{ext}", dpi=150)
         paths.append(f"{stem}.{ext}")
     return paths
+
+
+def _suptitle(fig, text: str) -> None:
+    """The figure's title, wrapped to its width (an OOD set's name can be long)."""
+    import textwrap
+
+    fig.suptitle(textwrap.fill(text, width=int(fig.get_figwidth() * 13)), fontsize=9)
 
 
 def _stem(prefix: str, names: list[str], values: dict, n_families: int) -> str:
@@ -592,68 +713,97 @@ def normalize_0_1000(curves: list[np.ndarray]) -> list[np.ndarray]:
 
     Shifted by 1 before a log axis (so the minimum is drawn at 1, not at log 0).
     """
-    lo = min(c.min() for c in curves)
-    hi = max(c.max() for c in curves)
-    span = hi - lo if hi > lo else 1.0
-    return [1.0 + 1000.0 * (c - lo) / span for c in curves]
+    scale = _display_scale(curves, normalise=True)
+    return [scale(c) for c in curves]
 
 
-def figure2(sweep_dir: str, out_dir: str) -> list[str]:
-    """Recorded metrics vs step for each run with records (standard, each k, adaptive, ...), as
-    Fig. 2: one figure per setting family (`fig2.png` when there is one, else named by the
-    differing fields), one row of panels per seed, one panel per metric, normalised to 0..1000
-    per panel, log y; curves labelled by their training and sorted by numeric k."""
+DYNAMICS_METRICS = ("fisher", "avg_sharpness", "worst_sharpness")
+
+
+def figure2(sweep_dir: str, out_dir: str, stem: str = "fig2") -> list[str]:
+    """Figure 2 (and Figure 10 on 0.1·lr_d runs): the early-period dynamics of tr(F), S_avg
+    and S_worst of every run under sweep_dir that recorded them (`dynamics_figures`)."""
+    return dynamics_figures(load_runs(sweep_dir), out_dir, stem)
+
+
+def dynamics_figures(
+    runs: Sequence[dict],
+    out_dir: str,
+    stem: str,
+    metrics: Sequence[str] = DYNAMICS_METRICS,
+    *,
+    normalise: bool = True,
+    mark_switch: bool = False,
+) -> list[str]:
+    """Recorded metrics vs step, as Figures 2, 3, 7, 8 and 10: one figure per setting family
+    (`<stem>.png` when there is one, else named by the fields that differ), one panel per
+    metric, one curve per setting (standard, each k, adaptive, LR switch): the mean over its
+    seeds with a ±1 sample-std band (n in the legend), at the steps all its seeds recorded.
+
+    With `normalise` (the paper's display), every seed's curve of every setting in a panel is
+    min-max normalised together to 0..1000 (then shifted by 1) on a log y axis; else raw
+    values on a linear axis (Figure 7's feature rank). `mark_switch` draws each LR switch's
+    step as a dotted line in its curve's colour (Figures 3 and 8)."""
     plt = _pyplot()
-    runs = load_runs(sweep_dir)
-    curves = {r["run"]: recorded_curves(os.path.join(sweep_dir, r["run"])) for r in runs}
-    runs = [r for r in runs if curves[r["run"]]]
+    curves = {r["run"]: recorded_curves(r["path"]) for r in runs}
+    runs = [r for r in runs if any(m in curves[r["run"]] for m in metrics)]
     if not runs:
-        raise SystemExit(f"no run under {sweep_dir} has recorded metrics (--config.record.every)")
+        raise SystemExit(f"no run recorded {', '.join(metrics)} (--config.record.metrics)")
     names, fams = families(runs)
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     paths = []
     for values, fam in fams:
-        metrics = [m for m in METRIC_TITLES if any(m in curves[r["run"]] for r in fam)]
-        seeds = sorted({r["seed"] for r in fam}, key=_order)
-        ordered = sorted(fam, key=lambda r: (_training_order(r), r["run"]))
-        palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        color = {}  # one colour per training, the same in every panel
-        for r in ordered:
-            color.setdefault(training_label(r), palette[len(color) % len(palette)])
-        fig, axes = plt.subplots(
-            len(seeds),
-            len(metrics),
-            figsize=(4 * len(metrics), 3.2 * len(seeds)),
-            squeeze=False,
-        )
-        for row, seed in zip(axes, seeds, strict=True):
-            at_seed = [r for r in ordered if r["seed"] == seed]
-            labels = [training_label(r) for r in at_seed]
-            for ax, metric in zip(row, metrics, strict=True):
-                have = [
-                    (r, lab)
-                    for r, lab in zip(at_seed, labels, strict=True)
-                    if metric in curves[r["run"]]
-                ]
-                if not have:
-                    ax.set_visible(False)
-                    continue
-                ys = normalize_0_1000([curves[r["run"]][metric][1] for r, _ in have])
-                for (r, label), y in zip(have, ys, strict=True):
-                    c = color[label]
-                    if labels.count(label) > 1:
-                        label += f" ({r['run']})"
-                    ax.plot(curves[r["run"]][metric][0], y, label=label, color=c)
-                ax.set_yscale("log")
-                ax.set_xlabel("step")
-                ax.set_title(
-                    f"{METRIC_TITLES[metric]} (normalised 0-1000), seed {seed}", fontsize=9
-                )
-                ax.legend(fontsize=7)
-        fig.suptitle(_title(fam, names, values), fontsize=9)
+        settings = _settings(fam)
+        shown = [m for m in metrics if any(m in curves[r["run"]] for r in fam)]
+        fig, axes = plt.subplots(1, len(shown), figsize=(4.3 * len(shown), 3.4), squeeze=False)
+        for ax, metric in zip(axes[0], shown, strict=True):
+            per_setting = [
+                (i, s, [curves[r["run"]][metric] for r in s["runs"] if metric in curves[r["run"]]])
+                for i, s in enumerate(settings)
+            ]
+            per_setting = [(i, s, c) for i, s, c in per_setting if c]
+            display = _display_scale([v for *_, c in per_setting for _, v in c], normalise)
+            for i, s, seed_curves in per_setting:
+                color = palette[i % len(palette)]
+                steps, mean, std = seed_band([(st, display(v)) for st, v in seed_curves])
+                ax.plot(steps, mean, color=color, label=f"{s['label']} (n={len(seed_curves)})")
+                if len(seed_curves) > 1:
+                    ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+                if mark_switch and s["first"].get("lr_switch") is not None:
+                    ax.axvline(s["first"]["lr_switch_step"], color=color, ls=":", lw=1)
+            if normalise:
+                ax.set_yscale("log", nonpositive="clip")
+            ax.set_xlabel("step")
+            ax.set_title(
+                METRIC_TITLES[metric] + (" (normalised 0-1000)" if normalise else ""), fontsize=9
+            )
+            ax.legend(fontsize=7)
+        _suptitle(fig, _title(fam, names, values) + "; seed mean ± std")
         fig.tight_layout()
-        paths += _save(fig, os.path.join(out_dir, _stem("fig2", names, values, len(fams))))
+        paths += _save(fig, os.path.join(out_dir, _stem(stem, names, values, len(fams))))
         plt.close(fig)
     return paths
+
+
+def _display_scale(values: list[np.ndarray], normalise: bool):
+    """The map from recorded values to the plotted ones (`normalize_0_1000` over `values`)."""
+    if not normalise:
+        return lambda v: v
+    lo = min(v.min() for v in values)
+    span = (max(v.max() for v in values) - lo) or 1.0
+    return lambda v: 1.0 + 1000.0 * (v - lo) / span
+
+
+def seed_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """(steps, mean, sample std) over seeds at the steps every seed recorded (std 0 for one)."""
+    steps = curves[0][0]
+    for s, _ in curves[1:]:
+        steps = np.intersect1d(steps, s)
+    if steps.size == 0:
+        raise ValueError("the seeds' runs share no recorded step")
+    values = np.array([v[np.searchsorted(s, steps)] for s, v in curves])
+    std = values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(steps.size)
+    return steps, values.mean(axis=0), std
 
 
 # --------------------------------------------------------------------------------------------
@@ -758,6 +908,32 @@ def winning_rate(summary: dict, metric: str) -> dict:
     }
 
 
+def winning_rate_interval(
+    summary: dict, metric: str, level: float = 0.95, resamples: int = 2000
+) -> tuple[float, float]:
+    """A `level` interval of `metric`'s winning rate: a paired bootstrap over seeds.
+
+    Each resample draws the seeds with replacement (the same draw for every run, so the runs
+    stay paired by seed), recomputes every run's seed mean and the winning rate as
+    `winning_rate` does (ties count one half); the interval is the percentiles of the
+    `resamples` rates. Fixed random stream: the same summary gives the same interval."""
+    names = [metric_run(summary, metric)] + [run_for_k(summary, k) for k in summary["random_k"]]
+    ood = np.array([seed_values(summary, name, "ood") for name in names])  # runs x seeds
+    draws = np.random.default_rng(0xB007).integers(0, ood.shape[1], (resamples, ood.shape[1]))
+    means = ood[:, draws].mean(axis=2)  # runs x resamples
+    ours, theirs = means[0], means[1:]
+    tie = np.isclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    wins = (ours > theirs) & ~tie
+    rates = 100.0 * (wins + 0.5 * tie).mean(axis=0)
+    low, high = np.percentile(rates, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def intervention_label(summary: dict) -> str:
+    """'GU' for gradual unfreezing (and summaries that predate the field), else e.g. 'lr_l2h'."""
+    return summary.get("setting", {}).get("label", "GU")
+
+
 def _setting_columns(summary: dict) -> dict:
     s = summary.get("setting", {})
     cols = {"dataset": s.get("dataset", "-"), "model": s.get("model", "-")}
@@ -778,15 +954,18 @@ def table2(summary: dict) -> list[dict]:
     std over the random k; n = the number of random k, each the mean over all the seeds, as the
     `n of` column says); and per metric "GU, k from tr(F)" / S_avg / S_worst (the k picked, ID
     and OOD mean ± std over seeds, the winning rate (`winning_rate`: seed means compared, ties
-    count one half) with wins/ties/losses, n = seeds, and its OOD difference from standard
-    training paired by seed with a 95% Student-t interval). A metric that picked no k has a row
-    with no numbers and its reason in the k column.
+    count one half) with its 95% paired-bootstrap interval (`winning_rate_interval`) and
+    wins/ties/losses, n = seeds, and its OOD difference from standard training paired by seed
+    with a 95% Student-t interval). Rows are named by the intervention (`intervention_label`:
+    "GU", or "lr_l2h" for an LR-switch summary, Table 3's extra rows). A metric that picked no
+    k has a row with no numbers and its reason in the k column.
     """
     seeds = summary["seeds"]
     n_seeds = len(seeds)
     setting = _setting_columns(summary)
+    label = intervention_label(summary)
 
-    def row(method, k, ids, oods, wr, wtl, n, n_of, delta="-"):
+    def row(method, k, ids, oods, wr, wtl, n, n_of, delta="-", wr_ci="-"):
         id_m, id_s = mean_std(ids) if ids else (None, None)
         ood_m, ood_s = mean_std(oods) if oods else (None, None)
         return {
@@ -799,6 +978,7 @@ def table2(summary: dict) -> list[dict]:
             "OOD std": ood_s,
             "ΔOOD vs standard [95% CI]": delta,
             "WR (OOD) %": wr,
+            "WR 95% CI": wr_ci,
             "W/T/L": wtl,
             "n": n,
             "n of": n_of,
@@ -825,7 +1005,7 @@ def table2(summary: dict) -> list[dict]:
         runs = [run_for_k(summary, k) for k in random_k]
         rows.append(
             row(
-                "GU, random k",
+                f"{label}, random k",
                 ", ".join(str(k) for k in random_k),
                 [seed_mean(summary, r, "id") for r in runs],
                 [seed_mean(summary, r, "ood") for r in runs],
@@ -836,13 +1016,14 @@ def table2(summary: dict) -> list[dict]:
             )
         )
     for metric in _metrics(summary):
-        title = f"GU, k from {METRIC_TITLES.get(metric, metric)}"
+        title = f"{label}, k from {METRIC_TITLES.get(metric, metric)}"
         run = metric_run(summary, metric)
         if run is None:
             reason = summary["picked"][metric].get("reason") or "no k"
             rows.append(row(title, f"none ({reason})", [], [], None, None, 0, "seeds"))
             continue
         wr = winning_rate(summary, metric) if random_k else None
+        wr_ci = "[{:.1f}, {:.1f}]".format(*winning_rate_interval(summary, metric)) if wr else "-"
         rows.append(
             row(
                 title,
@@ -856,6 +1037,7 @@ def table2(summary: dict) -> list[dict]:
                 paired_difference_ci(
                     seed_values(summary, run, "ood"), seed_values(summary, std_run, "ood")
                 ),
+                wr_ci,
             )
         )
     return rows
@@ -886,16 +1068,11 @@ def table6(summary: dict) -> list[dict]:
 
 def _mean_curve(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """The mean over seeds at the steps every seed recorded."""
-    steps = curves[0][0]
-    for s, _ in curves[1:]:
-        steps = np.intersect1d(steps, s)
-    if steps.size == 0:
-        raise ValueError("the seeds' signal runs share no recorded step")
-    values = [v[np.searchsorted(s, steps)] for s, v in curves]
-    return steps, np.mean(values, axis=0)
+    steps, mean, _ = seed_band(curves)
+    return steps, mean
 
 
-def figure6(autok_dir: str, out_dir: str) -> list[str]:
+def figure6(autok_dir: str, out_dir: str, stem: str = "fig6") -> list[str]:
     """Figure 6 (App. D): one figure, one panel per metric: each seed's head-only signal curve
     (thin), their seed mean (thick: the curve Algorithm 2 ran on), normalised together to
     0..1000 for display on a log y axis as the paper does, and the picked k as a vertical line
@@ -954,9 +1131,9 @@ def figure6(autok_dir: str, out_dir: str) -> list[str]:
     title = " / ".join(str(s[k]) for k in ("dataset", "model") if k in s)
     if stab:
         title += "; Algorithm 2 " + ", ".join(f"{k}={v}" for k, v in stab.items())
-    fig.suptitle(title, fontsize=9)
+    _suptitle(fig, title)
     fig.tight_layout()
-    paths = _save(fig, os.path.join(out_dir, "fig6"))
+    paths = _save(fig, os.path.join(out_dir, stem))
     plt.close(fig)
     return paths
 
@@ -999,47 +1176,69 @@ def final_solution_correlations(runs: Sequence[dict]) -> dict[str, dict]:
 
 def figure5(runs: list[dict], out_dir: str) -> list[str]:
     """Figure 5 (§6.3, App. C): each final-solution metric against OOD accuracy, one point per
-    run, coloured by learning rate, each panel titled with Kendall's τ, its p-value and n."""
+    run, coloured by learning rate, each panel titled with Kendall's τ, its p-value and n. One
+    figure per setting family, the learning rate counted inside the family (`fig5.png` for one
+    family, else named by the fields that differ)."""
     plt = _pyplot()
-    correlations = final_solution_correlations(runs)
-    if not correlations:
+    if not final_solution_correlations(runs):
         raise SystemExit(
             "Figure 5 needs finished runs with a final-solution analysis: train with "
             "--config.final.metrics=hessian,avg_sharpness,worst_sharpness,feature_eigenvalue"
         )
-    n = len(correlations)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
-    lrs = sorted({lr for c in correlations.values() for lr in c["lr"]})
+    names, fams = families(runs, within=("optimizer.lr_scale", "optimizer.lr"))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (name, c) in zip(axes[0], correlations.items(), strict=True):
-        for i, lr in enumerate(lrs):
-            xs = [v for v, r in zip(c["value"], c["lr"], strict=True) if r == lr]
-            ys = [o for o, r in zip(c["ood"], c["lr"], strict=True) if r == lr]
-            if xs:
-                ax.scatter(xs, ys, s=18, color=colors[i % len(colors)], label=f"lr {lr:g}")
-        ax.set_xlabel(FINAL_METRIC_LABELS.get(name, name))
-        ax.set_ylabel("OOD accuracy (%)")
-        ax.set_title(f"Kendall τ = {c['tau']:.2f} (p = {c['p']:.2g}, n = {c['n']})", fontsize=9)
-        ax.legend(fontsize=7)
-    r = runs[0]  # the learning rate varies over the sweep: the legend gives it, not the title
-    title = f"{r['dataset']} / {r['model']}" + (f" / OOD: {ood_set(runs)}" if ood_set(runs) else "")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    paths = _save(fig, os.path.join(out_dir, "fig5"))
-    plt.close(fig)
+    paths = []
+    for values, fam in fams:
+        correlations = final_solution_correlations(fam)
+        if not correlations:
+            continue
+        n = len(correlations)
+        fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+        lrs = sorted({lr for c in correlations.values() for lr in c["lr"]})
+        for ax, (name, c) in zip(axes[0], correlations.items(), strict=True):
+            for i, lr in enumerate(lrs):
+                xs = [v for v, r in zip(c["value"], c["lr"], strict=True) if r == lr]
+                ys = [o for o, r in zip(c["ood"], c["lr"], strict=True) if r == lr]
+                if xs:
+                    ax.scatter(xs, ys, s=18, color=colors[i % len(colors)], label=f"lr {lr:g}")
+            ax.set_xlabel(FINAL_METRIC_LABELS.get(name, name))
+            ax.set_ylabel("OOD accuracy (%)")
+            ax.set_title(f"Kendall τ = {c['tau']:.2f} (p = {c['p']:.2g}, n = {c['n']})", fontsize=9)
+            ax.legend(fontsize=7)
+        r = fam[0]  # the learning rate varies: the legend gives it, not the title
+        title = " / ".join(
+            [r["dataset"], r["model"]]
+            + [f"{k}={_fmt(values[k])}" for k in names if k not in SHOWN_ELSEWHERE]
+        )
+        _suptitle(fig, title + (f" / OOD: {ood_set(fam)}" if ood_set(fam) else ""))
+        fig.tight_layout()
+        paths += _save(fig, os.path.join(out_dir, _stem("fig5", names, values, len(fams))))
+        plt.close(fig)
     return paths
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
-        "what", choices=["table1", "table2", "table3", "table6", "fig1", "fig2", "fig5", "fig6"]
+        "what",
+        choices=["all", "table1", "table2", "table3", "table6", "fig1", "fig2", "fig5", "fig6"],
     )
-    p.add_argument("sweep_dir", help="a sweep folder (table1/3, fig1/2) or an auto-k folder")
+    p.add_argument(
+        "sweep_dir",
+        help="a sweep folder (table1/3, fig1/2/5), an auto-k folder (table2/6, fig6) or the "
+        "folder of `python -m experiments.paper` (all)",
+    )
     p.add_argument("--out", help="output folder (default: <sweep_dir>/analysis)")
     args = p.parse_args(argv)
     out = args.out or os.path.join(args.sweep_dir, "analysis")
     paths: Iterable[str] = ()
+    if args.what == "all":
+        from experiments.paper import write_all
+
+        for line in write_all(args.sweep_dir, out):
+            print(line)
+        print(f"(in {out})")
+        return
     if args.what == "fig2":
         paths = figure2(args.sweep_dir, out)
     elif args.what == "fig6":

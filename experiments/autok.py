@@ -255,6 +255,7 @@ def pipeline(
             "ood_set": dataset.ood_set,
             "total_steps": setting.total_steps,
             "intervention": removed.name,
+            "label": removed.label,
             "parts": removed.parts_left(removed.held()),  # blocks for GU, 1 for the LR switch
         },
         "seeds": seeds,

@@ -128,12 +128,22 @@ def expand_grid(
     return points
 
 
-def _write_manifest(sweep_dir: str, manifest: dict) -> None:
+def manifest(config, points: Sequence[Point]) -> dict:
+    """What `sweep.json` records: the config and every grid point's overrides (always the whole
+    grid, so that `--only` tasks of one sweep agree)."""
+    return {
+        "config": json.loads(config.to_json()),
+        "runs": {p.name: dict(p.overrides) for p in points},
+    }
+
+
+def write_manifest(sweep_dir: str, content: dict) -> None:
+    """Writes `sweep.json`, or checks that the folder's is the same sweep (SystemExit if not)."""
     path = os.path.join(sweep_dir, SWEEP_FILE)
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if saved != manifest:
+        if saved != content:
             raise SystemExit(
                 f"{sweep_dir} holds a different sweep ({path}); use a fresh --sweep_dir, or "
                 "rerun the original command to finish it"
@@ -143,7 +153,7 @@ def _write_manifest(sweep_dir: str, manifest: dict) -> None:
     # A unique temporary name: array tasks of one sweep may write the manifest at the same time.
     fd, tmp = tempfile.mkstemp(prefix=SWEEP_FILE + ".", suffix=".tmp", dir=sweep_dir)
     with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=2)
+        json.dump(content, f, indent=2)
     os.replace(tmp, path)
 
 
@@ -324,7 +334,8 @@ def _start_child(cmd: list[str], env: dict[str, str] | None) -> subprocess.Popen
     return subprocess.Popen(cmd, env=env, preexec_fn=preexec)
 
 
-def build_points(config) -> list[Point]:
+def intervention_for(name: str, config):
+    """The intervention (`earlyjax.interventions`) called `name`, for the config's model."""
     from earlyjax.config import ConfigError
     from earlyjax.models import HEAD, MODELS
     from earlyjax.plan import intervention_named
@@ -333,9 +344,13 @@ def build_points(config) -> list[Point]:
         blocks, head = MODELS[config.model.name][1], HEAD
 
     try:
-        removed = intervention_named(flags.FLAGS.intervention, config, Blocks)
+        return intervention_named(name, config, Blocks)
     except ConfigError as e:
-        raise SystemExit(f"--intervention={flags.FLAGS.intervention}: {e}") from None
+        raise SystemExit(f"--intervention={name}: {e}") from None
+
+
+def build_points(config) -> list[Point]:
+    removed = intervention_for(flags.FLAGS.intervention, config)
     ks = [_parse_k(v) for v in flags.FLAGS.k]
     if flags.FLAGS.k_log:
         max_k = max_removal_step(config, removed)
@@ -384,16 +399,11 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
         raise SystemExit(str(e)) from None
     sweep_dir = flags.FLAGS.sweep_dir
-    # The manifest always records the whole grid, so that `--only` tasks of one sweep agree.
-    manifest = {
-        "config": json.loads(config.to_json()),
-        "runs": {p.name: dict(p.overrides) for p in points},
-    }
     if flags.FLAGS.dry_run:
         for i, p in selected:
             print(f"{i:>3}  {'done' if is_done(sweep_dir, p) else 'todo'}  {p.name}")
         return
-    _write_manifest(sweep_dir, manifest)
+    write_manifest(sweep_dir, manifest(config, points))
     todo = [p for _, p in selected]
     if flags.FLAGS.processes > 1:
         run_processes(_config_arg(), cli.config_overrides(), sweep_dir, todo, flags.FLAGS.processes)

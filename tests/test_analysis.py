@@ -6,83 +6,12 @@ import os
 import statistics
 
 import numpy as np
+import pandas as pd
 import pytest
+from synthetic_runs import GENERATED, autok_summary, curve, write_autok_folder, write_run
+from tables import markdown_rows, suptitle
 
-from earlyjax.config import default_config
 from experiments import analysis
-
-GENERATED = "MNIST-C-style (generated)"
-
-
-def write_run(
-    root,
-    name,
-    *,
-    seed,
-    id_acc,
-    ood_acc,
-    k=None,
-    dataset="digits",
-    ood_set=GENERATED,
-    records=None,
-    drop=(),
-    final_solution=None,
-    **overrides,
-):
-    """A finished run folder: config.json (default_config with `overrides`, dotted with '__';
-    without the dotted fields in `drop`, as an older version wrote it), results.json and, with
-    `records`, metrics.jsonl record lines."""
-    c = default_config()
-    c.seed = seed
-    c.unfreeze.k = k
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split("__")
-        node = c
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    folder = os.path.join(str(root), name)
-    os.makedirs(folder)
-    saved = json.loads(c.to_json())
-    for dotted in drop:
-        *parents, leaf = dotted.split(".")
-        node = saved
-        for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(saved, f)
-    results = {
-        "dataset": dataset,
-        "model": c.model.name,
-        "k": k,
-        "seed": seed,
-        "steps": 100,
-        "id_accuracy": id_acc,
-        "id_loss": 0.1,
-        "ood_accuracy": ood_acc,
-        "ood_table": {},
-    }
-    if ood_set is not None:
-        results["ood_set"] = ood_set
-    if final_solution is not None:
-        results["final_solution"] = final_solution
-    with open(os.path.join(folder, "results.json"), "w") as f:
-        json.dump(results, f)
-    if records is not None:
-        with open(os.path.join(folder, "metrics.jsonl"), "w") as f:
-            f.write(json.dumps({"step": 0, "kind": "train", "loss": 2.3}) + "\n")
-            f.writelines(json.dumps({"kind": "record", **r}) + "\n" for r in records)
-    return folder
-
-
-def curve(scale=1.0, n=21, every=10, metrics=("fisher", "avg_sharpness", "worst_sharpness")):
-    steps = np.arange(n) * every
-    values = scale * (1 - np.exp(-np.arange(n) / 4.0)) + 0.01
-    return [
-        {"step": int(s), **{m: float(v) * (i + 1) for i, m in enumerate(metrics)}}
-        for s, v in zip(steps, values, strict=True)
-    ]
 
 
 @pytest.fixture
@@ -177,10 +106,21 @@ def test_table1_groups_by_every_differing_field(sweep):
         assert (r["ID"], r["OOD"], r["ΔID"], r["ΔOOD"], r["n"]) == pytest.approx(want), key
     assert got["64", "GU k=20"]["ID std"] == pytest.approx(1.0)
     assert np.isnan(got["64", "GU k=100"]["ID std"])  # one seed: no std, not ± 0
-    assert "| 90.00 | 70.00 |" in analysis.to_markdown(rows)
+    shown = markdown_rows(analysis.to_markdown(rows))
+    shown = {(r["model.width"], r["training"]): r for r in shown}
+    assert (shown["64", "GU k=100"]["ID"], shown["64", "GU k=100"]["OOD"]) == ("90.00", "70.00")
     markdown = analysis.write_table(rows, os.path.join(sweep, "out"), "table1")
-    assert "| 98.00 ± 1.00 |" in markdown and "+18.00" in markdown and GENERATED in markdown
-    assert os.path.exists(os.path.join(sweep, "out", "table1.csv"))
+    shown = {(r["model.width"], r["training"]): r for r in markdown_rows(markdown)}
+    assert shown["64", "standard"]["ID"] == "98.00 ± 1.00"
+    assert shown["64", "GU k=100"]["ΔOOD"] == "+18.00"
+    assert shown["64", "standard"]["OOD set"] == GENERATED
+    assert "Student-t" in markdown.splitlines()[-1]  # the caption says how the CI is made
+    csv = pd.read_csv(os.path.join(sweep, "out", "table1.csv"))
+    assert csv["ID std"].iloc[2] == pytest.approx(1.0)  # the raw std, in a column of its own
+    with open(os.path.join(sweep, "out", "table1.tex")) as f:
+        tex = f.read()
+    assert r"\caption{Table 1" in tex and r"\label{tab:table1}" in tex
+    assert r"98.00 $\pm$ 1.00" in tex
 
 
 def test_table1_single_setting_has_no_extra_columns(tmp_path):
@@ -212,13 +152,22 @@ def test_different_ood_sets_in_one_family_are_refused(tmp_path):
 
 
 def test_table3_lr_switches_against_constant(sweep):
+    for seed, ood in enumerate([40.0, 44.0]):  # constant 0.1·lr_d: a row, not a family
+        write_run(sweep, f"lr01_s{seed}", seed=seed, id_acc=90.0, ood_acc=ood,
+                  optimizer__lr_scale=0.1)  # fmt: skip
     rows = analysis.table3(analysis.load_runs(sweep))
     assert [(r["model.width"], r["schedule"]) for r in rows] == [
-        ("64", "constant"),
+        ("64", "constant lr_d"),
+        ("64", "constant 0.1·lr_d"),
         ("64", "lr_h2l @ 300"),
         ("64", "lr_l2h @ 300"),
     ]  # width 32 has no LR switch; GU and adaptive rows belong to Table 1
-    l2h = rows[2]
+    assert "lr" not in rows[0]  # the scale is in the row's name
+    low = rows[1]
+    assert (low["OOD"], low["ΔOOD"], low["n"]) == pytest.approx((42.0, -10.0, 2))
+    # paired with lr_d on seeds 0 and 1 (OOD 50, 52): differences -10, -8
+    assert low["ΔOOD paired [95% CI]"].startswith("-9.00 [")
+    l2h = rows[3]
     assert (l2h["ID"], l2h["ID std"], l2h["OOD"], l2h["ΔOOD"], l2h["n"]) == pytest.approx(
         (71.0, statistics.stdev([70.0, 72.0]), 21.0, -31.0, 2)
     )
@@ -270,66 +219,35 @@ def test_figures_1_and_2_one_file_per_setting_family(sweep, tmp_path, figures):
         "fig2_model.width=64.png",
     ]
     fig = figures["fig2_model.width=64"]
-    axes = np.array(fig.axes).reshape(2, 3)  # seeds 0 and 1 (seed 2 recorded nothing) x metrics
-    assert legend(axes[0, 0]) == [
-        "standard",
-        "GU k=5",
-        "GU k=20",
-        "GU k=100",
-        "adaptive (fisher)",
+    axes = fig.axes  # one panel per metric; one curve per setting: the seed mean, a std band
+    assert [ax.get_title() for ax in axes] == [
+        "tr(F) (normalised 0-1000)",
+        "S_avg (normalised 0-1000)",
+        "S_worst (normalised 0-1000)",
     ]
-    assert legend(axes[1, 0]) == ["standard", "GU k=20"]
-    assert "seed 1" in axes[1, 0].get_title()
-    assert axes[0, 0].get_yscale() == "log"
+    assert legend(axes[0]) == [
+        "standard (n=2)",  # seeds 0 and 1 recorded; seed 2 did not
+        "GU k=5 (n=1)",
+        "GU k=20 (n=2)",
+        "GU k=100 (n=1)",
+        "adaptive (fisher) (n=1)",
+    ]
+    assert axes[0].get_yscale() == "log"
+    assert "seed mean ± std" in suptitle(fig)
+    # standard's tr(F): the seeds record curve() and curve(1.1); normalised over the panel.
+    raw = [np.array([r["fisher"] for r in c]) for c in (curve(), curve(1.1))]
+    low, high = 0.01, raw[1].max()  # every curve starts at 0.01; curve(1.1) tops the panel
+    shown = [1 + 1000 * (v - low) / (high - low) for v in raw]
+    x, y = axes[0].lines[0].get_data()
+    assert list(x) == list(range(0, 210, 10))
+    assert y == pytest.approx(np.mean(shown, axis=0))
+    band = axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    top = np.mean(shown, axis=0) + np.std(shown, axis=0, ddof=1)
+    assert band.max() == pytest.approx(top.max())
 
 
 # --------------------------------------------------------------------------------------------
 # Auto-k
-
-
-def autok_summary():
-    acc = lambda *v: {str(s): x for s, x in enumerate(v)}  # noqa: E731
-    return {
-        "version": 2,
-        "setting": {
-            "dataset": "digits",
-            "model": "resnet18",
-            "ood_set": GENERATED,
-            "total_steps": 250,
-            "num_blocks": 5,
-        },
-        "seeds": [0, 1, 2],
-        "stabilization": {"tau": 3, "eps": 0.02, "rapid_eps": 0.05},
-        "k_rule": "Algorithm 2 on the seed-mean of the head-only runs' curves",
-        "k_range": [5, 10, 15, 20, 25, 30],
-        "picked": {
-            "fisher": {
-                "k": 15,
-                "reason": "",
-                "per_seed": {"0": {"k": 15}, "1": {"k": 20}, "2": {"k": 20}},
-            },
-            "avg_sharpness": {
-                "k": 20,
-                "reason": "",
-                "per_seed": {"0": {"k": 20}, "1": {"k": 20}, "2": {"k": 25}},
-            },
-            "worst_sharpness": {
-                "k": None,
-                "reason": "never stabilised",
-                "per_seed": {"0": {"k": None}, "1": {"k": 30}, "2": {"k": None}},
-            },
-        },
-        "random_k": [5, 15, 25, 30],
-        "runs": {
-            "standard": {"k": None, "id": acc(98.0, 98.2, 98.4), "ood": acc(50.0, 51.0, 52.0)},
-            "k=5": {"k": 5, "id": acc(97.0, 97.0, 97.0), "ood": acc(40.0, 41.0, 42.0)},
-            "k=15": {"k": 15, "id": acc(97.5, 97.5, 97.5), "ood": acc(55.0, 56.0, 57.0)},
-            "k=20": {"k": 20, "id": acc(97.0, 97.2, 97.4), "ood": acc(58.0, 58.0, 58.0)},
-            "k=25": {"k": 25, "id": acc(96.0, 96.0, 96.0), "ood": acc(60.0, 60.0, 60.0)},
-            "k=30": {"k": 30, "id": acc(95.0, 95.0, 95.0), "ood": acc(45.0, 45.0, 45.0)},
-        },
-        "metric_runs": {"fisher": "k=15", "avg_sharpness": "k=20"},
-    }
 
 
 def test_winning_rate_compares_seed_means_and_ties_count_half():
@@ -409,27 +327,7 @@ def test_table6_lists_the_picked_k_and_each_seeds_k():
 
 @pytest.fixture
 def autok_dir(tmp_path):
-    """An auto-k folder: autok.json, seed=S/signal (head-only, recorded), standard and k runs
-    (standard and the metric k record, random k do not)."""
-    root = tmp_path / "autok"
-    s = autok_summary()
-    for seed in s["seeds"]:
-        base = root / f"seed={seed}"
-        n = 21 if seed < 2 else 18  # the seeds need not record the same steps
-        write_run(
-            base, "signal", seed=seed, id_acc=10.0, ood_acc=None, unfreeze__head_only=True,
-            records=curve(1 + seed / 10, n=n), record__every=10,
-        )  # fmt: skip
-        for name, run in s["runs"].items():
-            record = name in ("standard", "k=15", "k=20")
-            write_run(
-                base, name, seed=seed, k=run["k"], id_acc=run["id"][str(seed)],
-                ood_acc=run["ood"][str(seed)], record__every=10 if record else 0,
-                records=curve(0.5 + (run["k"] or 0) / 10) if record else None,
-            )  # fmt: skip
-    with open(root / "autok.json", "w") as f:
-        json.dump(s, f)
-    return str(root)
+    return write_autok_folder(tmp_path / "autok", autok_summary())
 
 
 def test_figure6_and_figure2_on_an_autok_folder(autok_dir, tmp_path, figures):
@@ -446,9 +344,8 @@ def test_figure6_and_figure2_on_an_autok_folder(autok_dir, tmp_path, figures):
 
     paths = analysis.figure2(autok_dir, out)
     assert [os.path.basename(p) for p in paths] == ["fig2.png", "fig2.pdf"]  # one setting
-    grid = np.array(figures["fig2"].axes).reshape(3, 3)  # seeds x metrics
-    assert legend(grid[2, 0]) == ["standard", "GU k=15", "GU k=20"]
-    assert "seed 2" in grid[2, 0].get_title()
+    panels = figures["fig2"].axes  # metrics
+    assert legend(panels[2]) == ["standard (n=3)", "GU k=15 (n=3)", "GU k=20 (n=3)"]
 
     # Table 1 on the same folder: the random k runs (no recording) share the setting.
     rows = analysis.table1(analysis.load_runs(autok_dir))
@@ -526,4 +423,4 @@ def test_figure5_correlates_the_final_solution_with_ood_by_kendall_tau(tmp_path,
     points = sorted(tuple(xy) for c in ax.collections for xy in c.get_offsets())
     assert points == sorted(zip(s_avg, ood, strict=True))
     assert "λ_max of the loss Hessian" in by_label
-    assert fig._suptitle.get_text() == f"digits / resnet18 / OOD: {GENERATED}"
+    assert suptitle(fig) == f"digits / resnet18 / OOD: {GENERATED}"

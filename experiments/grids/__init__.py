@@ -1,0 +1,2 @@
+"""Grids of experiments.paper: each file's `get_grid()` lists the studies (experiments.paper.Study)
+of one reproduction."""

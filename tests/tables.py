@@ -1,0 +1,14 @@
+"""Reading back the Markdown tables `experiments.analysis` writes."""
+
+
+def markdown_rows(markdown: str) -> list[dict[str, str]]:
+    """The rows of the first pipe table in `markdown`, as {column: cell text}."""
+    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
+    split = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
+    header, body = split[0], split[2:]  # split[1] is the |:---| rule
+    return [dict(zip(header, cells, strict=True)) for cells in body]
+
+
+def suptitle(fig) -> str:
+    """A matplotlib figure's title, line breaks as spaces (long titles are wrapped)."""
+    return " ".join(fig._suptitle.get_text().split())
