@@ -509,10 +509,12 @@ def _cell(row: dict, col: str) -> str:
 
 
 def display_frame(rows: list[dict]):
-    """The rows as a pandas DataFrame of display strings (`_cell`), 'X std' folded into 'X'."""
+    """The rows as a pandas DataFrame of display strings (`_cell`), 'X std' folded into 'X'.
+    The columns are those of every row, in first-seen order (rows of several studies may
+    differ: an 'OOD set' only some name)."""
     import pandas as pd
 
-    cols = [c for c in rows[0] if not c.endswith(" std")]
+    cols = [c for c in dict.fromkeys(c for r in rows for c in r) if not c.endswith(" std")]
     return pd.DataFrame([[_cell(r, c) for c in cols] for r in rows], columns=cols)
 
 
@@ -530,6 +532,7 @@ _LATEX_SYMBOLS = {
     "τ": r"$\tau$",
     "λ": r"$\lambda$",
     "·": r"$\cdot$",
+    "ε": r"$\varepsilon$",
 }
 
 
@@ -568,7 +571,8 @@ def write_table(rows: list[dict], out_dir: str, name: str, caption: str | None =
         raise ValueError(f"table {name} has no rows")
     caption = caption or CAPTIONS.get(name, name)
     os.makedirs(out_dir, exist_ok=True)
-    pd.DataFrame(rows).to_csv(os.path.join(out_dir, name + ".csv"), index=False)
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    pd.DataFrame(rows, columns=columns).to_csv(os.path.join(out_dir, name + ".csv"), index=False)
     markdown = to_markdown(rows) + f"\n\n{caption}"
     with open(os.path.join(out_dir, name + ".md"), "w") as f:
         f.write(markdown + "\n")
@@ -583,9 +587,11 @@ _PAIRED_NOTE = (
     "{base} row, with its 95% Student-t interval (n-1 degrees of freedom; n/a with one pair)."
 )
 _WR_NOTE = (
-    "WR: the share of the random k whose seed-mean OOD accuracy the metric's k beats, a tie "
-    "counting one half; its 95% interval is a paired bootstrap over seeds (2000 resamples of the "
-    "seeds with replacement, the same resample for every run; percentile interval)."
+    "WR: per setting, the share of the random k whose seed-mean OOD accuracy the metric's k "
+    "beats, a tie counting one half (the paper's Table 2 may pool settings); its 95% interval "
+    "is a paired bootstrap over seeds (2000 resamples of the seeds with replacement, the same "
+    "resample for every run; percentile interval; n/a with one seed). The random k are held "
+    "fixed: the interval is the spread over seeds, not over which k were drawn."
 )
 CAPTIONS = {
     "table1": "Table 1: standard training vs gradual unfreezing (GU k: unfreezing interval k) "
@@ -600,7 +606,9 @@ CAPTIONS = {
     + " "
     + _PAIRED_NOTE.format(base="standard"),
     "table3": "Table 3: learning-rate switches in the early period (lr_l2h @ k: 0.1·lr from "
-    "step 0, lr from step k; lr_h2l @ k: the reverse) against constant learning rates. "
+    "step 0, lr from step k; lr_h2l @ k: the reverse) against constant learning rates. Each "
+    "switch step run is a row (the paper reports one row per direction, its k from a random "
+    "search). "
     + _SEEDS_NOTE
     + " ΔID, ΔOOD: difference of seed means from the constant lr_d row. "
     + _PAIRED_NOTE.format(base="constant lr_d"),
@@ -908,15 +916,13 @@ def winning_rate(summary: dict, metric: str) -> dict:
     }
 
 
-def winning_rate_interval(
-    summary: dict, metric: str, level: float = 0.95, resamples: int = 2000
-) -> tuple[float, float]:
-    """A `level` interval of `metric`'s winning rate: a paired bootstrap over seeds.
+def winning_rate_bootstrap(summary: dict, metric: str, resamples: int = 2000) -> np.ndarray:
+    """`resamples` winning rates of `metric` (percent) under a paired bootstrap over seeds.
 
     Each resample draws the seeds with replacement (the same draw for every run, so the runs
     stay paired by seed), recomputes every run's seed mean and the winning rate as
-    `winning_rate` does (ties count one half); the interval is the percentiles of the
-    `resamples` rates. Fixed random stream: the same summary gives the same interval."""
+    `winning_rate` does (ties count one half). The random k are held fixed: the spread is the
+    seeds' only, not that of which k were drawn. Fixed random stream: reproducible."""
     names = [metric_run(summary, metric)] + [run_for_k(summary, k) for k in summary["random_k"]]
     ood = np.array([seed_values(summary, name, "ood") for name in names])  # runs x seeds
     draws = np.random.default_rng(0xB007).integers(0, ood.shape[1], (resamples, ood.shape[1]))
@@ -924,7 +930,17 @@ def winning_rate_interval(
     ours, theirs = means[0], means[1:]
     tie = np.isclose(ours, theirs, rtol=1e-12, atol=1e-12)
     wins = (ours > theirs) & ~tie
-    rates = 100.0 * (wins + 0.5 * tie).mean(axis=0)
+    return 100.0 * (wins + 0.5 * tie).mean(axis=0)
+
+
+def winning_rate_interval(
+    summary: dict, metric: str, level: float = 0.95
+) -> tuple[float, float] | None:
+    """The `level` percentile interval of `winning_rate_bootstrap`; None with fewer than two
+    seeds (one seed has no spread to resample)."""
+    if len(summary["seeds"]) < 2:
+        return None
+    rates = winning_rate_bootstrap(summary, metric)
     low, high = np.percentile(rates, [50 * (1 - level), 50 * (1 + level)])
     return float(low), float(high)
 
@@ -1023,7 +1039,8 @@ def table2(summary: dict) -> list[dict]:
             rows.append(row(title, f"none ({reason})", [], [], None, None, 0, "seeds"))
             continue
         wr = winning_rate(summary, metric) if random_k else None
-        wr_ci = "[{:.1f}, {:.1f}]".format(*winning_rate_interval(summary, metric)) if wr else "-"
+        interval = winning_rate_interval(summary, metric) if wr else None
+        wr_ci = "[{:.1f}, {:.1f}]".format(*interval) if interval else "n/a" if wr else "-"
         rows.append(
             row(
                 title,
@@ -1048,7 +1065,6 @@ def table6(summary: dict) -> list[dict]:
     runs' curves, as autok.json's `k_rule` says), the k it picks on each seed's own curve (for
     information), and the reason when it picked none."""
     seeds = [str(s) for s in summary["seeds"]]
-    per_seed_col = f"k per seed ({', '.join(seeds)})"
     rows = []
     for metric in _metrics(summary):
         p = summary["picked"][metric]
@@ -1059,17 +1075,13 @@ def table6(summary: dict) -> list[dict]:
                 **_setting_columns(summary),
                 "metric": METRIC_TITLES.get(metric, metric),
                 "k": "none" if p["k"] is None else str(p["k"]),
-                per_seed_col: ", ".join("none" if k is None else str(k) for k in ks),
+                "k per seed": ", ".join(
+                    f"{s}: {'none' if k is None else k}" for s, k in zip(seeds, ks, strict=True)
+                ),
                 "reason": (p.get("reason") or "-") if p["k"] is None else "-",
             }
         )
     return rows
-
-
-def _mean_curve(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """The mean over seeds at the steps every seed recorded."""
-    steps, mean, _ = seed_band(curves)
-    return steps, mean
 
 
 def figure6(autok_dir: str, out_dir: str, stem: str = "fig6") -> list[str]:
@@ -1093,7 +1105,7 @@ def figure6(autok_dir: str, out_dir: str, stem: str = "fig6") -> list[str]:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], metrics, strict=True):
         curves = [signals[s][metric] for s in seeds]
-        mean_steps, mean_values = _mean_curve(curves)
+        mean_steps, mean_values, _ = seed_band(curves)
         ys = normalize_0_1000([v for _, v in curves] + [mean_values])
         picked = summary["picked"][metric]
         per_seed = picked.get("per_seed", {})

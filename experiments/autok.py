@@ -47,11 +47,17 @@ from absl import app, flags, logging
 from experiments import analysis, cli
 from experiments.cli import apply_overrides
 
-SIGNAL_METRICS = ("fisher", "avg_sharpness", "worst_sharpness")
+SIGNAL_METRICS = analysis.DYNAMICS_METRICS  # the paper's three: tr(F), S_avg, S_worst
 RANDOM_K_STREAM = 0xA070  # the random k depend on this and the candidate range only
 
 flags.DEFINE_string("out", None, "Folder for the pipeline's runs and results.")
 flags.DEFINE_integer("n_random", 10, "Random k, each trained on every seed (paper: 10).")
+flags.DEFINE_integer(
+    "max_random_k",
+    None,
+    "Draw the random k only from those <= this (the paper: 800); default: from every k a "
+    "metric can pick.",
+)
 flags.DEFINE_bool(
     "record_runs",
     True,
@@ -119,10 +125,18 @@ class Setting:
     total_steps: int
     intervention: object  # earlyjax.interventions.Intervention
     max_k: int | None  # None: unfreeze.allow_late_release
-    candidates: list[int]
+    candidates: list[int]  # the k a metric can pick
+    random_candidates: list[int]  # the k the random ones are drawn from
 
 
-def plan(config, metrics, n_random: int, task, intervention: str = "gradual_unfreezing"):
+def plan(
+    config,
+    metrics,
+    n_random: int,
+    task,
+    intervention: str = "gradual_unfreezing",
+    max_random_k: int | None = None,
+):
     """Checks the pipeline's inputs (ValueError naming the fix) and derives its setting."""
     from earlyjax.config import validate
     from earlyjax.plan import intervention_named, total_steps
@@ -167,14 +181,16 @@ def plan(config, metrics, n_random: int, task, intervention: str = "gradual_unfr
     steps = total_steps(config, task.num_train)
     max_k = None if u.allow_late_release else removed.max_fitting_k(steps)
     candidates = candidate_ks(config.record, max_k)
-    if n_random < 0 or n_random > len(candidates):
+    pool = [k for k in candidates if max_random_k is None or k <= max_random_k]
+    if n_random < 0 or n_random > len(pool):
+        capped = "" if max_random_k is None else f" and --max_random_k={max_random_k}"
         raise ValueError(
             f"--n_random={n_random} distinct k need at least that many candidates, the "
             f"recording steps up to min(record.until, the largest k whose {removed.name} "
-            f"schedule fits a {steps}-step run = {max_k}): {len(candidates)}; lower --n_random "
-            "or --config.record.every, or train longer"
+            f"schedule fits a {steps}-step run = {max_k}){capped}: {len(pool)}; lower "
+            "--n_random or --config.record.every, or train longer"
         )
-    return Setting(metrics, steps, removed, max_k, candidates)
+    return Setting(metrics, steps, removed, max_k, candidates, pool)
 
 
 def refuse_late_k(setting: Setting, picked: dict) -> None:
@@ -198,6 +214,7 @@ def pipeline(
     metrics=(),
     record_runs=True,
     intervention: str = "gradual_unfreezing",
+    max_random_k: int | None = None,
     dataset=None,
 ):
     """Runs (or resumes) the whole pipeline; returns the summary written to `out/autok.json`
@@ -211,7 +228,8 @@ def pipeline(
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be distinct, got {seeds}")
     dataset = dataset or load_dataset(config.data)
-    setting = plan(config, metrics, n_random, build_task(config, dataset), intervention)
+    task = build_task(config, dataset)
+    setting = plan(config, metrics, n_random, task, intervention, max_random_k)
     removed = setting.intervention
     stabilization = dict(config.stabilization)
 
@@ -235,7 +253,7 @@ def pipeline(
     refuse_late_k(setting, picked)
 
     metric_ks = sorted({p["k"] for p in picked.values() if p["k"] is not None})
-    chosen_random = random_ks(setting.candidates, n_random)
+    chosen_random = random_ks(setting.random_candidates, n_random)
     runs = {"standard": None, **{f"k={k}": k for k in sorted(set(metric_ks + chosen_random))}}
     results: dict[str, dict] = {name: {"k": k, "id": {}, "ood": {}} for name, k in runs.items()}
     for seed in seeds:
@@ -262,6 +280,7 @@ def pipeline(
         "stabilization": stabilization,
         "k_rule": "Algorithm 2 on the seed-mean of the head-only runs' curves",
         "k_range": setting.candidates,
+        "random_k_range": setting.random_candidates,
         "picked": picked,
         "random_k": chosen_random,
         "runs": results,
@@ -306,6 +325,7 @@ def main(argv: list[str]) -> None:
                 metrics=tuple(f.metrics or ()),
                 record_runs=f.record_runs,
                 intervention=f.intervention,
+                max_random_k=f.max_random_k,
             )
     except ValueError as e:  # a bad --seeds, --metrics or --n_random
         raise SystemExit(f"error: {e}") from None

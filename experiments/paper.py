@@ -15,7 +15,7 @@ simply started again.
 
 Grids: `paper` (Tables 1, 2, 3 and 6 and Figures 1-3 and 5-8 and 10 on MNIST, CIFAR-10 and
 CIFAR-100, as the paper ran them; needs the data sets) and `digits` (every output at a toy
-scale on the embedded digits: a few minutes on 2 CPU cores, the end-to-end test).
+scale on the embedded digits: about 11 minutes on 2 CPU cores, the end-to-end test).
 
 `--dry_run` prints each study's runs and optimizer steps and an estimate of device hours: the
 steps times a step time measured here, on this machine's devices, with the config's model and
@@ -62,9 +62,9 @@ class Study:
 
     A sweep trains the cross product of `k` (removal steps of `intervention`; None = standard
     training), `seeds`, `lr_scale` and `lr_switch` ((direction, step) pairs), as
-    `experiments.sweep`; an auto-k study runs `experiments.autok` with `seeds`, `n_random` and
-    `intervention`. `overrides` are dotted config fields set in every run; `outputs` the keys of
-    `OUTPUTS` the study's runs feed.
+    `experiments.sweep`; an auto-k study runs `experiments.autok` with `seeds`, `n_random`,
+    `max_random_k` and `intervention`. `overrides` are dotted config fields set in every run;
+    `outputs` the keys of `OUTPUTS` the study's runs feed.
     """
 
     name: str
@@ -77,6 +77,7 @@ class Study:
     lr_switch: tuple[tuple[str, int], ...] = ()
     intervention: str = "gradual_unfreezing"
     n_random: int = 10
+    max_random_k: int | None = None
     overrides: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self):
@@ -114,7 +115,10 @@ def load_grid(name: str) -> list[Study]:
     if not os.path.exists(path):
         known = sorted(f[:-3] for f in os.listdir(GRID_DIR) if f.endswith(".py") and f[0] != "_")
         raise SystemExit(f"grid {name!r} not found: give a path or one of {', '.join(known)}")
-    studies = list(_load_module(path, "earlyjax_grid").get_grid())
+    try:
+        studies = list(_load_module(path, "earlyjax_grid").get_grid())
+    except Exception as e:  # a grid is user code: say which file and what, not a traceback
+        raise SystemExit(f"grid {path}: {type(e).__name__}: {e}") from None
     names = [s.name for s in studies]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -164,6 +168,7 @@ def run_study(study: Study, out: str) -> None:
             seeds=study.seeds,
             n_random=study.n_random,
             intervention=study.intervention,
+            max_random_k=study.max_random_k,
         )
         return
     points = sweep_points(study, config)
@@ -197,8 +202,14 @@ def read_paper_file(out: str) -> list[Study]:
             f"{path} not found: `analysis all` reads the grid that `python -m experiments.paper "
             f"--out={out}` writes there"
         )
-    with open(path) as f:
-        return [Study.from_json(s) for s in json.load(f)["studies"]]
+    try:
+        with open(path) as f:
+            return [Study.from_json(s) for s in json.load(f)["studies"]]
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(
+            f"{path} is not a grid this version reads ({type(e).__name__}: {e}); rerun "
+            f"`python -m experiments.paper --out={out}` with its grid to rewrite it"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,12 +253,19 @@ def measure_step_seconds(config, steps: int = 5) -> float:
     from earlyjax.data import IMAGE_SHAPE, NUM_CLASSES
     from earlyjax.data.base import synthetic_dataset
     from earlyjax.train import make_train_step, setup
+    from experiments.cli import apply_overrides
 
     name = config.data.name
     n = max(config.batch_size, config.record.set_size)  # the plan checks the metric set fits
     data = synthetic_dataset(IMAGE_SHAPE[name], NUM_CLASSES[name], n, name)
     timing = config.copy_and_resolve_references()
-    timing.total_steps, timing.record.every = 10**6, 0  # any schedule fits; no recording
+    # The same model, optimizer and batch as a plain run (gates and LR switch are data in the
+    # same compiled step): no schedule to check, no recording, no OOD data to find.
+    plain = (("total_steps", 10**6), ("record.every", 0), ("final.metrics", ()))
+    plain += (("unfreeze.k", None), ("unfreeze.adaptive", None), ("unfreeze.head_only", False))
+    plain += (("optimizer.lr_switch", None), ("optimizer.lr_switch_step", None))
+    plain += (("optimizer.lr_switch_adaptive", None), ("optimizer.lr_switch_hold", False))
+    apply_overrides(timing, (*plain, ("data.ood_source", "none")))
     run_setup, state = setup(timing, data)
     step = make_train_step(run_setup, state)
     b = config.batch_size
@@ -281,7 +299,7 @@ def dry_run(studies: Sequence[Study], out: str, step_seconds: float | None) -> N
             measured[key] = measure_step_seconds(config)
         seconds = step_seconds if step_seconds is not None else measured[key]
         runs = study_runs(study, config, train_examples(config))
-        done = _finished(study, out)
+        done = _finished(study, out, config)
         todo = [(name, n) for name, n in runs if name not in done]
         hours = sum(n for _, n in runs) * seconds / 3600
         total_runs, total_todo = total_runs + len(runs), total_todo + len(todo)
@@ -293,44 +311,54 @@ def dry_run(studies: Sequence[Study], out: str, step_seconds: float | None) -> N
             f"{sum(n for _, n in runs):>10} {seconds:>8.3f} {hours:>8.2f}"
         )
     source = "given (--step_seconds)" if step_seconds is not None else f"measured on {device}"
+    bound = "at most " if any(s.kind == "autok" for s in studies) else ""
     print(
-        f"total: {total_runs} runs ({total_todo} to do), {total_hours:.2f} device hours "
+        f"total: {bound}{total_runs} runs ({total_todo} to do), {total_hours:.2f} device hours "
         f"({todo_hours:.2f} to do); step times {source}; training steps only (no evaluation "
         "or recording)"
     )
 
 
-def _finished(study: Study, out: str) -> set[str]:
+def _finished(study: Study, out: str, config) -> set[str]:
     """The names (as `study_runs` gives them) of the study's finished runs."""
     from earlyjax.train import RESULTS_FILE
 
     folder = os.path.join(out, study.name)
-    if study.kind == "autok" and os.path.exists(os.path.join(folder, "autok.json")):
-        return {name for name, _ in study_runs(study, study_config(study), 1)}
-    names = (
-        [p.name for p in sweep_points(study, study_config(study))]
-        if study.kind == "sweep"
-        else [f"seed={s}/signal" for s in study.seeds]
-    )
+    if study.kind == "autok":
+        if os.path.exists(os.path.join(folder, "autok.json")):
+            return {name for name, _ in study_runs(study, config, 1)}
+        names = [f"seed={s}/signal" for s in study.seeds]
+    else:
+        names = [p.name for p in sweep_points(study, config)]
     return {n for n in names if os.path.exists(os.path.join(folder, n, RESULTS_FILE))}
 
 
-def missing_runs(study: Study, out: str) -> list[str]:
-    """The runs of `study` that have not finished under `out` ([] when all have).
+def missing_runs(study: Study, out: str, used=None) -> list[str]:
+    """The runs of `study` under `out` that have not finished ([] when all have), of those
+    `used` selects (a predicate on a run's `k`, `adaptive`, `lr_scale`, `lr_switch`; None:
+    all). A sweep's runs are known from the grid; an auto-k study's only once its signal runs
+    have picked the k, so until its autok.json exists it is named as a whole."""
+    from experiments.cli import apply_overrides
 
-    A sweep's runs are known from the grid; an auto-k study's only once its signal runs have
-    picked the k, so until its autok.json exists it is named as a whole."""
-    folder = os.path.join(out, study.name)
+    config = study_config(study)
     if study.kind == "autok":
-        if os.path.exists(os.path.join(folder, "autok.json")):
+        if os.path.exists(os.path.join(out, study.name, "autok.json")):
             return []
         return [f"{study.name}/ (the auto-k pipeline has not finished: no autok.json)"]
-    done = _finished(study, out)
-    return [
-        f"{study.name}/{p.name}"
-        for p in sweep_points(study, study_config(study))
-        if p.name not in done
-    ]
+    done = _finished(study, out, config)
+    missing = []
+    for point in sweep_points(study, config):
+        run = config.copy_and_resolve_references()
+        apply_overrides(run, point.overrides)
+        fields = {
+            "k": run.unfreeze.k,
+            "adaptive": run.unfreeze.adaptive,
+            "lr_scale": run.optimizer.lr_scale,
+            "lr_switch": run.optimizer.lr_switch,
+        }
+        if point.name not in done and (used is None or used(fields)):
+            missing.append(f"{study.name}/{point.name}")
+    return missing
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,46 +366,76 @@ def missing_runs(study: Study, out: str) -> list[str]:
 
 
 def write_all(paper_dir: str, out_dir: str) -> list[str]:
-    """Writes every output in `OUTPUTS` whose studies (in `paper_dir/paper.json`) have all
-    their runs finished, to out_dir; returns one line per output: the files written, or why
-    not (the missing runs, by name; no study in the grid feeds it; the analysis refused)."""
+    """Writes every output in `OUTPUTS` whose studies (in `paper_dir/paper.json`) have finished
+    the runs it uses (`RUNS_USED`), to out_dir; returns one line per output: the files written,
+    or why not (the missing runs, by name; no study in the grid feeds it; an error)."""
     studies = read_paper_file(paper_dir)
+    writers = _writers()
     lines = []
     for output, description in OUTPUTS.items():
         feeding = [s for s in studies if output in s.outputs]
         if not feeding:
             lines.append(f"{output}: not written: no study of the grid feeds it ({description})")
             continue
-        missing = [run for s in feeding for run in missing_runs(s, paper_dir)]
-        if missing:
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            lines.append(
-                f"{output}: not written: {len(missing)} runs missing: "
-                f"{', '.join(missing[:5])}{more} (python -m experiments.paper --out={paper_dir})"
-            )
-            continue
+        used = RUNS_USED.get(output)
         try:
-            paths = _writers()[output](feeding, paper_dir, out_dir)
-        except (ValueError, SystemExit) as e:
+            missing = [run for s in feeding for run in missing_runs(s, paper_dir, used)]
+            if missing:
+                more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                lines.append(
+                    f"{output}: not written: {len(missing)} runs missing: "
+                    f"{', '.join(missing[:5])}{more} "
+                    f"(python -m experiments.paper --out={paper_dir})"
+                )
+                continue
+            paths = writers[output](feeding, paper_dir, out_dir, used)
+        except (ValueError, OSError, SystemExit) as e:
             lines.append(f"{output}: not written: {e}")
             continue
         lines.append(f"{output}: " + ", ".join(os.path.relpath(p, out_dir) for p in paths))
     return lines
 
 
-def _runs(studies: Sequence[Study], paper_dir: str, **where) -> list[dict]:
+def _at_lr_d(r: dict) -> bool:
+    return r["lr_scale"] == 1.0
+
+
+def _below_lr_d(r: dict) -> bool:
+    return r["lr_scale"] != 1.0
+
+
+def _no_gu_at_lr_d(r: dict) -> bool:
+    return r["k"] is None and r["adaptive"] is None and r["lr_scale"] == 1.0
+
+
+def _constant_or_switch(r: dict) -> bool:
+    return r["lr_switch"] is not None or (r["k"] is None and r["adaptive"] is None)
+
+
+# The runs of its studies an output uses (default: all), as a predicate on a run's fields.
+RUNS_USED = {
+    "fig2": _at_lr_d,
+    "fig7": _at_lr_d,
+    "fig10": _below_lr_d,
+    "fig3": _no_gu_at_lr_d,  # constant lr_d and the LR switches
+    "fig8": _no_gu_at_lr_d,
+    "table3": _constant_or_switch,
+}
+
+
+def _runs(studies: Sequence[Study], paper_dir: str, used=None) -> list[dict]:
     """The finished runs of the sweep studies (`analysis.load_runs`), named `study/run`, that
-    match `where` (a run field's value, or a predicate on it)."""
+    `used` selects (None: all)."""
     from experiments import analysis
 
     runs = []
     for study in studies:
         for r in analysis.load_runs(os.path.join(paper_dir, study.name)):
             r["run"] = f"{study.name}/{r['run']}"
-            if all(v(r[f]) if callable(v) else r[f] == v for f, v in where.items()):
+            if used is None or used(r):
                 runs.append(r)
     if not runs:
-        raise ValueError(f"no run of {[s.name for s in studies]} matches {where or 'at all'}")
+        raise ValueError(f"no run of {[s.name for s in studies]} is of the kind it needs")
     return runs
 
 
@@ -409,35 +467,29 @@ def _figure6(studies: Sequence[Study], paper_dir: str, out_dir: str) -> list[str
 
 
 def _writers() -> dict:
+    """output -> writer(studies, paper_dir, out_dir, used) -> the paths written."""
     from experiments import analysis as a
 
-    at_lr_d = {"lr_scale": lambda s: s == 1.0}
-    below_lr_d = {"lr_scale": lambda s: s != 1.0}
-    dynamics = a.DYNAMICS_METRICS
     return {
-        "table1": lambda st, d, o: _table("table1", a.table1(_runs(st, d)), o),
-        "fig1": lambda st, d, o: a.figure1(_runs(st, d), o),
-        "fig2": lambda st, d, o: a.dynamics_figures(_runs(st, d, **at_lr_d), o, "fig2"),
-        "fig10": lambda st, d, o: a.dynamics_figures(_runs(st, d, **below_lr_d), o, "fig10"),
-        "fig7": lambda st, d, o: a.dynamics_figures(
-            _runs(st, d, **at_lr_d), o, "fig7", ("feature_rank",), normalise=False
+        "table1": lambda st, d, o, u: _table("table1", a.table1(_runs(st, d, u)), o),
+        "fig1": lambda st, d, o, u: a.figure1(_runs(st, d, u), o),
+        "fig2": lambda st, d, o, u: a.dynamics_figures(_runs(st, d, u), o, "fig2"),
+        "fig10": lambda st, d, o, u: a.dynamics_figures(_runs(st, d, u), o, "fig10"),
+        "fig7": lambda st, d, o, u: a.dynamics_figures(
+            _runs(st, d, u), o, "fig7", ("feature_rank",), normalise=False
         ),
-        "fig5": lambda st, d, o: a.figure5(_runs(st, d), o),
-        "table3": lambda st, d, o: _table("table3", a.table3(_runs(st, d)), o),
-        "fig3": lambda st, d, o: a.dynamics_figures(
-            _runs(st, d, k=None, adaptive=None, **at_lr_d),
-            o,
-            "fig3",
-            ("avg_sharpness",),
-            mark_switch=True,
-        ),  # fmt: skip
-        "fig8": lambda st, d, o: a.dynamics_figures(
-            _runs(st, d, k=None, adaptive=None, **at_lr_d), o, "fig8", dynamics, mark_switch=True
+        "fig5": lambda st, d, o, u: a.figure5(_runs(st, d, u), o),
+        "table3": lambda st, d, o, u: _table("table3", a.table3(_runs(st, d, u)), o),
+        "fig3": lambda st, d, o, u: a.dynamics_figures(
+            _runs(st, d, u), o, "fig3", ("avg_sharpness",), mark_switch=True
         ),
-        "table2": lambda st, d, o: _autok_tables("table2", st, d, o),
-        "table6": lambda st, d, o: _autok_tables("table6", st, d, o),
-        "fig6": _figure6,
-        "table3_autok": lambda st, d, o: _autok_tables("table3_autok", st, d, o),
+        "fig8": lambda st, d, o, u: a.dynamics_figures(
+            _runs(st, d, u), o, "fig8", a.DYNAMICS_METRICS, mark_switch=True
+        ),
+        "table2": lambda st, d, o, u: _autok_tables("table2", st, d, o),
+        "table6": lambda st, d, o, u: _autok_tables("table6", st, d, o),
+        "fig6": lambda st, d, o, u: _figure6(st, d, o),
+        "table3_autok": lambda st, d, o, u: _autok_tables("table3_autok", st, d, o),
     }
 
 
@@ -467,16 +519,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         selected = [s for s in studies if s.name in names]
     else:
         selected = studies
-    if args.dry_run:
-        dry_run(selected, args.out, args.step_seconds)
-        return
     from experiments import cli
 
-    cli.enable_compilation_cache()
-    write_paper_file(args.out, args.grid, studies)
-    with cli.errors_as_one_line():
-        for study in selected:
-            run_study(study, args.out)
+    try:
+        with cli.errors_as_one_line():
+            if args.dry_run:
+                dry_run(selected, args.out, args.step_seconds)
+                return
+            cli.enable_compilation_cache()
+            write_paper_file(args.out, args.grid, studies)
+            for study in selected:
+                run_study(study, args.out)
+    except ValueError as e:  # a study's inputs (seeds, n_random, metrics) that cannot work
+        raise SystemExit(f"error: {e}") from None
     print(f"done: {len(selected)} studies in {args.out}; tables and figures: "
           f"python -m experiments.analysis all {args.out}")  # fmt: skip
 

@@ -366,17 +366,16 @@ def build_points(config) -> list[Point]:
     return expand_grid(ks, seeds, scales, switches, removed)
 
 
-def max_removal_step(config, intervention) -> int:
+def max_removal_step(config, intervention, num_train: int | None = None) -> int:
     """The largest k of Fig. 1 whose schedule ends inside the run
-    (`Intervention.max_fitting_k`: (T - 1) // L for gradual unfreezing)."""
+    (`Intervention.max_fitting_k`: (T - 1) // L for gradual unfreezing); the training set is
+    read for its size unless `num_train` gives it."""
     from earlyjax.data import load_dataset
     from earlyjax.train import total_steps
 
-    if config.total_steps:
-        steps = config.total_steps
-    else:
-        steps = total_steps(config, load_dataset(config.data).train.images.shape[0])
-    return max(1, intervention.max_fitting_k(steps))
+    if num_train is None and not config.total_steps:
+        num_train = load_dataset(config.data).train.images.shape[0]
+    return max(1, intervention.max_fitting_k(total_steps(config, num_train or 1)))
 
 
 def main(argv: list[str]) -> None:

@@ -317,12 +317,51 @@ def test_table2_as_the_paper_computes_it():
 
 def test_table6_lists_the_picked_k_and_each_seeds_k():
     rows = analysis.table6(autok_summary())
-    col = "k per seed (0, 1, 2)"
-    assert [(r["metric"], r["k"], r[col], r["reason"]) for r in rows] == [
-        ("tr(F)", "15", "15, 20, 20", "-"),
-        ("S_avg", "20", "20, 20, 25", "-"),
-        ("S_worst", "none", "none, 30, none", "never stabilised"),
+    assert [(r["metric"], r["k"], r["k per seed"], r["reason"]) for r in rows] == [
+        ("tr(F)", "15", "0: 15, 1: 20, 2: 20", "-"),
+        ("S_avg", "20", "0: 20, 1: 20, 2: 25", "-"),
+        ("S_worst", "none", "0: none, 1: 30, 2: none", "never stabilised"),
     ]
+    # Settings with other seeds share the column; a column only some rows have is kept.
+    two_seeds = copy.deepcopy(autok_summary())
+    two_seeds["seeds"] = [0, 1]
+    del two_seeds["setting"]["ood_set"]
+    shown = markdown_rows(analysis.to_markdown(analysis.table6(two_seeds) + rows))
+    assert shown[0]["k per seed"] == "0: 15, 1: 20" and shown[0]["OOD set"] == "-"
+    assert shown[3]["k per seed"] == "0: 15, 1: 20, 2: 20" and shown[3]["OOD set"] == GENERATED
+
+
+def test_the_winning_rate_interval_is_a_paired_bootstrap_over_seeds():
+    acc = lambda *v: {str(s): x for s, x in enumerate(v)}  # noqa: E731
+    summary = {
+        "seeds": [0, 1],
+        "random_k": [5, 10],
+        "picked": {"fisher": {"k": 15}},
+        "metric_runs": {"fisher": "k=15"},
+        "runs": {
+            "k=15": {"k": 15, "id": acc(0, 0), "ood": acc(60.0, 40.0)},
+            "k=5": {"k": 5, "id": acc(0, 0), "ood": acc(50.0, 50.0)},
+            "k=10": {"k": 10, "id": acc(0, 0), "ood": acc(30.0, 45.0)},
+        },
+    }
+    assert analysis.winning_rate(summary, "fisher")["percent"] == 75.0  # a tie and a win
+    # Resampling seeds (0, 0): 60 beats 50 and 30 -> 100; (1, 1): 40 loses to both -> 0;
+    # (0, 1) or (1, 0): 50 ties 50 and beats 37.5 -> 75. Unpaired draws would give others.
+    rates = analysis.winning_rate_bootstrap(summary, "fisher")
+    values, counts = np.unique(rates, return_counts=True)
+    assert list(values) == [0.0, 75.0, 100.0]
+    assert counts / counts.sum() == pytest.approx([0.25, 0.5, 0.25], abs=0.04)
+    assert analysis.winning_rate_interval(summary, "fisher") == (0.0, 100.0)
+    one_seed = {**summary, "seeds": [0]}
+    assert analysis.winning_rate_interval(one_seed, "fisher") is None
+
+
+def test_latex_escapes_cells_headers_and_caption():
+    rows = [{"training": "adaptive (fisher, ε=0.05)", "x_y %": "a&b", "ΔOOD": 1.5, "n": 2}]
+    tex = analysis.to_latex(rows, "100% of runs_x ± 1", "t")
+    assert r"\caption{100\% of runs\_x $\pm$ 1}" in tex
+    assert r"x\_y \% & $\Delta$OOD" in tex
+    assert r"adaptive (fisher, $\varepsilon$=0.05) & a\&b & +1.50 & 2 \\" in tex
 
 
 @pytest.fixture
@@ -361,7 +400,7 @@ def test_main_reads_autok_json(autok_dir, tmp_path, capsys):
     analysis.main(["table6", autok_dir, "--out", out])
     analysis.main(["fig6", autok_dir, "--out", out])
     printed = capsys.readouterr().out
-    assert "GU, k from tr(F)" in printed and "15, 20, 20" in printed
+    assert "GU, k from tr(F)" in printed and "0: 15, 1: 20, 2: 20" in printed
     for name in ("table2.md", "table2.csv", "table6.md", "table6.csv", "fig6.png", "fig6.pdf"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
 

@@ -72,6 +72,12 @@ def test_plan_refuses_what_cannot_work(tiny_config):
         autok.plan(c, ("fisher",), 3, _Task)
     switch = autok.plan(c, ("fisher",), 6, _Task, "lr_switch")
     assert switch.candidates == [1, 2, 3, 4, 5, 6] and switch.max_k == 15
+    assert switch.random_candidates == switch.candidates
+    # The paper draws its random k <= 800 while a metric may pick later ones (Table 6).
+    capped = autok.plan(c, ("fisher",), 4, _Task, "lr_switch", max_random_k=4)
+    assert capped.candidates == [1, 2, 3, 4, 5, 6] and capped.random_candidates == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="--n_random=5 .* and --max_random_k=4: 4"):
+        autok.plan(c, ("fisher",), 5, _Task, "lr_switch", max_random_k=4)
     assert switch.intervention.held_overrides() == (
         ("optimizer.lr_switch_step", None),
         ("optimizer.lr_switch_hold", True),

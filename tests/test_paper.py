@@ -189,7 +189,8 @@ def test_missing_runs_are_named_and_the_rest_is_written(paper_dir, tmp_path, cap
     os.remove(os.path.join(paper_dir, "autok_lr", "autok.json"))
     lines = {ln.split(":")[0]: ln for ln in paper.write_all(paper_dir, str(tmp_path / "out"))}
     assert "1 runs missing: k/k=2_seed=1_lrs=0.1" in lines["table1"]
-    assert "k/k=2_seed=1_lrs=0.1" in lines["fig3"]  # fig3 reads the k study too
+    assert "k/k=2_seed=1_lrs=0.1" in lines["fig10"]  # GU at 0.1·lr_d: Figure 10 draws it
+    assert lines["fig3"] == "fig3: fig3.png, fig3.pdf"  # Figure 3 does not: lr_d, no GU
     assert "autok_lr/ (the auto-k pipeline has not finished" in lines["table3_autok"]
     assert "not written" not in lines["table2"] and lines["fig6"] == "fig6: fig6.png, fig6.pdf"
 
@@ -243,7 +244,7 @@ def test_dry_run_counts_runs_and_device_hours(tmp_path, capsys):
     rows = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:-1]}
     assert rows["k"][1:] == ["sweep", "12", "12", "720", "0.500", "0.10"]  # 12 runs x 60 steps
     assert rows["autok"][2] == "<=" and rows["autok"][3] == "14"  # 2 x (signal, std, 2+3 k)
-    assert "total: 44 runs (44 to do)" in out and "given (--step_seconds)" in out
+    assert "total: at most 44 runs (44 to do)" in out and "given (--step_seconds)" in out
     assert "training steps only" in out
 
 
@@ -252,3 +253,27 @@ def test_only_names_unknown_studies(tmp_path):
         paper.main(["--grid=digits", f"--out={tmp_path}", "--only=k,nope", "--dry_run"])
     with pytest.raises(SystemExit, match="grid 'nope' not found"):
         paper.main(["--grid=nope", f"--out={tmp_path}", "--dry_run"])
+
+
+def test_dry_run_measures_the_step_of_an_lr_switch_study(tmp_path, capsys):
+    paper.main(["--grid=digits", f"--out={tmp_path}", "--only=autok_lr", "--dry_run"])
+    out = capsys.readouterr().out
+    row = out.splitlines()[1].split()
+    assert row[0] == "autok_lr" and float(row[-2]) > 0  # seconds per step, measured
+    assert "measured on cpu" in out
+
+
+def test_broken_grids_and_paper_files_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_grid(:\n")
+    with pytest.raises(SystemExit, match=f"grid {bad}: SyntaxError"):
+        paper.load_grid(str(bad))
+    bad.write_text("from experiments.paper import Study\ndef get_grid():\n"
+                   "    return [Study('x', 'digits_tiny.py', ('fig99',))]\n")  # fmt: skip
+    with pytest.raises(SystemExit, match="ValueError: study x: unknown outputs"):
+        paper.load_grid(str(bad))
+    with pytest.raises(SystemExit, match="paper.json not found: `analysis all` reads the grid"):
+        paper.write_all(str(tmp_path), str(tmp_path / "o"))
+    (tmp_path / "paper.json").write_text('{"grid": "x", "studies": [{"name": "x"}]}')
+    with pytest.raises(SystemExit, match="is not a grid this version reads"):
+        paper.write_all(str(tmp_path), str(tmp_path / "o"))
