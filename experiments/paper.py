@@ -290,7 +290,8 @@ def dry_run(studies: Sequence[Study], out: str, step_seconds: float | None) -> N
     measured: dict[tuple, float] = {}
     total_runs = total_todo = 0
     total_hours = todo_hours = 0.0
-    print(f"{'study':<28} {'kind':<6} {'runs':>5} {'to do':>6} {'steps':>10} {'s/step':>8} "
+    w = max(len(s.name) for s in studies)
+    print(f"{'study':<{w}} {'kind':<6} {'runs':>5} {'to do':>6} {'steps':>10} {'s/step':>8} "
           f"{'hours':>8}")  # fmt: skip
     for study in studies:
         config = study_config(study)
@@ -307,7 +308,7 @@ def dry_run(studies: Sequence[Study], out: str, step_seconds: float | None) -> N
         todo_hours += sum(n for _, n in todo) * seconds / 3600
         at_most = "<=" if study.kind == "autok" else "  "
         print(
-            f"{study.name:<28} {study.kind:<6} {at_most}{len(runs):>3} {len(todo):>6} "
+            f"{study.name:<{w}} {study.kind:<6} {at_most}{len(runs):>3} {len(todo):>6} "
             f"{sum(n for _, n in runs):>10} {seconds:>8.3f} {hours:>8.2f}"
         )
     source = "given (--step_seconds)" if step_seconds is not None else f"measured on {device}"

@@ -67,7 +67,7 @@ def test_micro_grid_end_to_end(tmp_path, capsys):
     assert os.path.getsize(os.path.join(out, "analysis", "fig7.png")) > 1000
 
 
-@pytest.mark.slow  # ~15 min on 2 CPU cores: 44 real runs
+@pytest.mark.slow  # ~11 min on 2 CPU cores: up to 44 real runs
 def test_digits_grid_writes_every_table_and_figure(tmp_path, capsys):
     out = str(tmp_path / "paper")
     paper.main(["--grid=digits", f"--out={out}"])
@@ -90,4 +90,4 @@ def test_digits_grid_writes_every_table_and_figure(tmp_path, capsys):
     }  # fmt: skip
     capsys.readouterr()
     paper.main(["--grid=digits", f"--out={out}", "--dry_run", "--step_seconds=0.1"])
-    assert "total: 44 runs (0 to do)" in capsys.readouterr().out
+    assert "total: at most 44 runs (0 to do)" in capsys.readouterr().out
