@@ -2,6 +2,8 @@
 
 - `fisher_trace`: tr(F) of Eq. 2 per trainable parameter (§3.1, §4); `exact=True` sums over the
   classes; `estimator="batch_argmax"` is the (non-Eq. 2) estimator of the FUN-with-Fisher code.
+  Its per-example gradient norms come from per-layer identities for models of Flax Dense, Conv
+  and eval-mode BatchNorm layers (`per_example.py`: one batched backward pass), else from vmap.
 - `average_sharpness`, `worst_sharpness`: Eqs. 3-4 with adaptive L2 scaling, ρ = 0.01, 15 samples
   and Auto-PGD (§3.2, §4, App. B), following Andriushchenko et al. (ICML 2023);
   `worst_sharpness(..., geometry="scaled")` runs Auto-PGD in the rescaled coordinates, whose
