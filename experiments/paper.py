@@ -9,9 +9,9 @@ A grid (`experiments/grids/<name>.py`, whose `get_grid()` returns a list of `Stu
 study: a sweep (`experiments.sweep`'s grid of k, seeds, LR scales and LR switches) or an auto-k
 pipeline (`experiments.autok`) of one config, run into `OUT/<study name>/`, and the tables and
 figures it feeds (`OUTPUTS`). `OUT/paper.json` records the grid, so that `analysis all` knows
-what to expect: it writes each output whose runs have all finished and names the missing runs
-of the others. Finished runs are skipped and interrupted ones resume, so a killed command is
-simply started again.
+what to expect: it writes each output whose runs (those it draws, `RUNS_USED`) have finished
+and names the missing runs of the others. Finished runs are skipped and interrupted ones
+resume, so a killed command is simply started again.
 
 Grids: `paper` (Tables 1, 2, 3 and 6 and Figures 1-3 and 5-8 and 10 on MNIST, CIFAR-10 and
 CIFAR-100, as the paper ran them; needs the data sets) and `digits` (every output at a toy
