@@ -87,7 +87,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.record.batch_size = 256
     c.record.rho = 0.01
     c.record.avg_samples = 15
-    # S_avg perturbations per vmapped pass (None: all at once; 1 is faster on a CPU).
+    # S_avg perturbations per vmapped pass (None: one at a time on a CPU, all at once elsewhere).
     c.record.samples_per_pass = config_dict.placeholder(int)
     c.record.worst_iters = 20
     c.record.hessian_iters = 20
