@@ -327,7 +327,7 @@ def _finished(study: Study, out: str, config) -> set[str]:
     folder = os.path.join(out, study.name)
     if study.kind == "autok":
         if os.path.exists(os.path.join(folder, "autok.json")):
-            return {name for name, _ in study_runs(study, config, 1)}
+            return {name for name, _ in study_runs(study, config, train_examples(config))}
         names = [f"seed={s}/signal" for s in study.seeds]
     else:
         names = [p.name for p in sweep_points(study, config)]

@@ -184,6 +184,13 @@ def test_analysis_all_writes_every_table_and_figure(paper_dir, tmp_path, figures
     assert "τ = 1.00" in titles[[a.get_xlabel() for a in figures["fig5"].axes].index("S_avg")]
 
 
+def test_dry_run_of_a_finished_folder_has_nothing_to_do(paper_dir, capsys):
+    paper.dry_run(paper.read_paper_file(paper_dir), paper_dir, step_seconds=0.1)
+    rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()[1:-1]}
+    assert rows["k"][2:4] == ["8", "0"] and rows["lr_switch"][2:4] == ["2", "0"]
+    assert rows["autok"][4] == "0" and rows["autok_lr"][4] == "0"  # autok.json: all done
+
+
 def test_missing_runs_are_named_and_the_rest_is_written(paper_dir, tmp_path, capsys):
     os.remove(os.path.join(paper_dir, "k", "k=2_seed=1_lrs=0.1", "results.json"))
     os.remove(os.path.join(paper_dir, "autok_lr", "autok.json"))
