@@ -72,3 +72,19 @@ def shared_mnist_dir():
     if not path.is_dir():
         pytest.skip(f"real MNIST files not present at {path} (../shared is absent)")
     return os.fspath(path)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures experiments.analysis saves in a test, by file stem."""
+    from experiments import analysis
+
+    saved = {}
+    original = analysis._save
+
+    def save(fig, stem):
+        saved[os.path.basename(stem)] = fig
+        return original(fig, stem)
+
+    monkeypatch.setattr(analysis, "_save", save)
+    return saved

@@ -1,4 +1,4 @@
-"""Reading back the Markdown tables `experiments.analysis` writes."""
+"""Reading back the tables and figures `experiments.analysis` writes."""
 
 
 def markdown_rows(markdown: str) -> list[dict[str, str]]:
@@ -12,3 +12,8 @@ def markdown_rows(markdown: str) -> list[dict[str, str]]:
 def suptitle(fig) -> str:
     """A matplotlib figure's title, line breaks as spaces (long titles are wrapped)."""
     return " ".join(fig._suptitle.get_text().split())
+
+
+def legend(ax) -> list[str]:
+    """The texts of a matplotlib axis's legend."""
+    return [t.get_text() for t in ax.get_legend().get_texts()]

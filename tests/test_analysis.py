@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from synthetic_runs import GENERATED, autok_summary, curve, write_autok_folder, write_run
-from tables import markdown_rows, suptitle
+from tables import legend, markdown_rows, suptitle
 
 from experiments import analysis
 
@@ -177,24 +177,6 @@ def test_main_tables(sweep, tmp_path, capsys):
     analysis.main(["table3", sweep, "--out", str(tmp_path / "t")])
     assert "lr_l2h @ 300" in capsys.readouterr().out
     assert (tmp_path / "t" / "table3.md").exists()
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    """The matplotlib figures saved, by file stem."""
-    saved = {}
-    original = analysis._save
-
-    def save(fig, stem):
-        saved[os.path.basename(stem)] = fig
-        return original(fig, stem)
-
-    monkeypatch.setattr(analysis, "_save", save)
-    return saved
-
-
-def legend(ax):
-    return [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_figures_1_and_2_one_file_per_setting_family(sweep, tmp_path, figures):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 from synthetic_runs import autok_summary, curve, write_autok_folder, write_run
-from tables import markdown_rows, suptitle
+from tables import legend, markdown_rows, suptitle
 
 from experiments import analysis, paper
 from experiments.paper import Study
@@ -97,23 +97,6 @@ def paper_dir(tmp_path):
 def read(path):
     with open(path) as f:
         return f.read()
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    saved = {}
-    original = analysis._save
-
-    def save(fig, stem):
-        saved[os.path.basename(stem)] = fig
-        return original(fig, stem)
-
-    monkeypatch.setattr(analysis, "_save", save)
-    return saved
-
-
-def legend(ax):
-    return [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_analysis_all_writes_every_table_and_figure(paper_dir, tmp_path, figures, capsys):
