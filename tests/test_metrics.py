@@ -25,6 +25,7 @@ from earlyjax.metrics import (
     project_ellipsoid,
     worst_sharpness,
 )
+from earlyjax.metrics import sharpness as sharpness_module
 from earlyjax.metrics.sharpness import _apgd_trajectory
 
 N_CLASSES = 3
@@ -434,6 +435,53 @@ def test_worst_sharpness_frozen_leaves_are_not_perturbed():
     assert np.all(np.asarray(delta["dense1"]["bias"]) == 0)
     assert np.any(np.asarray(delta["dense1"]["kernel"]) != 0)
     assert np.all(weighted_norms(delta, params) <= rho + 1e-6)
+
+
+@pytest.mark.parametrize(
+    "variant, random_init, traced_mask",
+    [("reference", False, False), ("croce_hein", True, False), ("reference", False, True)],
+)
+def test_worst_sharpness_host_driven_loop_equals_the_compiled_scan(
+    variant, random_init, traced_mask, monkeypatch
+):
+    # On a CPU a call with concrete inputs drives Auto-PGD's iterations from Python (XLA:CPU
+    # runs a convolution's weight gradient slowly inside a loop body); inside the caller's jit
+    # they are one lax.scan. Same algorithm, same value and δ to float rounding.
+    params = cnn_params()
+    kx, ky = jax.random.split(jax.random.key(4))
+    batches = (jax.random.normal(kx, (3, 6, 5, 5, 2)), jax.random.randint(ky, (3, 6), 0, 3))
+
+    def loss_fn(p, batch):
+        x, y = batch
+        logp = jax.nn.log_softmax(cnn_logits(p, x))
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+
+    def run(p, mask):
+        return worst_sharpness(
+            loss_fn, p, batches, jax.random.key(5), rho=0.05, n_iters=7, variant=variant,
+            random_init=random_init, trainable=mask,
+        )  # fmt: skip
+
+    steps = []
+    step_jit = sharpness_module._apgd_step_jit
+    monkeypatch.setattr(
+        sharpness_module, "_apgd_step_jit", lambda *a, **k: steps.append(1) or step_jit(*a, **k)
+    )
+    mask = jax.tree.map(lambda _: True, params)
+    mask["head"]["bias"] = False
+    host = run(params, mask)
+    on_cpu = jax.default_backend() == "cpu"
+    assert len(steps) == (3 * 7 if on_cpu else 0)  # one call per batch and iteration
+    if traced_mask:  # a traced mask stays data in the scan; the host loop sees it concrete
+        scan = jax.jit(run)(params, jax.tree.map(jnp.asarray, mask))
+    else:
+        scan = jax.jit(lambda p: run(p, mask))(params)
+    assert len(steps) == (3 * 7 if on_cpu else 0)  # the jitted call did not add any
+    np.testing.assert_allclose(float(host[0]), float(scan[0]), rtol=1e-5)
+    assert float(host[0]) > 0
+    for h, s in zip(jax.tree.leaves(host[1]), jax.tree.leaves(scan[1]), strict=True):
+        np.testing.assert_allclose(np.asarray(h), np.asarray(s), rtol=1e-4, atol=1e-7)
+    assert np.all(np.asarray(host[1]["head"]["bias"]) == 0)
 
 
 def test_project_ellipsoid_is_the_euclidean_projection():
