@@ -19,13 +19,21 @@ Printed, each against references measured in the same process:
   points (goal <= 1.3x), with the samples vmapped and one at a time (`samples_per_pass=1`; the
   default `None` picks one at a time on a CPU, vmapped elsewhere);
 * worst-case sharpness, per Auto-PGD iteration (total time / (n_iters + 1): the initial
-  gradient counts as one), vs one batched forward+backward;
+  gradient counts as one), vs one batched forward+backward (goal <= 1.5x), called as a user
+  calls it (on a CPU its iterations then run from Python, see `worst_sharpness`); with
+  `--worst-in-jit` also inside a caller's `jit` (one `lax.scan`, as the recorder runs it);
+* with `--sharpness-repo DIR` (a checkout of tml-epfl/sharpness-vs-generalization) and torch
+  installed: Andriushchenko et al.'s own `eval_average_sharpness` and `eval_APGD_sharpness` on
+  a PyTorch ResNet-18 of the same width and the same points (goal: ours at least as fast).
+  Their weights and noise are not ours, so only the times compare, not the values;
 * memory: XLA's compiled temp + argument + output bytes of each program (reported on every
   backend), and the device's peak bytes in use where JAX reports it (`n/a` on CPU).
 
     python benchmarks/metrics.py                    # width 8 (CPU-sized), 8 x 256 points
     python benchmarks/metrics.py --width 64         # the paper's ResNet-18, on a GPU
     python benchmarks/metrics.py --width 4 --batches 2 --batch-size 64 --apgd-iters 5
+    git clone https://github.com/tml-epfl/sharpness-vs-generalization /tmp/svg
+    python benchmarks/metrics.py --sharpness-repo /tmp/svg    # + their S_avg and S_worst
 
 `--apgd-variants mlp|resnet18` instead prints S_worst of each Auto-PGD variant of
 `worst_sharpness` against the default (Andriushchenko et al.'s algorithm), the numbers quoted in
@@ -64,6 +72,19 @@ def compile_and_time(fn: Callable, args: tuple, repeats: int) -> tuple[float, fl
         out = jax.block_until_ready(compiled(*args))
         best = min(best, time.perf_counter() - t)
     return best, compile_s, out, memory_text(compiled)
+
+
+def time_calls(fn: Callable, args: tuple, repeats: int) -> tuple[float, float, object]:
+    """(best seconds per call, first call's seconds, last output) of fn(*args) called as is."""
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))  # compiles
+    first = time.perf_counter() - t
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t)
+    return best, first, out
 
 
 def memory_text(compiled) -> str:
@@ -192,6 +213,16 @@ def main() -> None:
     p.add_argument("--loop-examples", type=int, default=16, help="points timed in the loop")
     p.add_argument("--torch-chunk", type=int, default=64, help="torch.func points per vmap")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument(
+        "--worst-in-jit",
+        action="store_true",
+        help="also time worst_sharpness inside jit (lax.scan; slow on a CPU)",
+    )
+    p.add_argument(
+        "--sharpness-repo",
+        default=None,
+        help="checkout of tml-epfl/sharpness-vs-generalization: time their code too",
+    )
     p.add_argument("--apgd-variants", choices=("mlp", "resnet18"), default=None,
                    help="compare the Auto-PGD variants' S_worst instead of timing")  # fmt: skip
     p.add_argument("--seeds", type=int, default=5, help="seeds (--apgd-variants)")
@@ -300,12 +331,38 @@ def main() -> None:
     t_avg_seq, c, s_avg_seq, mem = compile_and_time(avg_seq, (params, batches, key), args.repeats)
     report("  the same, samples_per_pass=1 (sequential)", t_avg_seq, c, mem)
     assert abs(float(s_avg_seq) - float(s_avg)) <= 1e-3 * abs(float(s_avg)) + 1e-6
+    t_avg_default = t_avg_seq if jax.default_backend() == "cpu" else t_avg  # samples_per_pass=None
 
     def worst(p, batches, k):
         return worst_sharpness(loss_fn, p, batches, k, n_iters=args.apgd_iters)
 
-    t_worst, c, (s_worst, _), mem = compile_and_time(worst, (params, batches, key), args.repeats)
-    report(f"worst_sharpness ({args.apgd_iters} APGD iterations)", t_worst, c, mem)
+    t_worst, first, (s_worst, _) = time_calls(worst, (params, batches, key), args.repeats)
+    print(
+        f"  {f'worst_sharpness ({args.apgd_iters} APGD iterations)':<44} {t_worst:9.3f} s   "
+        f"(first call {first:6.1f} s, compilation included; called as is)"
+    )
+    t_worst_jit = None
+    if args.worst_in_jit:
+        t_worst_jit, c, (s_worst_jit, _), mem = compile_and_time(
+            worst, (params, batches, key), args.repeats
+        )
+        report("  the same inside jit (lax.scan)", t_worst_jit, c, mem)
+        assert abs(float(s_worst_jit) - float(s_worst)) <= 1e-3 * abs(float(s_worst)) + 1e-7
+
+    theirs = None
+    if args.sharpness_repo:
+        try:
+            from torch_baseline import sharpness_paper_seconds
+        except ImportError:
+            print(f"  {'their S_avg / S_worst (PyTorch)':<44}  not run: torch is not installed")
+        else:
+            theirs = sharpness_paper_seconds(
+                args.sharpness_repo, np.asarray(images), np.asarray(labels), args.width,
+                n_samples=args.n_samples, apgd_iters=args.apgd_iters, rho=0.01,
+                repeats=args.repeats,
+            )  # fmt: skip
+            for name, what in (("avg", "eval_average_sharpness"), ("worst", "eval_APGD_sharpness")):
+                print(f"  {'their ' + what:<44} {theirs[name]:9.3f} s   ({theirs['what']})")
 
     print(
         f"values: tr(F)/P = {float(tr_f):.4g}, S_avg = {float(s_avg):.4g}, "
@@ -321,10 +378,28 @@ def main() -> None:
         ("S_avg, samples_per_pass=1: ours / forwards", t_avg_seq / (args.n_samples * t_fwd),
          "goal <= 1.3; the default on a CPU"),
         ("S_worst: per APGD iteration / fwd+bwd", per_iter / t_fb,
-         "total / (n_iters + 1): the initial gradient counts as one"),
+         "goal <= 1.5; total / (n_iters + 1): the initial gradient counts as one"),
     ]  # fmt: skip
+    if t_worst_jit is not None:
+        ratios.append(("S_worst inside jit: per iteration / fwd+bwd",
+                       t_worst_jit / (args.apgd_iters + 1) / t_fb, "lax.scan"))  # fmt: skip
+    if theirs is not None:
+        ratios.append(("S_avg: theirs / ours (default)", theirs["avg"] / t_avg_default,
+                       "goal >= 1"))  # fmt: skip
+        ratios.append(("S_worst: theirs / ours", theirs["worst"] / t_worst, "goal >= 1"))
     if t_torch is not None:
         ratios.insert(1, ("tr(F): torch.func / ours", t_torch / t_fisher, "goal >= 2"))
+    # The paper's protocol: tr(F), S_avg and S_worst on 2048 points every 10 steps to 2000,
+    # against 2000 training steps of batch 128, each taken as one forward+backward over 128
+    # points; every time scaled linearly in the number of points from the ones above.
+    points_scale = 2048 / (b * n)
+    recording = 200 * (t_fisher + t_avg_default + t_worst) * points_scale
+    training = 2000 * t_fb * 128 / (b * n)
+    print(
+        f"paper's protocol, estimated from the times above: recording {recording:.0f} s "
+        f"against training {training:.0f} s ({recording / training:.2f}x; metric functions "
+        "as called here, train step as one forward+backward over 128 points)"
+    )
     print("ratios (same process):")
     for name, ratio, note in ratios:
         print(f"  {name:<44} {ratio:8.2f}x  ({note})")

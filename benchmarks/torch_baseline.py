@@ -1,18 +1,28 @@
-"""The PyTorch reference point for tr(F): per-example gradient norms with `torch.func` (vmap of
-grad) on a PyTorch CIFAR ResNet-18 of the same width, in eval mode, on the same points.
+"""PyTorch reference points on a PyTorch CIFAR ResNet-18 of the same width, in eval mode, on the
+same points as `benchmarks/metrics.py`:
 
-Imported by `benchmarks/metrics.py` only when torch is installed (it is not a dependency:
-`pip install torch` to get this baseline). Written for this comparison from the standard
-CIFAR ResNet-18 definition (3x3 stem, no max-pool, BasicBlocks 2-2-2-2, projection
-shortcuts), not taken from another code base.
+* tr(F): per-example gradient norms with `torch.func` (vmap of grad);
+* S_avg and S_worst: Andriushchenko et al.'s own `eval_average_sharpness` and
+  `eval_APGD_sharpness` (m_apgd_l2), imported at run time from a checkout of
+  tml-epfl/sharpness-vs-generalization that the user names (`--sharpness-repo`); none of that
+  code is part of this repository.
+
+Imported only when torch is installed (it is not a dependency: `pip install torch` to get these
+baselines). The ResNet-18 here was written for this comparison from the standard CIFAR
+definition (3x3 stem, no max-pool, BasicBlocks 2-2-2-2, projection shortcuts), not taken from
+another code base.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
@@ -84,3 +94,70 @@ def fisher_seconds(points: np.ndarray, width: int, chunk: int, repeats: int) -> 
         run()
         best = min(best, time.perf_counter() - t)
     return best, f"torch {torch.__version__} ({torch.get_num_threads()} threads), chunk {chunk}"
+
+
+def sharpness_paper_seconds(
+    repo: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    width: int,
+    *,
+    n_samples: int,
+    apgd_iters: int,
+    rho: float,
+    repeats: int,
+) -> dict[str, float | str]:
+    """Best seconds of Andriushchenko et al.'s S_avg and S_worst on `images` [B, n, H, W, C].
+
+    Their `eval_average_sharpness` (`avg_l2`, adaptive, `n_samples` Gaussian perturbations per
+    batch) and `eval_APGD_sharpness` (`m_apgd_l2`, adaptive, zero start, one restart, their
+    scripts' settings), imported from `repo` (a checkout of
+    tml-epfl/sharpness-vs-generalization). Their code moves every tensor to CUDA; on a machine
+    without a GPU `Tensor.cuda` is made the identity for the call, so it runs on the CPU
+    unchanged. Returns {"avg": s, "worst": s, "avg_value", "worst_value", "what"}.
+    """
+    sys.path.insert(0, repo)
+    try:
+        import sharpness as their  # noqa: PLC0415  (their module, found through `repo`)
+    finally:
+        sys.path.remove(repo)
+    torch.manual_seed(0)
+    model = ResNet18(width, channels=images.shape[-1]).eval()
+    batches = [
+        (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), None,
+         torch.from_numpy(np.asarray(y, np.int64)), None, None)
+        for x, y in zip(images, labels, strict=True)
+    ]  # fmt: skip
+
+    def loss_f(logits, y):  # their eval_sharpness.py's loss
+        return F.cross_entropy(logits, y, reduction="mean")
+
+    def avg():
+        return their.eval_average_sharpness(
+            model, batches, loss_f, n_iters=n_samples, rho=rho, adaptive=True,
+            return_output=False, norm="l2",
+        )[0]  # fmt: skip
+
+    def worst():
+        return their.eval_APGD_sharpness(
+            model, batches, loss_f, None, None, rho=rho, n_iters=apgd_iters,
+            rand_init=False, adaptive=True, version="default", norm="l2",
+        )[0]  # fmt: skip
+
+    cuda = torch.Tensor.cuda
+    if not torch.cuda.is_available():
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    out: dict[str, float | str] = {}
+    try:
+        for name, fn in (("avg", avg), ("worst", worst)):
+            best = float("inf")
+            for _ in range(repeats):
+                with contextlib.redirect_stdout(io.StringIO()):  # their progress prints
+                    t = time.perf_counter()
+                    value = float(fn())
+                    best = min(best, time.perf_counter() - t)
+            out[name], out[f"{name}_value"] = best, value
+    finally:
+        torch.Tensor.cuda = cuda
+    out["what"] = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return out
