@@ -63,12 +63,39 @@ def make_recorder(
     if mesh is not None:
         metric_batches = parallel.put_replicated(metric_batches, mesh)
     param_groups = None  # group index per parameter leaf, from the first call's params
+    # On a CPU Auto-PGD runs fastest with its iterations driven from Python (XLA:CPU's slow
+    # convolution gradients in loop bodies, `metrics.apgd_runs_on_host`), which cannot happen
+    # inside the compiled recorder: S_worst is then computed after it, from its outputs.
+    worst_after = "worst_sharpness" in names and metrics.apgd_runs_on_host(mesh)
+
+    def worst_loss(full, batch):  # one function for the run, so its compiled step is reused
+        return task.metric_loss(full["params"], full["fixed"], batch)
+
+    def worst_sharpness(params, fixed, batches, key, trainable):
+        full = {"params": params, "fixed": fixed}
+        mask = {"params": trainable, "fixed": jax.tree.map(lambda _: False, fixed)}
+        value, _ = metrics.worst_sharpness(
+            worst_loss,
+            full,
+            batches,
+            key,
+            rho=record.rho,
+            n_iters=record.worst_iters,
+            trainable=mask,
+            mesh=mesh,
+        )
+        return value
 
     @jax.jit
     def record_fn(params, model_state, opt_state, step, rng, metric_batches):
-        logits_fn, loss_fn, features, flat_x, batches = task.metric_functions(
-            params, model_state, metric_batches, record.bn
-        )
+        fixed, batches, flat_x = task.metric_inputs(params, model_state, metric_batches, record.bn)
+
+        def logits_fn(p, x):
+            return task.metric_logits(p, fixed, x)
+
+        def loss_fn(p, batch):
+            return task.metric_loss(p, fixed, batch)
+
         release = unfreezing.get_schedule(opt_state)
         trainable = freezing.trainable_mask(param_groups, release, step)
         key = jax.random.fold_in(jax.random.fold_in(rng, RECORD_STREAM), step)
@@ -90,16 +117,9 @@ def make_recorder(
                 trainable=trainable,
                 mesh=mesh,
             )
-        if "worst_sharpness" in names:
-            out["worst_sharpness"], _ = metrics.worst_sharpness(
-                loss_fn,
-                params,
-                batches,
-                keys["worst_sharpness"],
-                rho=record.rho,
-                n_iters=record.worst_iters,
-                trainable=trainable,
-                mesh=mesh,
+        if "worst_sharpness" in names and not worst_after:
+            out["worst_sharpness"] = worst_sharpness(
+                params, fixed, batches, keys["worst_sharpness"], trainable
             )
         if "hessian" in names:
             out["hessian"] = metrics.hessian_top_eigenvalue(
@@ -111,21 +131,26 @@ def make_recorder(
                 trainable=trainable,
                 mesh=mesh,
             )
-        if "feature_rank" in names:
-            out["feature_rank"] = metrics.feature_rank(features(params))
-        if "feature_eigenvalue" in names:
-            out["feature_eigenvalue"] = metrics.feature_top_eigenvalue(features(params))
-        return out
+        if "feature_rank" in names or "feature_eigenvalue" in names:
+            features = task.metric_features(params, fixed, flat_x)
+            if "feature_rank" in names:
+                out["feature_rank"] = metrics.feature_rank(features)
+            if "feature_eigenvalue" in names:
+                out["feature_eigenvalue"] = metrics.feature_top_eigenvalue(features)
+        worst_inputs = (fixed, batches, keys["worst_sharpness"], trainable) if worst_after else None
+        return out, worst_inputs
 
     def recorder(state) -> dict[str, float]:
         nonlocal param_groups
         if param_groups is None:
             param_groups = unfreezing.groups(state.params)
         rng = jax.random.wrap_key_data(state.rng)
-        values = record_fn(
+        values, worst_inputs = record_fn(
             state.params, state.model_state, state.opt_state, state.step, rng, metric_batches
         )
-        return {k: float(v) for k, v in jax.device_get(values).items()}
+        if worst_inputs is not None:
+            values["worst_sharpness"] = worst_sharpness(state.params, *worst_inputs)
+        return {k: float(v) for k, v in sorted(jax.device_get(values).items())}
 
     return recorder
 

@@ -77,9 +77,11 @@ def test_bad_record_values_are_refused(recording_config, tiny_dataset, tmp_path)
 
 
 @pytest.mark.parametrize("bn", [pytest.param("eval", marks=pytest.mark.slow), "batch"])
-def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn):
+def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn, monkeypatch):
     """The recorder computes exactly the library's metrics, over the trainable parameters of
     that step, with the BatchNorm statistics `record.bn` names."""
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -93,6 +95,8 @@ def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn)
 
     c = recording_config
     c.record.bn = bn
+    c.record.metrics = ("fisher", "avg_sharpness", "worst_sharpness")
+    c.record.worst_iters = 3
     run_setup, state = setup(c, tiny_dataset)
     task, plan = run_setup.task, run_setup.plan
     step = make_train_step(run_setup, state)
@@ -102,6 +106,15 @@ def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn)
         state, _ = step(state, batch)
     batches = metric_set(tiny_dataset.train, c.record.set_size, c.record.batch_size)
     got = make_recorder(task, plan.record, plan.gradual_unfreezing)(state)
+    # On a CPU S_worst is computed after the compiled recorder (Auto-PGD driven from Python);
+    # computed inside it (as on other backends) it is the same.
+    on_host = metrics.apgd_runs_on_host()
+    assert on_host == (jax.default_backend() == "cpu")
+    with monkeypatch.context() as patch:
+        patch.setattr(metrics, "apgd_runs_on_host", lambda *args: not on_host)
+        worst_only = dataclasses.replace(plan.record, metrics=("worst_sharpness",))
+        flipped = make_recorder(task, worst_only, plan.gradual_unfreezing)(state)
+    np.testing.assert_allclose(flipped["worst_sharpness"], got["worst_sharpness"], rtol=1e-5)
 
     model = task.model
     images = normalize(jnp.asarray(batches["image"]), task.mean, task.std)
@@ -162,3 +175,9 @@ def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn)
         n_samples=c.record.avg_samples, trainable=trainable,
     )  # fmt: skip
     assert abs(float(other_key) - float(want_avg)) > 3 * atol
+    want_worst, _ = metrics.worst_sharpness(
+        loss_fn, state.params, batch_metric, keys["worst_sharpness"], rho=c.record.rho,
+        n_iters=c.record.worst_iters, trainable=trainable,
+    )  # fmt: skip
+    assert float(want_worst) > 0
+    np.testing.assert_allclose(got["worst_sharpness"], float(want_worst), rtol=1e-4)

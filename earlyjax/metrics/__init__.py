@@ -23,6 +23,7 @@ from earlyjax.metrics.hessian import hessian_top_eigenvalue
 from earlyjax.metrics.rank import feature_rank, feature_top_eigenvalue
 from earlyjax.metrics.sharpness import (
     apgd_checkpoints,
+    apgd_runs_on_host,
     average_sharpness,
     project_ellipsoid,
     worst_sharpness,
@@ -30,6 +31,7 @@ from earlyjax.metrics.sharpness import (
 
 __all__ = [
     "apgd_checkpoints",
+    "apgd_runs_on_host",
     "average_sharpness",
     "feature_rank",
     "feature_top_eigenvalue",

@@ -474,7 +474,7 @@ def worst_sharpness(
     n_iters ("reference") or 2 n_iters ("croce_hein") projections over the parameters; with
     "ellipsoid" and `adaptive` each projection makes N_BISECT passes over the parameters,
     otherwise one. On a CPU, called with concrete inputs (not inside a `jit`) and without a
-    mesh, the iterations run as calls of one compiled step (`_host_driven`: XLA:CPU runs a
+    mesh, the iterations run as calls of one compiled step (`apgd_runs_on_host`: XLA:CPU runs a
     convolution's weight gradient ~20x slower inside a loop body); elsewhere as a `lax.scan`.
     """
     if variant not in VARIANTS:
@@ -488,7 +488,7 @@ def worst_sharpness(
     check_finite("params", params)
     check_finite("batches", batches)
     params, batches = place_on_mesh((params, batches), mesh)
-    host = _host_driven(mesh, params, batches, key, rho, trainable)
+    host = apgd_runs_on_host(mesh, params, batches, key, rho, trainable)
     run = _worst_host_loop if host else _worst_jit
     value, best = call_fitting_inputs(
         lambda: run(
@@ -548,8 +548,8 @@ class _APGDStep(NamedTuple):  # one iteration, for `_apgd_trajectory`
     halved: jax.Array  # whether η was halved after this iteration
 
 
-def _host_driven(mesh: Mesh | None, *inputs: PyTree) -> bool:
-    """Whether Auto-PGD's loops run from Python (one compiled step per call) instead of scan.
+def apgd_runs_on_host(mesh: Mesh | None = None, *inputs: PyTree) -> bool:
+    """Whether `worst_sharpness(..., mesh=mesh)` on these inputs drives Auto-PGD from Python.
 
     On XLA:CPU a convolution's weight gradient inside a loop body is not rewritten into the
     layout its fast convolution kernels take and runs as a naive loop (jax-ml/jax#12868): one
@@ -601,7 +601,7 @@ def _worst_host_loop(
     random_init, mesh,
 ):  # fmt: skip
     """`_worst_jit` with the loops over batches and iterations driven from Python."""
-    del mesh  # `_host_driven` only picks this path without one
+    del mesh  # `apgd_runs_on_host` only picks this path without one
     static = {
         "active": active,
         "adaptive": adaptive,

@@ -11,7 +11,9 @@ parameter blocks). The training loop (`earlyjax.train`) sees only this interface
   evaluate_id(state-like params, model_state, batch_size, mesh)   -> {"accuracy", "loss"}
   final_results(params, model_state, batch_size, mesh)            -> results.json fields
   metric_batches(set_size, batch_size)                            -> the fixed metric set
-  metric_functions(params, model_state, batches, bn)              -> what the metrics need
+  metric_inputs(params, model_state, batches, bn)  -> (fixed, batches, flat inputs) for them
+  metric_logits(params, fixed, x), metric_loss(params, fixed, batch),
+  metric_features(params, fixed, x)               -> what the metrics evaluate, `fixed` held
 
 `ImageClassification` (earlyjax/tasks/image_classification.py) is the first task.
 """

@@ -163,30 +163,27 @@ class ImageClassification:
         """The metric set: the first `set_size` training examples, un-augmented, in batches."""
         return metric_set(self.dataset.train, set_size, batch_size)
 
-    def metric_functions(self, params, model_state, batches: dict, bn: str):
-        """(logits_fn(p, x), loss_fn(p, batch), features(p), flat inputs, batches) on the metric
-        set, inside a jitted recorder. `bn="batch"` normalises with the metric set's own
-        statistics at `params`, `"eval"` with the running ones (earlyjax.recording)."""
+    def metric_inputs(self, params, model_state, batches: dict, bn: str):
+        """(fixed, batches, flat inputs) on the metric set. `fixed` is what stays fixed while the
+        metrics move the parameters: the BatchNorm statistics, the metric set's own at `params`
+        with `bn="batch"`, the running ones with `"eval"` (earlyjax.recording)."""
         images = self._inputs(batches["image"])
         batches = {"image": images, "label": batches["label"]}
         flat_x = images.reshape(-1, *images.shape[2:])
         if bn == "batch":
             model_state = metric_set_statistics(self.model, params, model_state, flat_x)
-        variables = {"batch_stats": model_state}
+        return {"batch_stats": model_state}, batches, flat_x
 
-        def logits_fn(p, x):
-            return self.model.apply({"params": p, **variables}, x, train=False)
+    def metric_logits(self, params, fixed, x: jax.Array) -> jax.Array:
+        return self.model.apply({"params": params, **fixed}, x, train=False)
 
-        def loss_fn(p, batch):
-            logits = logits_fn(p, batch["image"])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    def metric_loss(self, params, fixed, batch: dict) -> jax.Array:
+        logits = self.metric_logits(params, fixed, batch["image"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
 
-        def features(p):
-            return self.model.apply(
-                {"params": p, **variables}, flat_x, method=type(self.model).penultimate
-            )
-
-        return logits_fn, loss_fn, features, flat_x, batches
+    def metric_features(self, params, fixed, x: jax.Array) -> jax.Array:
+        """Penultimate features (feature rank, feature λ_max)."""
+        return self.model.apply({"params": params, **fixed}, x, method=type(self.model).penultimate)
 
 
 def metric_set_statistics(model, params, batch_stats, x: jax.Array):
