@@ -41,6 +41,12 @@ its docstring:
 
     python benchmarks/metrics.py --apgd-variants mlp --rho 0.01 0.05    # ~2 min on 2 CPU cores
     python benchmarks/metrics.py --apgd-variants resnet18 --width 4 --seeds 2   # ~5 min
+
+`--apgd-warm-start mlp|resnet18` compares S_worst warm-started from the previous recording's δ
+(`worst_sharpness(init=...)`) with fewer iterations against the cold start, every
+`--record-every` steps of training:
+
+    python benchmarks/metrics.py --apgd-warm-start resnet18 --width 4 --seeds 2
 """
 
 from __future__ import annotations
@@ -122,26 +128,25 @@ class BNMLP(nn.Module):
         return nn.Dense(10)(x)
 
 
-def apgd_variants(args) -> None:
-    """S_worst (rho, 20 iterations, adaptive, eval-mode BN) of every variant vs the default.
+def trained_states(kind: str, width: int, seed: int, steps: set[int]):
+    """Yields (step, loss_fn, full, metric batches, trainable mask) at each of `steps`.
 
     Learnable synthetic data (10 class templates + N(0, 1.5²) noise; 20-dim for the BN-MLP,
-    28x28x1 images for ResNet-18 at `--width`); per seed, the model at initialisation (step 0:
-    BN and dense biases exactly 0) and after 200 (MLP) / 100 (ResNet) steps of SGD (lr 0.05,
-    momentum 0.9, batch 128, train-mode BN); the metric set is 4 x 64 (MLP) / 2 x 32 (ResNet)
-    held-out points.
+    28x28x1 images for ResNet-18 at `width`), trained by SGD (lr 0.05, momentum 0.9, batch
+    128, train-mode BN); the metric set is 4 x 64 (MLP) / 2 x 32 (ResNet) held-out points,
+    evaluated with eval-mode BN (the running statistics ride along as frozen leaves).
     """
-    if args.apgd_variants == "mlp":
-        model, shape, train_steps, n_b, bs = BNMLP(), (20,), 200, 4, 64
+    if kind == "mlp":
+        model, shape, n_b, bs = BNMLP(), (20,), 4, 64
     else:
-        model, _ = build_model("resnet18", num_classes=10, width=args.width)
-        shape, train_steps, n_b, bs = (28, 28, 1), 100, 2, 32
+        model, _ = build_model("resnet18", num_classes=10, width=width)
+        shape, n_b, bs = (28, 28, 1), 2, 32
     tx = optax.sgd(0.05, momentum=0.9)
 
     def ce(logits, y):
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=-1))
 
-    def loss_fn(full, batch):  # eval-mode BN; the running statistics ride along as frozen leaves
+    def loss_fn(full, batch):
         x, y = batch
         return ce(model.apply({"params": full["p"], "batch_stats": full["bs"]}, x, train=False), y)
 
@@ -156,50 +161,89 @@ def apgd_variants(args) -> None:
         updates, opt_state = tx.update(g, opt_state, p)
         return optax.apply_updates(p, updates), bs_, opt_state
 
-    def s_worst(loss_fn, full, metric, rho, mask, variant, geometry):
-        kwargs = {"rho": rho, "n_iters": args.apgd_iters, "trainable": mask}
-        key = jax.random.key(0)  # unused: zero start
-        value, _ = worst_sharpness(
-            loss_fn, full, metric, key, variant=variant, geometry=geometry, **kwargs
-        )
-        return value
+    kt, kx, ky, ki = jax.random.split(jax.random.key(seed), 4)
+    n_metric = n_b * bs
+    y = jax.random.randint(ky, (n_metric + 16 * 128,), 0, 10)
+    x = jax.random.normal(kt, (10, *shape))[y] + 1.5 * jax.random.normal(kx, (*y.shape, *shape))
+    metric = (x[:n_metric].reshape(n_b, bs, *shape), y[:n_metric].reshape(n_b, bs))
+    v = model.init(ki, x[:2], train=False)
+    p, bs_ = v["params"], v["batch_stats"]
+    opt_state = tx.init(p)
+    for step in range(max(steps) + 1):
+        if step in steps:
+            full = {"p": p, "bs": bs_}
+            mask = {"p": jax.tree.map(lambda _: True, p), "bs": jax.tree.map(lambda _: False, bs_)}
+            yield step, loss_fn, full, metric, mask
+        i = n_metric + (step % 16) * 128
+        p, bs_, opt_state = train_step(p, bs_, opt_state, x[i : i + 128], y[i : i + 128])
 
+
+def apgd_variants(args) -> None:
+    """S_worst (rho, 20 iterations, adaptive, eval-mode BN) of every variant vs the default,
+    per seed at initialisation (step 0: BN and dense biases exactly 0) and after 200 (MLP) /
+    100 (ResNet) training steps (`trained_states`)."""
+    train_steps = 200 if args.apgd_variants == "mlp" else 100
+    key = jax.random.key(0)  # unused: zero start
     for rho in args.rho:
         for seed in range(args.seeds):
-            kt, kx, ky, ki = jax.random.split(jax.random.key(seed), 4)
-            n_metric = n_b * bs
-            y = jax.random.randint(ky, (n_metric + 16 * 128,), 0, 10)
-            x = jax.random.normal(kt, (10, *shape))[y] + 1.5 * jax.random.normal(
-                kx, (*y.shape, *shape)
-            )
-            metric = (x[:n_metric].reshape(n_b, bs, *shape), y[:n_metric].reshape(n_b, bs))
-            v = model.init(ki, x[:2], train=False)
-            p, bs_ = v["params"], v["batch_stats"]
-            opt_state = tx.init(p)
-            for step in range(train_steps + 1):
-                if step in (0, train_steps):
-                    full = {"p": p, "bs": bs_}
-                    mask = {
-                        "p": jax.tree.map(lambda _: True, p),
-                        "bs": jax.tree.map(lambda _: False, bs_),
-                    }
-                    vals = [
-                        float(s_worst(loss_fn, full, metric, rho, mask, variant, geometry))
-                        for variant, geometry in APGD_COMBOS
-                    ]
-                    rel = "  ".join(
-                        f"{var}/{geo} {val:.5g} ({(val - vals[0]) / vals[0]:+.1%})"
-                        for (var, geo), val in zip(APGD_COMBOS[1:], vals[1:], strict=True)
+            states = trained_states(args.apgd_variants, args.width, seed, {0, train_steps})
+            for step, loss_fn, full, metric, mask in states:
+                vals = [
+                    float(
+                        worst_sharpness(
+                            loss_fn, full, metric, key, rho=rho, n_iters=args.apgd_iters,
+                            trainable=mask, variant=variant, geometry=geometry,
+                        )[0]
                     )
-                    print(
-                        f"rho={rho} seed={seed} step={step}: default {vals[0]:.5g}  {rel}",
-                        flush=True,
-                    )
-                if step < train_steps:
-                    i = n_metric + (step % 16) * 128
-                    p, bs_, opt_state = train_step(
-                        p, bs_, opt_state, x[i : i + 128], y[i : i + 128]
-                    )
+                    for variant, geometry in APGD_COMBOS
+                ]  # fmt: skip
+                rel = "  ".join(
+                    f"{var}/{geo} {val:.5g} ({(val - vals[0]) / vals[0]:+.1%})"
+                    for (var, geo), val in zip(APGD_COMBOS[1:], vals[1:], strict=True)
+                )
+                print(
+                    f"rho={rho} seed={seed} step={step}: default {vals[0]:.5g}  {rel}", flush=True
+                )
+
+
+WARM_ITERS = (2, 5, 10, 20)
+
+
+def apgd_warm_start(args) -> None:
+    """S_worst warm-started from the previous recording's δ (`worst_sharpness(init=...)`) with
+    fewer iterations, against the cold start with `--apgd-iters`, at every recording of the
+    paper's protocol scaled down: every `--record-every` steps from 0 to `--record-until`,
+    per seed; each warm chain starts cold at step 0 and then starts from its own last δ."""
+    key = jax.random.key(0)
+    steps = set(range(0, args.record_until + 1, args.record_every))
+    rel = {k: [] for k in WARM_ITERS}
+    for seed in range(args.seeds):
+        warm_delta = dict.fromkeys(WARM_ITERS)
+        for step, loss_fn, full, metric, mask in trained_states(
+            args.apgd_warm_start, args.width, seed, steps
+        ):
+            kw = {"rho": args.rho[0], "trainable": mask}
+            cold = float(worst_sharpness(loss_fn, full, metric, key, n_iters=args.apgd_iters,
+                                         **kw)[0])  # fmt: skip
+            line = []
+            for k in WARM_ITERS:
+                init = warm_delta[k]
+                n = args.apgd_iters if init is None else k
+                value, warm_delta[k] = worst_sharpness(
+                    loss_fn, full, metric, key, n_iters=n, init=init, **kw
+                )
+                if init is not None:
+                    rel[k].append((float(value) - cold) / cold)
+                    line.append(f"warm {k}: {float(value):.5g} ({rel[k][-1]:+.1%})")
+            print(f"seed={seed} step={step}: cold {cold:.5g}  " + "  ".join(line), flush=True)
+    print(f"(warm - cold) / cold over {len(rel[WARM_ITERS[0]])} recordings (step 0 excluded):")
+    for k, r in rel.items():
+        r = np.asarray(r)
+        print(
+            f"  warm start, {k:2d} iterations ({(k + 1) / (args.apgd_iters + 1):.2f}x the "
+            "cold forward+backward passes, + 1 forward): "
+            f"median {np.median(r):+.2%}, range {r.min():+.2%} .. {r.max():+.2%}"
+        )
 
 
 def main() -> None:
@@ -227,10 +271,15 @@ def main() -> None:
                    help="compare the Auto-PGD variants' S_worst instead of timing")  # fmt: skip
     p.add_argument("--seeds", type=int, default=5, help="seeds (--apgd-variants)")
     p.add_argument("--rho", type=float, nargs="+", default=[0.01], help="radii (--apgd-variants)")
+    p.add_argument("--apgd-warm-start", choices=("mlp", "resnet18"), default=None,
+                   help="compare S_worst warm-started from the previous recording's delta with "
+                        "the cold start instead of timing")  # fmt: skip
+    p.add_argument("--record-every", type=int, default=10, help="(--apgd-warm-start)")
+    p.add_argument("--record-until", type=int, default=200, help="(--apgd-warm-start)")
     args = p.parse_args()
-    if args.apgd_variants:
+    if args.apgd_variants or args.apgd_warm_start:
         print(f"backend: {jax.default_backend()}; {args.apgd_iters} APGD iterations")
-        apgd_variants(args)
+        (apgd_variants if args.apgd_variants else apgd_warm_start)(args)
         return
 
     b, n = args.batches, args.batch_size

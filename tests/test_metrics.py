@@ -484,6 +484,30 @@ def test_worst_sharpness_host_driven_loop_equals_the_compiled_scan(
     assert np.all(np.asarray(host[1]["head"]["bias"]) == 0)
 
 
+def test_worst_sharpness_warm_start_keeps_the_best_point_and_the_constraint():
+    params, batches, rho = mlp_params(), classification_batches(), 0.05
+    key = jax.random.key(0)
+    cold, delta = worst_sharpness(mlp_loss, params, batches, key, rho=rho)
+    # Started from its own best point, one iteration cannot end lower than 20 cold ones.
+    warm, warm_delta = worst_sharpness(mlp_loss, params, batches, key, rho=rho, n_iters=1,
+                                       init=delta)  # fmt: skip
+    assert float(warm) >= float(cold) * (1 - 1e-5)
+    assert np.all(weighted_norms(warm_delta, params) <= rho + 1e-6)
+    # A start outside the ellipsoid is projected onto it first; the value still counts δ = 0.
+    far = jax.tree.map(lambda d: 10 * d, delta)
+    value, far_delta = worst_sharpness(mlp_loss, params, batches, key, rho=rho, n_iters=2, init=far)
+    assert float(value) >= 0
+    assert np.all(weighted_norms(far_delta, params) <= rho + 1e-6)
+    # The scan inside a caller's jit takes the same start.
+    jitted = jax.jit(lambda p, d: worst_sharpness(mlp_loss, p, batches, key, rho=rho, n_iters=1,
+                                                  init=d)[0])(params, delta)  # fmt: skip
+    np.testing.assert_allclose(float(jitted), float(warm), rtol=1e-5)
+    with pytest.raises(ValueError, match="init must be a pytree like params with a leading axis"):
+        worst_sharpness(mlp_loss, params, batches, key, init=params)
+    with pytest.raises(ValueError, match="not both"):
+        worst_sharpness(mlp_loss, params, batches, key, init=delta, random_init=True)
+
+
 def test_project_ellipsoid_is_the_euclidean_projection():
     rng = np.random.default_rng(0)
     c = [jnp.asarray(rng.uniform(0.01, 2.0, size=(6,)), jnp.float32), jnp.zeros((2,))]
