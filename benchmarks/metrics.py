@@ -26,6 +26,8 @@ Printed, each against references measured in the same process:
   installed: Andriushchenko et al.'s own `eval_average_sharpness` and `eval_APGD_sharpness` on
   a PyTorch ResNet-18 of the same width and the same points (goal: ours at least as fast).
   Their weights and noise are not ours, so only the times compare, not the values;
+* mixed precision: the forward and forward+backward in bfloat16 against float32, and how far
+  bfloat16 moves the loss, against |S_avg| (the loss differences S_avg and S_worst measure);
 * memory: XLA's compiled temp + argument + output bytes of each program (reported on every
   backend), and the device's peak bytes in use where JAX reports it (`n/a` on CPU).
 
@@ -308,6 +310,14 @@ def main() -> None:
     def forward_backward_all(p, batches):  # one forward+backward over all points, as one batch
         return jax.grad(forward_all)(p, batches)
 
+    def forward_bf16(p, batches):  # the same in bfloat16 (logits back to float32 for the loss)
+        x, y = batches
+        half = functools.partial(jax.tree.map, lambda a: a.astype(jnp.bfloat16))
+        variables = {"params": half(p), "batch_stats": half(batch_stats)}
+        logits = model.apply(variables, half(x.reshape(-1, *x.shape[2:])), train=False)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+        return -jnp.mean(jnp.take_along_axis(logp, y.reshape(-1)[:, None], axis=-1))
+
     print(
         f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}); ResNet-18 width "
         f"{args.width} ({n_params:,} parameters), {b} x {n} = {b * n} points of 32x32x3, "
@@ -322,6 +332,11 @@ def main() -> None:
     report("batched forward, all points", t_fwd, c, mem)
     t_fb, c, _, mem = compile_and_time(forward_backward_all, (params, batches), args.repeats)
     report("batched forward+backward, all points", t_fb, c, mem)
+    t_fwd16, c, loss16, mem = compile_and_time(forward_bf16, (params, batches), args.repeats)
+    report("  bfloat16 forward", t_fwd16, c, mem)
+    t_fb16, c, _, mem = compile_and_time(jax.grad(forward_bf16), (params, batches), args.repeats)
+    report("  bfloat16 forward+backward", t_fb16, c, mem)
+    bf16_error = abs(float(loss16) - float(forward_all(params, batches)))
 
     def fisher(p, x, k, per_example="layers"):
         return fisher_trace(logits_fn, p, x, k, chunk_size=args.chunk_size, per_example=per_example)
@@ -415,10 +430,12 @@ def main() -> None:
 
     print(
         f"values: tr(F)/P = {float(tr_f):.4g}, S_avg = {float(s_avg):.4g}, "
-        f"S_worst = {float(s_worst):.4g}"
+        f"S_worst = {float(s_worst):.4g}; bfloat16 moves the loss by {bf16_error:.2g} "
+        f"({bf16_error / abs(float(s_avg)):.2g}x |S_avg|)"
     )
     per_iter = t_worst / (args.apgd_iters + 1)
     ratios = [
+        ("bfloat16 / float32 forward, forward+backward", t_fwd16 / t_fwd, f"{t_fb16 / t_fb:.2f}x"),
         ("tr(F): ours / batched forward+backward", t_fisher / t_fb, "goal <= 3"),
         ("tr(F): per_example='vmap' / ours", t_fisher_vmap / t_fisher, "the identities' gain"),
         ("tr(F): Python loop / ours", t_loop / t_fisher, "per-example loop"),
