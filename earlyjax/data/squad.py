@@ -1,0 +1,203 @@
+"""SQuAD-format extractive QA, in and out: features for the model, answers back, and scores.
+
+* `features`: question + context tokenised as a pair with a checkpoint's `tokenizer.json`
+  (the `tokenizers` library), the context cut into windows of `max_length` tokens (the
+  paper: 384) that overlap by `stride` tokens (128), each labelled with the answer's start and
+  end token, or with the first token (<s>) when the answer is not wholly inside the window;
+* `best_answers`: the n-best span decoding of start/end logits over every window of an
+  example, back to a substring of the context;
+* `exact_match`, `f1` and `score`: the official answer normalisation and scores. SQuAD v1.1's
+  (lower case, no punctuation, no English articles, single spaces) for SQuAD and XQuAD; MLQA's
+  per language (`lang`): Unicode punctuation, the language's articles (en, es, de, vi, ar),
+  and Chinese segmented into characters. A prediction scores its best match over the example's
+  reference answers, and a data set scores the mean over examples, in percent.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+import string
+import sys
+import unicodedata
+from collections.abc import Sequence
+
+import numpy as np
+
+MAX_LENGTH = 384
+STRIDE = 128
+N_BEST = 20
+MAX_ANSWER_TOKENS = 30
+
+# --------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """Model inputs, one row per window: `example` indexes the example each row came from;
+    `offsets` [N, T, 2] are character spans of the context for context tokens, -1 elsewhere."""
+
+    input_ids: np.ndarray  # [N, T] int32
+    attention_mask: np.ndarray  # [N, T] int32
+    start: np.ndarray  # [N] int32 answer start token (0: not in this window)
+    end: np.ndarray  # [N] int32
+    example: np.ndarray  # [N] int32
+    offsets: np.ndarray  # [N, T, 2] int32
+
+
+def features(
+    tokenizer,
+    questions: Sequence[str],
+    contexts: Sequence[str],
+    answer_starts: Sequence[int] | None = None,
+    answer_texts: Sequence[str] | None = None,
+    *,
+    max_length: int = MAX_LENGTH,
+    stride: int = STRIDE,
+) -> Features:
+    """Windows of every (question, context) pair; labels from the first answer when given.
+
+    `tokenizer` is a `tokenizers.Tokenizer` whose post-processor adds the special tokens of a
+    pair (XLM-R: <s> q </s></s> c </s>); it is copied, not changed.
+    """
+    tok = tokenizer.__class__.from_str(tokenizer.to_str())
+    pad_id = tok.token_to_id("<pad>")
+    if pad_id is None:
+        raise ValueError("the tokenizer has no <pad> token; use the checkpoint's tokenizer.json")
+    tok.enable_truncation(max_length, stride=stride, strategy="only_second")
+    tok.enable_padding(length=max_length, pad_id=pad_id, pad_token="<pad>")
+    rows = collections.defaultdict(list)
+    for i, (question, context) in enumerate(zip(questions, contexts, strict=True)):
+        first = tok.encode(question.lstrip(), context)
+        for window in [first, *first.overflowing]:
+            sequence = np.array([-1 if s is None else s for s in window.sequence_ids])
+            offsets = np.where((sequence == 1)[:, None], np.array(window.offsets), -1)
+            start = end = 0
+            if answer_starts is not None:
+                char_start = answer_starts[i]
+                char_end = char_start + len(answer_texts[i])
+                inside = np.flatnonzero(sequence == 1)
+                if (
+                    inside.size
+                    and offsets[inside[0], 0] <= char_start
+                    and offsets[inside[-1], 1] >= char_end
+                ):
+                    start = int(inside[offsets[inside, 0] <= char_start][-1])
+                    end = int(inside[offsets[inside, 1] >= char_end][0])
+            rows["input_ids"].append(window.ids)
+            rows["attention_mask"].append(window.attention_mask)
+            rows["start"].append(start)
+            rows["end"].append(end)
+            rows["example"].append(i)
+            rows["offsets"].append(offsets)
+    return Features(**{k: np.asarray(v, np.int32) for k, v in rows.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# Answers back
+# --------------------------------------------------------------------------------------------
+
+
+def best_answers(
+    feats: Features,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    contexts: Sequence[str],
+    *,
+    n_best: int = N_BEST,
+    max_answer_tokens: int = MAX_ANSWER_TOKENS,
+) -> list[str]:
+    """The answer text of every example: over all its windows, the `n_best` highest start and
+    end logits are paired into spans inside the context with start <= end and at most
+    `max_answer_tokens` tokens; the span of highest start + end logit wins ("" if none)."""
+    best: dict[int, tuple[float, str]] = {}
+    for row, example in enumerate(feats.example):
+        offsets = feats.offsets[row]
+        starts = np.argsort(start_logits[row])[::-1][:n_best]
+        ends = np.argsort(end_logits[row])[::-1][:n_best]
+        for s in starts:
+            for e in ends:
+                if offsets[s, 0] < 0 or offsets[e, 0] < 0 or e < s or e - s + 1 > max_answer_tokens:
+                    continue
+                value = float(start_logits[row, s] + end_logits[row, e])
+                if example not in best or value > best[example][0]:
+                    best[example] = (value, contexts[example][offsets[s, 0] : offsets[e, 1]])
+    return [best.get(i, (0.0, ""))[1] for i in range(len(contexts))]
+
+
+# --------------------------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------------------------
+
+_PUNCTUATION = frozenset(
+    chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")
+) | frozenset(string.punctuation)
+_ARTICLES = {
+    "en": r"\b(a|an|the)\b",
+    "es": r"\b(un|una|unos|unas|el|la|los|las)\b",
+    "de": r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b",
+    "vi": r"\b(của|là|cái|chiếc|những)\b",
+    "ar": r"\sال^|ال",
+}
+MLQA_LANGUAGES = ("en", "es", "de", "vi", "ar", "hi", "zh")
+_HAN = re.compile(r"[\u4e00-\u9fa5]")
+
+
+def normalize(text: str, lang: str | None = None) -> str:
+    """SQuAD v1.1's answer normalisation (`lang=None`) or MLQA's for `lang`."""
+    text = text.lower()
+    if lang is None:
+        text = "".join(ch for ch in text if ch not in set(string.punctuation))
+        return " ".join(re.sub(_ARTICLES["en"], " ", text).split())
+    if lang not in MLQA_LANGUAGES:
+        raise ValueError(f"MLQA normalises {MLQA_LANGUAGES}, not {lang!r}")
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    if lang in _ARTICLES:
+        text = re.sub(_ARTICLES[lang], " ", text)
+    tokens = _mixed_segmentation(text) if lang == "zh" else text.split()
+    return " ".join(t for t in tokens if t.strip())
+
+
+def _mixed_segmentation(text: str) -> list[str]:
+    """MLQA's Chinese tokens: each Han character (and punctuation) alone, the rest by spaces."""
+    out, run = [], ""
+    for ch in text:
+        if _HAN.match(ch) or ch in _PUNCTUATION:
+            out.extend(run.split())
+            run = ""
+            out.append(ch)
+        else:
+            run += ch
+    return out + run.split()
+
+
+def exact_match(prediction: str, truth: str, lang: str | None = None) -> float:
+    return float(normalize(prediction, lang) == normalize(truth, lang))
+
+
+def f1(prediction: str, truth: str, lang: str | None = None) -> float:
+    pred, gold = normalize(prediction, lang).split(), normalize(truth, lang).split()
+    common = sum((collections.Counter(pred) & collections.Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score(
+    predictions: Sequence[str], references: Sequence[Sequence[str]], lang: str | None = None
+) -> dict[str, float]:
+    """{"exact_match", "f1"} in percent: per example the best over its reference answers,
+    then the mean over examples (the official scripts' aggregation)."""
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError(
+            f"score needs one prediction per example, got {len(predictions)} predictions for "
+            f"{len(references)} examples"
+        )
+    pairs = list(zip(predictions, references, strict=True))
+    em = [max(exact_match(p, t, lang) for t in refs) for p, refs in pairs]
+    f = [max(f1(p, t, lang) for t in refs) for p, refs in pairs]
+    return {"exact_match": 100.0 * float(np.mean(em)), "f1": 100.0 * float(np.mean(f))}
