@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny slice of the embedded digits and a tiny, fast config."""
 
+import functools
 import os
 import pathlib
 
@@ -88,3 +89,22 @@ def figures(monkeypatch):
 
     monkeypatch.setattr(analysis, "_save", save)
     return saved
+
+
+def _unbound_getitems(*args, generator, serialized=False):
+    # tfds 4.9.10's mock assigns its __getitems__ as a plain attribute of a MagicMock, so it
+    # is called without `self` and fails; this stand-in accepts both forms.
+    del serialized
+    return [generator[k] for k in args[-1]]
+
+
+@pytest.fixture
+def mock_tfds(monkeypatch):
+    """`tfds.testing.mock_data` (code-only policy) with `num_examples` examples per split:
+    no TensorFlow and no network, deterministic random examples of the real feature shapes,
+    and everything else (builder lookup, config names, the data source) the real code path."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.testing import mocking
+
+    monkeypatch.setattr(mocking, "_getitems", _unbound_getitems)
+    return functools.partial(tfds.testing.mock_data, policy=tfds.testing.MockPolicy.USE_CODE)

@@ -5,8 +5,6 @@ random examples of the real feature shapes, and everything else (builder lookup,
 names, the data source, our batched read and checks) is the real code path.
 """
 
-import functools
-
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds  # a dependency of earlyjax: a broken install fails here
@@ -17,22 +15,6 @@ from earlyjax.data.corruptions import (
     CIFAR10_C_CORRUPTIONS,
     MNIST_C_CORRUPTIONS,
 )
-
-
-def _unbound_getitems(*args, generator, serialized=False):
-    # tfds 4.9.10's mock assigns its __getitems__ as a plain attribute of a MagicMock, so it
-    # is called without `self` and fails; this stand-in accepts both forms.
-    del serialized
-    return [generator[k] for k in args[-1]]
-
-
-@pytest.fixture
-def mock_tfds(monkeypatch):
-    """`tfds.testing.mock_data` (code-only policy) with `num_examples` examples per split."""
-    from tensorflow_datasets.testing import mocking
-
-    monkeypatch.setattr(mocking, "_getitems", _unbound_getitems)
-    return functools.partial(tfds.testing.mock_data, policy=tfds.testing.MockPolicy.USE_CODE)
 
 
 @pytest.fixture(autouse=True)
