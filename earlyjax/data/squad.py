@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from earlyjax.data.text import padded_copy
+
 MAX_LENGTH = 384
 STRIDE = 128
 N_BEST = 20
@@ -63,12 +65,8 @@ def features(
     `tokenizer` is a `tokenizers.Tokenizer` whose post-processor adds the special tokens of a
     pair (XLM-R: <s> q </s></s> c </s>); it is copied, not changed.
     """
-    tok = tokenizer.__class__.from_str(tokenizer.to_str())
-    pad_id = tok.token_to_id("<pad>")
-    if pad_id is None:
-        raise ValueError("the tokenizer has no <pad> token; use the checkpoint's tokenizer.json")
+    tok = padded_copy(tokenizer, max_length)
     tok.enable_truncation(max_length, stride=stride, strategy="only_second")
-    tok.enable_padding(length=max_length, pad_id=pad_id, pad_token="<pad>")
     rows = collections.defaultdict(list)
     for i, (question, context) in enumerate(zip(questions, contexts, strict=True)):
         first = tok.encode(question.lstrip(), context)
