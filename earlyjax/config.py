@@ -13,7 +13,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from earlyjax.data import DataConfigError, check_data_config
-from earlyjax.interventions import LR_SWITCH_DIRECTIONS
+from earlyjax.interventions import LR_SCHEDULES, LR_SWITCH_DIRECTIONS, OPTIMIZERS
 from earlyjax.models import MODELS
 from earlyjax.models.init import INIT_STYLES
 from earlyjax.recording import RECORDABLE, check_record_config
@@ -53,6 +53,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.init = "pytorch"  # pytorch | flax
 
     c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"  # sgd (PyTorch's; the image settings) | adamw (the XLM-R settings)
+    c.optimizer.schedule = "constant"  # constant | linear (to 0 at the last step, no warm-up)
     c.optimizer.lr = 0.1  # lr_d of Table 5
     c.optimizer.lr_scale = 1.0  # 1.0 (lr_d) or 0.1 (0.1*lr_d)
     c.optimizer.momentum = 0.0
@@ -166,6 +168,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check(o.lr > 0, f"optimizer.lr must be > 0, got {o.lr}")
     _check(o.lr_scale > 0, f"optimizer.lr_scale must be > 0 (paper: 1.0 or 0.1), got {o.lr_scale}")
     _check(0 <= o.momentum < 1, f"optimizer.momentum must be in [0, 1), got {o.momentum}")
+    _check(o.name in OPTIMIZERS, f"unknown optimizer.name {o.name!r}: choose one of {OPTIMIZERS}")
+    _check(
+        o.schedule in LR_SCHEDULES,
+        f"unknown optimizer.schedule {o.schedule!r}: choose one of {LR_SCHEDULES}",
+    )
+    _check(
+        o.name != "adamw" or o.momentum == 0,
+        f"optimizer.momentum={o.momentum} is SGD's; AdamW uses PyTorch's default betas "
+        "(0.9, 0.999): leave --config.optimizer.momentum at 0",
+    )
     _check(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
     _check(
         o.lr_switch in (None, *LR_SWITCH_DIRECTIONS),

@@ -38,6 +38,8 @@ from earlyjax import freezing
 from earlyjax.freezing import NEVER
 
 LR_SWITCH_DIRECTIONS = ("l2h", "h2l")
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("constant", "linear")
 
 
 class Intervention(abc.ABC):
@@ -275,6 +277,26 @@ def pytorch_sgd(momentum: float = 0.0, weight_decay: float = 0.0) -> optax.Gradi
     return optax.chain(*parts) if parts else optax.identity()
 
 
+def schedule_factor(lr_schedule: str, step: int, num_steps: int) -> float:
+    """The learning rate of the update at `step` as a fraction of the peak (`build_optimizer`'s
+    schedule: optax counts updates from 0, so the linear one gives 1 - step / num_steps)."""
+    return 1.0 if lr_schedule == "constant" else max(0.0, 1.0 - step / num_steps)
+
+
+def pytorch_adamw(weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """PyTorch AdamW's direction without the learning rate (default betas and eps): the Adam
+    step plus wd*p, so that -lr times it is p(1 - lr wd) - lr adam, PyTorch's decoupled decay.
+
+    Inside the release gates each group keeps its own step count, so a block's bias
+    correction counts from its release, as PyTorch's per-parameter `step` does for a
+    parameter that had no gradient before.
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    adam = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
+    return optax.chain(adam, optax.add_decayed_weights(weight_decay)) if weight_decay else adam
+
+
 def build_optimizer(
     params: Any,
     schedules: Sequence[tuple[Intervention, np.ndarray]],
@@ -282,12 +304,25 @@ def build_optimizer(
     lr: float,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    name: str = "sgd",
+    lr_schedule: str = "constant",
+    num_steps: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """The paper's optimizer: PyTorch SGD with each (intervention, schedule) applied in order,
-    then the constant learning rate. Updates need `step=` (the train state's step)."""
+    """The paper's optimizer: PyTorch SGD (`name="sgd"`, the image settings) or AdamW
+    ("adamw", the XLM-R settings), with each (intervention, schedule) applied in order, then
+    the learning rate: constant, or "linear" from `lr` to 0 at step `num_steps` (Hugging Face's
+    linear schedule without warm-up). Updates need `step=` (the train state's step)."""
     if lr <= 0:
         raise ValueError(f"learning rate must be > 0, got {lr}")
-    tx = pytorch_sgd(momentum, weight_decay)
+    if name not in OPTIMIZERS or lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"optimizer in {OPTIMIZERS} and schedule in {LR_SCHEDULES}")
+    tx = pytorch_sgd(momentum, weight_decay) if name == "sgd" else pytorch_adamw(weight_decay)
     for intervention, schedule in schedules:
         tx = intervention.transform(tx, params, schedule)
+    if lr_schedule == "linear":
+        if not num_steps or num_steps < 1:
+            raise ValueError(f"a linear schedule needs num_steps >= 1, got {num_steps}")
+        return optax.chain(
+            tx, optax.scale_by_learning_rate(optax.linear_schedule(lr, 0.0, num_steps))
+        )
     return optax.chain(tx, optax.scale_by_learning_rate(lr))

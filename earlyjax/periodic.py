@@ -25,6 +25,7 @@ import numpy as np
 
 from earlyjax.adaptive import AdaptiveRemoval
 from earlyjax.checkpoint import Checkpointer
+from earlyjax.interventions import schedule_factor
 from earlyjax.metric_log import MetricLog, read_records
 from earlyjax.plan import RunPlan
 
@@ -81,7 +82,8 @@ class Run:
         """The learning rate of the update at `step`."""
         switch = self.plan.lr_switch
         factor = 1.0 if switch is None else switch.host_factor(self.schedule(switch), step)
-        return self.plan.lr * factor
+        base = schedule_factor(self.plan.lr_schedule, step, self.plan.num_steps)
+        return self.plan.lr * base * factor
 
     def fetch_pending(self, step: int) -> list[dict]:
         """The pending train stats on the host; TrainingDiverged on a non-finite loss."""

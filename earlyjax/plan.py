@@ -62,6 +62,8 @@ class RunPlan:
     num_steps: int
     batch_size: int
     eval_batch_size: int
+    optimizer: str  # optimizer.name: sgd | adamw
+    lr_schedule: str  # optimizer.schedule: constant | linear
     lr: float  # optimizer.lr * optimizer.lr_scale
     momentum: float
     weight_decay: float
@@ -171,6 +173,8 @@ def make_plan(config: ml_collections.ConfigDict, task, mesh: Mesh | None = None)
         num_steps=num_steps,
         batch_size=config.batch_size,
         eval_batch_size=config.eval_batch_size,
+        optimizer=o.name,
+        lr_schedule=o.schedule,
         lr=o.lr * o.lr_scale,
         momentum=o.momentum,
         weight_decay=o.weight_decay,

@@ -154,6 +154,9 @@ def setup(
         lr=plan.lr,
         momentum=plan.momentum,
         weight_decay=plan.weight_decay,
+        name=plan.optimizer,
+        lr_schedule=plan.lr_schedule,
+        num_steps=plan.num_steps,
     )
     state = TrainState(
         step=jnp.zeros([], jnp.int32),

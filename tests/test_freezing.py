@@ -9,7 +9,12 @@ import pytest
 
 from earlyjax import freezing
 from earlyjax.freezing import NEVER
-from earlyjax.interventions import GradualUnfreezing, LRSwitch, build_optimizer
+from earlyjax.interventions import (
+    GradualUnfreezing,
+    LRSwitch,
+    build_optimizer,
+    schedule_factor,
+)
 
 BLOCKS = ("stem", "layer1", "layer2")
 
@@ -133,6 +138,68 @@ def test_matches_hand_computed_pytorch_sgd(momentum, wd):
     }
     for name in ref:
         np.testing.assert_allclose(ours[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def run_reference_adamw(params, k, lr, wd, num_steps, linear):
+    """NumPy PyTorch AdamW (default betas, eps) over Algorithm 1's sets, with HF's linear
+    schedule when `linear`: a frozen leaf has no state, and its step count starts at its
+    first update (PyTorch's per-parameter `step`); decay is p *= 1 - lr_t * wd."""
+    sets = algorithm1_trainable_sets(k, len(BLOCKS), num_steps)
+    flat = {
+        "/".join(str(p.key) for p in path): np.asarray(v, np.float64)
+        for path, v in jax.tree_util.tree_leaves_with_path(params)
+    }
+    state = {}
+    for step in range(num_steps):
+        lr_t = lr * (1 - step / num_steps) if linear else lr
+        tree = jax.tree_util.tree_unflatten(
+            jax.tree.structure(params), [jnp.asarray(v, jnp.float32) for v in flat.values()]
+        )
+        grads = {
+            "/".join(str(p.key) for p in path): np.asarray(g, np.float64)
+            for path, g in jax.tree_util.tree_leaves_with_path(toy_grads(tree, step))
+        }
+        for name in flat:
+            if name.split("/")[0] not in sets[step]:
+                continue
+            n, m, v = state.get(name, (0, 0.0, 0.0))
+            n, g = n + 1, grads[name]
+            m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+            state[name] = (n, m, v)
+            flat[name] = flat[name] * (1 - lr_t * wd)
+            flat[name] -= lr_t * (m / (1 - 0.9**n)) / (np.sqrt(v / (1 - 0.999**n)) + 1e-8)
+    return flat
+
+
+@pytest.mark.parametrize("lr_schedule", ["constant", "linear"])
+def test_matches_hand_computed_pytorch_adamw(lr_schedule):
+    k, lr, wd, num_steps = 2, 0.01, 0.01, 9
+    params = toy_params()
+    opt = build_optimizer(
+        params, [(GradualUnfreezing(BLOCKS), freezing.release_steps_for(k, len(BLOCKS)))],
+        lr=lr, weight_decay=wd, name="adamw", lr_schedule=lr_schedule, num_steps=num_steps,
+    )  # fmt: skip
+    state = opt.init(params)
+
+    @jax.jit
+    def step_fn(params, state, step):
+        updates, state = opt.update(toy_grads(params, step), state, params, step=step)
+        return optax.apply_updates(params, updates), state
+
+    p = params
+    for step in range(num_steps):
+        p, state = step_fn(p, state, step)
+    ref = run_reference_adamw(params, k, lr, wd, num_steps, lr_schedule == "linear")
+    ours = {
+        "/".join(str(q.key) for q in path): np.asarray(v)
+        for path, v in jax.tree_util.tree_leaves_with_path(p)
+    }
+    for name in ref:
+        np.testing.assert_allclose(ours[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert not np.allclose(ours["stem/conv/kernel"], np.asarray(params["stem"]["conv"]["kernel"]))
+    for step in (0, 4, 8):
+        want = 1 - step / num_steps if lr_schedule == "linear" else 1.0
+        assert schedule_factor(lr_schedule, step, num_steps) == pytest.approx(want)
 
 
 def test_frozen_group_keeps_zero_momentum_until_release():

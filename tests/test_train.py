@@ -129,6 +129,12 @@ def test_workdir_with_a_different_config_refuses_to_resume(tiny_config, tiny_dat
         ("batch_size", 1000, "batch_size 1000 is larger than the training set"),
         ("optimizer.lr_switch", "l2h", "needs exactly one of --config.optimizer.lr_switch_step"),
         ("optimizer.lr", 0.0, "optimizer.lr must be > 0"),
+        (
+            "optimizer.name",
+            "adam",
+            r"unknown optimizer.name 'adam': choose one of \('sgd', 'adamw'\)",
+        ),
+        ("optimizer.schedule", "cosine", "unknown optimizer.schedule 'cosine'"),
         ("model.name", "vgg11", "VGG-11 needs inputs of at least 32x32"),
         ("seed", -1, r"seed must be an int in \[0, 2\*\*31\), got -1"),
     ],
@@ -141,6 +147,22 @@ def test_impossible_values_stop_with_a_clear_message(
     with pytest.raises(ConfigError, match=message):
         train_and_evaluate(tiny_config, str(tmp_path / "run"), dataset=tiny_dataset)
     assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+def test_adamw_refuses_sgd_momentum_and_trains_with_a_linear_schedule(
+    tiny_config, tiny_dataset, tmp_path
+):
+    tiny_config.optimizer.name = "adamw"
+    tiny_config.optimizer.momentum = 0.9
+    with pytest.raises(ConfigError, match="optimizer.momentum=0.9 is SGD's"):
+        train_and_evaluate(tiny_config, str(tmp_path / "bad"), dataset=tiny_dataset)
+    tiny_config.optimizer.momentum = 0.0
+    tiny_config.optimizer.lr = 1e-3
+    tiny_config.optimizer.schedule = "linear"
+    train_and_evaluate(tiny_config, str(tmp_path / "run"), dataset=tiny_dataset)
+    lrs = [r["lr"] for r in read_records(str(tmp_path / "run" / "metrics.jsonl"))
+           if r["kind"] == "train"]  # fmt: skip
+    assert lrs and lrs == sorted(lrs, reverse=True) and lrs[0] < 1e-3  # decays from 1e-3
 
 
 @pytest.mark.parametrize("name", ["runs*", "a/**/b", "run?", "run[1]"])
