@@ -234,12 +234,15 @@ def apgd_warm_start(args) -> None:
                 value, warm_delta[k] = worst_sharpness(
                     loss_fn, full, metric, key, n_iters=n, init=init, **kw
                 )
-                if init is not None:
+                if init is not None and cold > 0:
                     rel[k].append((float(value) - cold) / cold)
                     line.append(f"warm {k}: {float(value):.5g} ({rel[k][-1]:+.1%})")
             print(f"seed={seed} step={step}: cold {cold:.5g}  " + "  ".join(line), flush=True)
     print(f"(warm - cold) / cold over {len(rel[WARM_ITERS[0]])} recordings (step 0 excluded):")
     for k, r in rel.items():
+        if not r:
+            print("  no recording after the first (raise --record-until)")
+            break
         r = np.asarray(r)
         print(
             f"  warm start, {k:2d} iterations ({(k + 1) / (args.apgd_iters + 1):.2f}x the "

@@ -123,6 +123,8 @@ def sharpness_paper_seconds(
         sys.path.remove(repo)
     torch.manual_seed(0)
     model = ResNet18(width, channels=images.shape[-1]).eval()
+    if torch.cuda.is_available():  # their code moves the inputs to CUDA itself
+        model = model.cuda()
     batches = [
         (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), None,
          torch.from_numpy(np.asarray(y, np.int64)), None, None)

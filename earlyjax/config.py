@@ -16,9 +16,12 @@ from earlyjax.data import DataConfigError, check_data_config
 from earlyjax.interventions import LR_SCHEDULES, LR_SWITCH_DIRECTIONS, OPTIMIZERS
 from earlyjax.models import MODELS
 from earlyjax.models.init import INIT_STYLES
+from earlyjax.models.xlmr_checkpoint import PREPARE as XLMR_PREPARE
 from earlyjax.recording import RECORDABLE, check_record_config
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
+TASKS = ("image_classification", "nli")
+NLI_DATASETS = ("synthetic_nli", "mnli")
 DATA_SOURCES = ("embedded", "tfds", "local")
 OOD_SOURCES = ("generated", "tfds", "local", "none")
 # Fields that may change between a run and its resumption without changing its results.
@@ -31,6 +34,8 @@ def default_config() -> ml_collections.ConfigDict:
     """All fields with their defaults; the paper configs override a few of them."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # image_classification (ResNet/VGG on images) | nli (XLM-R + LoRA on sentence pairs)
+    c.task = "image_classification"
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "digits"  # one of DATASETS
@@ -46,11 +51,18 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.ood_max_examples = config_dict.placeholder(int)  # per OOD split; None = all
     c.data.cache_dir = config_dict.placeholder(str)  # generated corruptions; default ~/.cache
     c.data.augment = False  # pad-4 random crop + horizontal flip (the paper's CIFAR setting)
+    c.data.max_length = 128  # nli: tokens per sentence pair
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet18"
     c.model.width = 64
     c.model.init = "pytorch"  # pytorch | flax
+    # nli (model.name "xlmr"): a Hugging Face XLM-R folder; None: random, `width` x `layers`.
+    c.model.checkpoint = config_dict.placeholder(str)
+    c.model.layers = 4
+    c.model.lora_r = 8
+    c.model.lora_alpha = 8.0
+    c.model.lora_dropout = 0.2
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"  # sgd (PyTorch's; the image settings) | adamw (the XLM-R settings)
@@ -126,9 +138,8 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError for impossible values (data-dependent checks happen at load time)."""
-    d, m, o = config.data, config.model, config.optimizer
+def _check_images(d, m) -> None:
+    """The data and model fields of the image task."""
     _check(
         d.name in DATASETS,
         f"unknown dataset {d.name!r}: set --config.data.name to one of {DATASETS}",
@@ -163,8 +174,43 @@ def validate(config: ml_collections.ConfigDict) -> None:
         m.name in MODELS,
         f"unknown model {m.name!r}: set --config.model.name to one of {sorted(MODELS)}",
     )
-    _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
     _check(m.init in INIT_STYLES, f"unknown model.init {m.init!r}; choose one of {INIT_STYLES}")
+
+
+def _check_nli(config) -> None:
+    """The data and model fields of the NLI task (XLM-R + LoRA)."""
+    d, m = config.data, config.model
+    _check(
+        d.name in NLI_DATASETS,
+        f"task nli trains on data.name in {NLI_DATASETS}, got {d.name!r}",
+    )
+    _check(m.name == "xlmr", f"task nli needs --config.model.name=xlmr, got {m.name!r}")
+    _check(
+        d.name != "mnli" or bool(m.checkpoint),
+        "data.name='mnli' needs a pre-trained XLM-R: " + XLMR_PREPARE,
+    )
+    _check(m.layers >= 2, f"model.layers must be >= 2 (one trains with the head), got {m.layers}")
+    _check(
+        m.width % 4 == 0, f"model.width must be a multiple of 4 (attention heads), got {m.width}"
+    )
+    _check(m.lora_r >= 1, f"model.lora_r must be >= 1, got {m.lora_r}")
+    _check(0 <= m.lora_dropout < 1, f"model.lora_dropout must be in [0, 1), got {m.lora_dropout}")
+    _check(d.max_length >= 8, f"data.max_length must be >= 8, got {d.max_length}")
+    _check(
+        not config.unfreeze.freeze_bn_stats,
+        "unfreeze.freeze_bn_stats is for BatchNorm; XLM-R has none: leave it False",
+    )
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for impossible values (data-dependent checks happen at load time)."""
+    d, m, o = config.data, config.model, config.optimizer
+    _check(config.task in TASKS, f"unknown task {config.task!r}: choose one of {TASKS}")
+    if config.task == "nli":
+        _check_nli(config)
+    else:
+        _check_images(d, m)
+    _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
     _check(o.lr > 0, f"optimizer.lr must be > 0, got {o.lr}")
     _check(o.lr_scale > 0, f"optimizer.lr_scale must be > 0 (paper: 1.0 or 0.1), got {o.lr_scale}")
     _check(0 <= o.momentum < 1, f"optimizer.momentum must be in [0, 1), got {o.momentum}")

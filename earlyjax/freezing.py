@@ -43,35 +43,50 @@ def _belongs(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
-def group_labels(tree: Any, blocks: Sequence[str], head: str = "head") -> Any:
+Head = str | tuple[str, ...]  # the head group: one name, or several trained from step 0 too
+
+
+def _prefixes(group: Head) -> tuple[str, ...]:
+    return (group,) if isinstance(group, str) else tuple(group)
+
+
+def group_name(group: Head) -> str:
+    """A group's name in logs: the head of XLM-R + LoRA is "layers_11+head"."""
+    return "+".join(_prefixes(group))
+
+
+def group_labels(tree: Any, blocks: Sequence[str], head: Head = "head") -> Any:
     """Labels every leaf of `tree` with its group index: j for `blocks[j]`, L for the head.
 
     Works for any Flax parameter (or batch-statistics) tree: a leaf belongs to the block whose
     name is a prefix of its "/"-joined path (e.g. "layer1" owns "layer1/block0/conv1/kernel").
-    Raises ValueError for a leaf that belongs to no group or a group that owns no leaf of a
-    parameter tree.
+    The head may own several names (XLM-R + LoRA: the last layer's adapters and the head, both
+    trainable from step 0, App. A). Raises ValueError for a leaf that belongs to no group or a
+    group that owns no leaf of a parameter tree.
     """
     groups = [*blocks, head]
-    if len(set(groups)) != len(groups):
+    owned = [(g, prefix) for g, group in enumerate(groups) for prefix in _prefixes(group)]
+    if len({prefix for _, prefix in owned}) != len(owned):
         raise ValueError(f"block and head names must be distinct, got {groups}")
 
     def label(path, _leaf):
         name = _path_str(path)
-        owners = [g for g, prefix in enumerate(groups) if _belongs(name, prefix)]
+        owners = [(g, prefix) for g, prefix in owned if _belongs(name, prefix)]
         if not owners:
             raise ValueError(
                 f"parameter {name!r} belongs to no block; blocks are {list(blocks)} and the head "
                 f"is {head!r}: add its top-level name to the block list"
             )
-        return max(owners, key=lambda g: len(groups[g]))  # the most specific prefix wins
+        return max(owners, key=lambda o: len(o[1]))[0]  # the most specific prefix wins
 
     return jax.tree_util.tree_map_with_path(label, tree)
 
 
-def check_groups_cover(labels: Any, blocks: Sequence[str], head: str = "head") -> None:
+def check_groups_cover(labels: Any, blocks: Sequence[str], head: Head = "head") -> None:
     """Raises ValueError if some block or the head owns no leaf of the labelled tree."""
     owned = set(jax.tree.leaves(labels))
-    empty = [name for g, name in enumerate([*blocks, head]) if g not in owned]
+    names = [*blocks, group_name(head)]
+    empty = [name for g, name in enumerate(names) if g not in owned]
     if empty:
         raise ValueError(f"blocks {empty} match no parameter; check the block names")
 

@@ -108,7 +108,7 @@ class GradualUnfreezing(Intervention):
     trains from step 0. Block j is released at optimizer step k(L - j) - 1 (earlyjax.freezing)."""
 
     blocks: tuple[str, ...]
-    head: str = "head"
+    head: freezing.Head = "head"
     name: ClassVar[str] = "gradual_unfreezing"
     label: ClassVar[str] = "GU"
 
@@ -135,7 +135,7 @@ class GradualUnfreezing(Intervention):
         return (("unfreeze.head_only", True),)
 
     def removal_record(self, old, new):
-        names = [*self.blocks, self.head]
+        names = [*self.blocks, freezing.group_name(self.head)]
         changed = [n for n, a, b in zip(names, old, new, strict=True) if a != b][::-1]
         return {"intervention": self.name, "blocks": changed, "release_steps": new.tolist()}
 
@@ -156,7 +156,7 @@ class GradualUnfreezing(Intervention):
 
     def trainable(self, schedule: np.ndarray, step: int) -> list[str]:
         """Names of the groups (blocks, then the head) the update at `step` trains."""
-        names = [*self.blocks, self.head]
+        names = [*self.blocks, freezing.group_name(self.head)]
         return [n for n, r in zip(names, np.asarray(schedule), strict=True) if step >= r]
 
 
@@ -289,7 +289,9 @@ def pytorch_adamw(weight_decay: float = 0.0) -> optax.GradientTransformation:
 
     Inside the release gates each group keeps its own step count, so a block's bias
     correction counts from its release, as PyTorch's per-parameter `step` does for a
-    parameter that had no gradient before.
+    parameter that had no gradient before. The decay applies to every trainable leaf, as
+    PyTorch's AdamW with one parameter group; Hugging Face's Trainer exempts biases and
+    LayerNorm weights (with LoRA, of the trainable leaves only the head's biases).
     """
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")

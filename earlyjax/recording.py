@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from earlyjax import freezing, metrics, parallel
@@ -52,11 +53,15 @@ def make_recorder(
 ) -> Callable[[object], dict[str, float]]:
     """Returns recorder(train_state) -> {metric: value} for the metrics `record` names.
 
-    The task gives the metric set and the functions the metrics evaluate
-    (`task.metric_batches`, `task.metric_functions`); the trainable mask comes from the
-    gradual-unfreezing schedule in the optimizer state. With a `mesh` the metrics run
-    data-parallel over its devices (the `mesh` argument of `earlyjax.metrics`).
+    The task gives the metric set and what the metrics evaluate (`task.metric_batches`,
+    `metric_inputs`, `metric_logits`, `metric_loss`, `metric_features`); the trainable mask
+    comes from the gradual-unfreezing schedule in the optimizer state. With a `mesh` of
+    several devices the metrics run data-parallel over them (the `mesh` argument of
+    `earlyjax.metrics`); a one-device mesh is dropped: there is nothing to split, and without
+    one the metrics need no `shard_map` and Auto-PGD can run from Python on a CPU.
     """
+    if mesh is not None and mesh.size == 1:
+        mesh = None
     names = record.metrics
     # An argument of the compiled recorder, not a constant baked into it.
     metric_batches = dict(task.metric_batches(record.set_size, record.batch_size))
@@ -149,7 +154,13 @@ def make_recorder(
             state.params, state.model_state, state.opt_state, state.step, rng, metric_batches
         )
         if worst_inputs is not None:
-            values["worst_sharpness"] = worst_sharpness(state.params, *worst_inputs)
+            finite = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(
+                (state.params, worst_inputs[0])))  # fmt: skip
+            # Non-finite weights give NaN, as inside the compiled recorder (the run's loss
+            # check then stops it), rather than the eager call's refusal of its inputs.
+            values["worst_sharpness"] = (
+                worst_sharpness(state.params, *worst_inputs) if finite else jnp.nan
+            )
         return {k: float(v) for k, v in sorted(jax.device_get(values).items())}
 
     return recorder

@@ -58,7 +58,7 @@ from earlyjax.periodic import (
 )
 from earlyjax.plan import RunPlan, make_plan, total_steps
 from earlyjax.recording import make_recorder
-from earlyjax.tasks import ImageClassification
+from earlyjax.tasks import ImageClassification, TextClassification
 from earlyjax.tasks.image_classification import ModelDoesNotFit
 from earlyjax.workdir_lock import workdir_lock
 
@@ -124,8 +124,12 @@ class Setup(NamedTuple):
     optimizer: optax.GradientTransformationExtraArgs
 
 
-def build_task(config: ml_collections.ConfigDict, dataset: Dataset):
-    """The task of the config (image classification, today's only one)."""
+def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None):
+    """The task of the config: image classification on `dataset` (loaded from the config when
+    None), or NLI with XLM-R + LoRA, which loads its own data."""
+    if config.task == "nli":
+        return TextClassification.build(config)
+    dataset = dataset if dataset is not None else load_dataset(config.data)
     return ImageClassification.build(
         dataset,
         model=config.model.name,
@@ -136,7 +140,7 @@ def build_task(config: ml_collections.ConfigDict, dataset: Dataset):
 
 
 def setup(
-    config: ml_collections.ConfigDict, dataset: Dataset, mesh: Mesh | None = None
+    config: ml_collections.ConfigDict, dataset: Dataset | None = None, mesh: Mesh | None = None
 ) -> tuple[Setup, TrainState]:
     """The task, the checked plan, the optimizer and the initial train state (deterministic in
     the seed); ConfigError for a config that cannot run on this data and mesh."""
@@ -260,7 +264,7 @@ def _train_and_evaluate(config, workdir, cleanup, dataset, mesh, extra_actions):
     if locked:  # an existing workdir is locked first, so a second run on it refuses at once
         cleanup.enter_context(workdir_lock(workdir))
     mesh = mesh or parallel.data_mesh()
-    run_setup, state = setup(config, dataset or load_dataset(config.data), mesh)
+    run_setup, state = setup(config, dataset, mesh)
     if is_writer and not locked:
         cleanup.enter_context(workdir_lock(workdir))
     _prepare_workdir(config, workdir, write=is_writer)  # a config that cannot run writes nothing
@@ -449,7 +453,7 @@ def format_results(results: dict) -> str:
     if results["ood_accuracy"] is None:
         lines.append("OOD accuracy: n/a (no OOD splits: data.ood_source='none')")
     else:
-        cells = sum(len(r) for r in results["ood_table"].values())
+        cells = sum(len(r) if isinstance(r, dict) else 1 for r in results["ood_table"].values())
         ood_set = results.get("ood_set")  # absent from results.json files of older versions
         what = (
             f"the {cells} splits of {ood_set}"
@@ -457,9 +461,12 @@ def format_results(results: dict) -> str:
             else f"{cells} corruption x severity splits"
         )
         lines.append(f"OOD accuracy: {results['ood_accuracy']:.2f}%  (mean over {what})")
-    for corruption, row in sorted(results["ood_table"].items()):
-        cells = "  ".join(f"s{s}:{acc:5.1f}" for s, acc in sorted(row.items()))
-        lines.append(f"  {corruption:<18} {cells}")
+    for name, row in sorted(results["ood_table"].items()):  # corruption x severity, or language
+        if isinstance(row, dict):
+            row = "  ".join(f"s{s}:{acc:5.1f}" for s, acc in sorted(row.items()))
+        else:
+            row = f"{row:5.1f}"
+        lines.append(f"  {name:<18} {row}")
     final = results.get("final_solution")
     if final:
         values = ", ".join(f"{name} {value:.4g}" for name, value in sorted(final.items()))

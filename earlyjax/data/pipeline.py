@@ -51,8 +51,20 @@ def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> n
     return order[within * batch_size : (within + 1) * batch_size]
 
 
+Arrays = dict[str, np.ndarray]
+
+
+def batch_fields(split: Split | Arrays) -> Arrays:
+    """The named arrays of a split, one row per example: an image `Split` gives {"image",
+    "label"}; a text task's split is such a dict already (e.g. {"input_ids",
+    "attention_mask", "label"})."""
+    if isinstance(split, Split):
+        return {"image": split.images, "label": split.labels}
+    return dict(split)
+
+
 def train_batches(
-    split: Split,
+    split: Split | Arrays,
     *,
     seed: int,
     batch_size: int,
@@ -61,7 +73,8 @@ def train_batches(
     prefetch: int = 2,
     mesh: Mesh | None = None,
 ) -> Iterator[tuple[int, dict[str, jax.Array]]]:
-    """Yields (step, {"image": uint8 [B,H,W,C], "label": int32 [B]}) on device, start..stop-1.
+    """Yields (step, {"image": uint8 [B,H,W,C], "label": int32 [B]}) on device, start..stop-1
+    (for a dict split, its arrays' rows).
 
     With a `mesh`, each batch is a global array split over its devices, and each host gathers
     only its devices' rows (`earlyjax.parallel.global_batch`); an epoch's smaller last batch
@@ -71,19 +84,17 @@ def train_batches(
     the next `prefetch` batches while the device runs the current step, so the accelerator
     does not wait on the host.
     """
-    num_examples = split.images.shape[0]
+    fields = batch_fields(split)
+    num_examples = len(fields["label"])
     steps_per_epoch(num_examples, batch_size)  # validates batch_size early
 
     def to_device(step: int) -> dict[str, jax.Array]:
         idx = batch_indices(seed, step, num_examples, batch_size)
         if mesh is not None and len(idx) % mesh.size:
-            return put_replicated({"image": split.images[idx], "label": split.labels[idx]}, mesh)
+            return put_replicated({k: v[idx] for k, v in fields.items()}, mesh)
         if mesh is not None:
-            return global_batch({"image": split.images, "label": split.labels}, mesh, rows=idx)
-        return {
-            "image": jax.device_put(split.images[idx]),
-            "label": jax.device_put(split.labels[idx]),
-        }
+            return global_batch(fields, mesh, rows=idx)
+        return {k: jax.device_put(v[idx]) for k, v in fields.items()}
 
     if prefetch < 1:
         yield from ((s, to_device(s)) for s in range(start_step, stop_step))
@@ -119,22 +130,24 @@ def train_batches(
         thread.join(timeout=5)
 
 
-def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(split: Split | Arrays, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Fixed-size batches over a whole split; the last one is zero-padded with `mask` = 0.
 
-    Fixed shapes mean the jitted evaluation compiles once per image shape.
+    Fixed shapes mean the jitted evaluation compiles once per input shape.
     """
-    n = split.images.shape[0]
+    fields = batch_fields(split)
+    n = len(fields["label"])
     for start in range(0, n, batch_size):
-        images = split.images[start : start + batch_size]
-        labels = split.labels[start : start + batch_size]
-        mask = np.ones(len(labels), np.float32)
-        pad = batch_size - len(labels)
+        batch = {k: v[start : start + batch_size] for k, v in fields.items()}
+        pad = batch_size - len(batch["label"])
+        batch["mask"] = np.concatenate([np.ones(batch_size - pad, np.float32),
+                                        np.zeros(pad, np.float32)])  # fmt: skip
         if pad:
-            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-            mask = np.concatenate([mask, np.zeros(pad, np.float32)])
-        yield {"image": images, "label": labels, "mask": mask}
+            batch = {
+                k: v if k == "mask" else np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)])
+                for k, v in batch.items()
+            }
+        yield batch
 
 
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +186,7 @@ METRIC_BATCH_SIZE = 256
 
 
 def metric_set(
-    split: Split, size: int = METRIC_SET_SIZE, batch_size: int = METRIC_BATCH_SIZE
+    split: Split | Arrays, size: int = METRIC_SET_SIZE, batch_size: int = METRIC_BATCH_SIZE
 ) -> dict[str, np.ndarray]:
     """The first `size` training examples, un-augmented, as batches with a leading batch axis.
 
@@ -181,14 +194,12 @@ def metric_set(
     the `batches` argument of the functions in `earlyjax.metrics`. The same examples for every
     step and run, so metric curves are comparable. Raises ValueError if the split is smaller.
     """
-    n = split.images.shape[0]
+    fields = batch_fields(split)
+    n = len(fields["label"])
     if size > n or size % batch_size:
         raise ValueError(
             f"metric set of {size} examples in batches of {batch_size}: needs a multiple of the "
             f"batch size and at most the {n} training examples; lower the metric set size"
         )
     shape = (size // batch_size, batch_size)
-    return {
-        "image": split.images[:size].reshape(*shape, *split.images.shape[1:]),
-        "label": split.labels[:size].reshape(shape),
-    }
+    return {k: v[:size].reshape(*shape, *v.shape[1:]) for k, v in fields.items()}

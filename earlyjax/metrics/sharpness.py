@@ -269,6 +269,8 @@ def _perturbed_losses(
     def one_pass(noise, next_keys):
         return draw(next_keys), losses(noise)
 
+    # The last iteration draws (and drops) the first pass's noise again: one extra draw,
+    # negligible beside the passes' forwards.
     _, out = lax.scan(one_pass, draw(passes[0]), jnp.roll(passes, -1, axis=0))
     return out.reshape(-1)[:n_samples]
 
@@ -544,6 +546,7 @@ def _check_init(
             f"{n_batches} (one δ per batch), as worst_sharpness returns it; got leaf shapes "
             f"{got[:3]}... for {want[:3]}..."
         )
+    check_finite("init", init)
     return select_active(init, active)
 
 

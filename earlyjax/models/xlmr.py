@@ -204,14 +204,15 @@ class ClassificationHead(nn.Module):
     num_labels: int
     dropout: float
 
-    @nn.compact
+    def setup(self):
+        self.dense = nn.Dense(self.hidden_size, kernel_init=nn.initializers.normal(0.02))
+        self.out_proj = nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(0.02))
+        self.drop = nn.Dropout(self.dropout)
+
     def __call__(self, x, deterministic: bool):
-        x = nn.Dropout(self.dropout)(x[:, 0], deterministic=deterministic)
-        x = jnp.tanh(nn.Dense(self.hidden_size, kernel_init=nn.initializers.normal(0.02),
-                              name="dense")(x))  # fmt: skip
-        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-        return nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(0.02),
-                        name="out_proj")(x)  # fmt: skip
+        x = self.drop(x[:, 0], deterministic=deterministic)
+        x = jnp.tanh(self.dense(x))
+        return self.out_proj(self.drop(x, deterministic=deterministic))
 
 
 class XLMR(nn.Module):
@@ -239,6 +240,13 @@ class XLMR(nn.Module):
         for layer in self.layers:
             x = layer(x, attention_mask, deterministic)
         return x
+
+    def features(self, input_ids, attention_mask) -> jax.Array:
+        """Eval-mode pooled features [B, H]: the classification head's tanh(dense(<s>))."""
+        if self.head_type != "classification":
+            raise ValueError("features are the classification head's; this model has a span head")
+        x = self.encode(input_ids, attention_mask, deterministic=True)
+        return jnp.tanh(self.head.dense(x[:, 0]))
 
     def __call__(self, input_ids, attention_mask, deterministic: bool = True) -> Any:
         x = self.encode(input_ids, attention_mask, deterministic)

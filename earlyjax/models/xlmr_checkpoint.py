@@ -4,8 +4,9 @@ A folder holds `config.json` and `model.safetensors` (and `tokenizer.json`, read
 side), as `huggingface-cli download FacebookAI/xlm-roberta-base --local-dir DIR` leaves them.
 The tensors are read with `safetensors.numpy` (no torch). Every tensor name is mapped onto our
 trees: the encoder's onto the "backbone" collection (torch Linear weights transposed), a
-`classifier.*` or `qa_outputs.*` head onto params["head"]. The masked-LM head, the pooler and
-the `position_ids` buffer are not part of this model and are skipped; anything else unknown,
+`classifier.*` or `qa_outputs.*` head onto params["head"] (the other task's head is skipped).
+The masked-LM head, the pooler and the `position_ids` buffer are not part of this model and
+are skipped; anything else unknown,
 any backbone tensor the folder lacks and any shape that differs is an error naming it.
 """
 
@@ -79,10 +80,12 @@ def target(name: str, model: XLMR) -> tuple[str, tuple[str, ...], bool] | None:
             lora = ("frozen",) if part in model.lora.targets else ()
             return BACKBONE, (f"layers_{layer[1]}", part, *lora, _LINEAR[leaf]), leaf == "weight"
     head = re.fullmatch(r"classifier\.(dense|out_proj)\.(weight|bias)", name)
-    if head and model.head_type == "classification":
-        return "params", ("head", head[1], _LINEAR[head[2]]), head[2] == "weight"
     qa = re.fullmatch(r"qa_outputs\.(weight|bias)", name)
-    if qa and model.head_type == "span":
+    if (head and model.head_type == "span") or (qa and model.head_type == "classification"):
+        return None  # the other task's head: a fine-tuned checkpoint can seed either task
+    if head:
+        return "params", ("head", head[1], _LINEAR[head[2]]), head[2] == "weight"
+    if qa:
         return "params", ("head", _LINEAR[qa[1]]), qa[1] == "weight"
     raise KeyError(name)
 

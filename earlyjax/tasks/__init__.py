@@ -15,9 +15,11 @@ parameter blocks). The training loop (`earlyjax.train`) sees only this interface
   metric_logits(params, fixed, x), metric_loss(params, fixed, batch),
   metric_features(params, fixed, x)               -> what the metrics evaluate, `fixed` held
 
-`ImageClassification` (earlyjax/tasks/image_classification.py) is the first task.
+`ImageClassification` (earlyjax/tasks/image_classification.py) and `TextClassification`
+(earlyjax/tasks/text_classification.py: XLM-R + LoRA on sentence pairs, MNLI -> XNLI).
 """
 
 from earlyjax.tasks.image_classification import ImageClassification
+from earlyjax.tasks.text_classification import TextClassification
 
-__all__ = ["ImageClassification"]
+__all__ = ["ImageClassification", "TextClassification"]

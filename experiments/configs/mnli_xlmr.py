@@ -1,0 +1,33 @@
+"""The paper's MNLI -> XNLI setting (§4 "Complex Setup", App. A, Table 5): XLM-R base + LoRA.
+
+    python -m experiments.main --config=mnli_xlmr.py --workdir=DIR \\
+        --config.model.checkpoint=XLMR_DIR --config.data.data_dir=TFDS_DIR
+
+Needs a Hugging Face XLM-R folder (`huggingface-cli download FacebookAI/xlm-roberta-base
+--local-dir XLMR_DIR`) and tfds' multi_nli and xnli prepared in the ArrayRecord format
+(`tfds build multi_nli xnli --file_format=array_record`, which needs TensorFlow once). Table 5:
+LoRA r 8, alpha 8, dropout 0.2 on query and value; AdamW, lr 5e-4, weight decay 0.01, linear
+schedule, batch 128, 15 epochs; metrics on 2048 training pairs in batches of 256. The head and
+the last layer's LoRA train from step 0; `--config.unfreeze.k` releases the rest top-down.
+"""
+
+from earlyjax.config import default_config
+
+
+def get_config():
+    c = default_config()
+    c.task = "nli"
+    c.data.name = "mnli"
+    c.data.source = "tfds"
+    c.data.ood_source = "none"
+    c.data.max_length = 128
+    c.model.name = "xlmr"
+    c.optimizer.name = "adamw"
+    c.optimizer.schedule = "linear"
+    c.optimizer.lr = 5e-4
+    c.optimizer.weight_decay = 0.01
+    c.batch_size = 128
+    c.num_epochs = 15
+    c.record.set_size = 2048
+    c.record.batch_size = 256
+    return c

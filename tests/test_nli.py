@@ -1,0 +1,104 @@
+"""The NLI task (XLM-R + LoRA, earlyjax.tasks.text_classification) in the one trainer: gradual
+unfreezing over the LoRA layers, a frozen backbone, recording and per-language evaluation, on
+the generated data of the transformer quickstart."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from earlyjax.config import ConfigError
+from earlyjax.metric_log import read_records
+from earlyjax.metrics import sharpness
+from earlyjax.train import make_train_step, setup, train_and_evaluate
+from experiments.configs.quickstart_nli import get_config
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_xlmr", "classification")
+
+
+def small_config():
+    c = get_config()
+    c.model.width = 16
+    c.model.layers = 2
+    c.total_steps = 12
+    c.unfreeze.k = 4  # layers_1 trains with the head from step 0; layers_0 from step 3
+    c.log_every = 2
+    c.checkpoint_every = 0
+    c.record.every = 6
+    c.record.until = 6
+    c.record.set_size = 128
+    c.record.batch_size = 64
+    c.record.avg_samples = 2
+    c.record.worst_iters = 2
+    c.progress_bar = False
+    return c
+
+
+def test_lora_layers_release_top_down_and_the_backbone_never_moves():
+    # App. A: the head and the last layer's adapters train from step 0, the others wait.
+    run_setup, state = setup(small_config())
+    task = run_setup.task
+    assert task.blocks == ("layers_0",) and task.head == ("layers_1", "head")
+    backbone = jax.tree.map(np.array, state.model_state)
+    step = make_train_step(run_setup, state)
+    batch = {k: jnp.asarray(v[:64]) for k, v in task.train.items()}
+
+    def moved(params):
+        return {
+            layer: bool(np.any(np.asarray(params[layer]["value"]["lora_B"]) != 0))
+            for layer in ("layers_0", "layers_1")
+        }
+
+    for _ in range(3):  # steps 0, 1, 2
+        state, _ = step(state, batch)
+    assert moved(state.params) == {"layers_0": False, "layers_1": True}
+    for _ in range(2):  # steps 3, 4: layers_0 released at step 3
+        state, _ = step(state, batch)
+    assert moved(state.params) == {"layers_0": True, "layers_1": True}
+    for a, b in zip(jax.tree.leaves(backbone), jax.tree.leaves(state.model_state), strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_quickstart_runs_end_to_end_with_recording_and_languages(tmp_path, monkeypatch):
+    steps = []
+    step_jit = sharpness._apgd_step_jit
+    monkeypatch.setattr(
+        sharpness, "_apgd_step_jit", lambda *a, **k: steps.append(1) or step_jit(*a, **k)
+    )
+    results = train_and_evaluate(small_config(), str(tmp_path / "run"))
+    assert sorted(results["ood_table"]) == ["xa", "xb", "xc"]
+    assert results["ood_accuracy"] == pytest.approx(np.mean(list(results["ood_table"].values())))
+    assert results["release_steps"] == [3, 0]
+    log = read_records(str(tmp_path / "run" / "metrics.jsonl"))
+    records = [r for r in log if r["kind"] == "record"]
+    trains = [r for r in log if r["kind"] == "train"]
+    assert trains[0]["trainable"] == ["layers_1+head"]  # the update at step 1
+    assert trains[1]["trainable"] == ["layers_0", "layers_1+head"]  # at step 3: released
+    assert [r["step"] for r in records] == [0, 6]
+    for r in records:
+        for name in ("fisher", "avg_sharpness", "worst_sharpness"):
+            assert np.isfinite(r[name]), (r["step"], name)
+        assert r["fisher"] > 0 and r["worst_sharpness"] >= 0
+    # On a CPU the trainer's recorder runs Auto-PGD from Python (one step call per iteration).
+    if jax.default_backend() == "cpu":
+        assert len(steps) == 2 * 2 * 2  # recordings x metric batches x iterations
+
+
+def test_nli_configs_refuse_what_cannot_run(tmp_path):
+    c = small_config()
+    c.model.name = "resnet18"
+    with pytest.raises(ConfigError, match="task nli needs --config.model.name=xlmr"):
+        train_and_evaluate(c, str(tmp_path / "a"))
+    from experiments.configs.mnli_xlmr import get_config as mnli
+
+    with pytest.raises(ConfigError, match="needs a pre-trained XLM-R: download"):
+        train_and_evaluate(mnli(), str(tmp_path / "b"))
+    c = small_config()
+    c.model.checkpoint = FIXTURE  # a 64-token vocabulary: not the generated data's tokenizer
+    with pytest.raises(ValueError, match="outside the model's vocabulary of 64"):
+        setup(c)
+    assert not os.listdir(tmp_path)
