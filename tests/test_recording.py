@@ -95,7 +95,10 @@ def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn,
 
     c = recording_config
     c.record.bn = bn
-    c.record.metrics = ("fisher", "avg_sharpness", "worst_sharpness")
+    # S_worst (two more compilations of Auto-PGD, three with the in-jit check) in the slow run;
+    # the default run's tests/test_nli.py records it through the trainer.
+    with_worst = bn == "eval"
+    c.record.metrics = ("fisher", "avg_sharpness", "worst_sharpness")[: 3 if with_worst else 2]
     c.record.worst_iters = 3
     run_setup, state = setup(c, tiny_dataset)
     task, plan = run_setup.task, run_setup.plan
@@ -110,11 +113,16 @@ def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn,
     # computed inside it (as on other backends) it is the same.
     on_host = metrics.apgd_runs_on_host()
     assert on_host == (jax.default_backend() == "cpu")
-    with monkeypatch.context() as patch:
-        patch.setattr(metrics, "apgd_runs_on_host", lambda *args: not on_host)
-        worst_only = dataclasses.replace(plan.record, metrics=("worst_sharpness",))
-        flipped = make_recorder(task, worst_only, plan.gradual_unfreezing)(state)
-    np.testing.assert_allclose(flipped["worst_sharpness"], got["worst_sharpness"], rtol=1e-5)
+    if with_worst:
+        with monkeypatch.context() as patch:
+            patch.setattr(metrics, "apgd_runs_on_host", lambda *args: not on_host)
+            worst_only = dataclasses.replace(plan.record, metrics=("worst_sharpness",))
+            flipped = make_recorder(task, worst_only, plan.gradual_unfreezing)(state)
+        # S_worst is a difference of two losses near 2.3 that float32 resolves to ~2.7e-7:
+        # the two programs may round them apart by a few of those.
+        np.testing.assert_allclose(
+            flipped["worst_sharpness"], got["worst_sharpness"], rtol=1e-5, atol=1e-6
+        )
 
     model = task.model
     images = normalize(jnp.asarray(batches["image"]), task.mean, task.std)
@@ -175,9 +183,11 @@ def test_recorder_equals_direct_metric_calls(recording_config, tiny_dataset, bn,
         n_samples=c.record.avg_samples, trainable=trainable,
     )  # fmt: skip
     assert abs(float(other_key) - float(want_avg)) > 3 * atol
+    if not with_worst:
+        return
     want_worst, _ = metrics.worst_sharpness(
         loss_fn, state.params, batch_metric, keys["worst_sharpness"], rho=c.record.rho,
         n_iters=c.record.worst_iters, trainable=trainable,
     )  # fmt: skip
     assert float(want_worst) > 0
-    np.testing.assert_allclose(got["worst_sharpness"], float(want_worst), rtol=1e-4)
+    np.testing.assert_allclose(got["worst_sharpness"], float(want_worst), rtol=1e-4, atol=1e-6)
