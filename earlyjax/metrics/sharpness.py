@@ -645,18 +645,18 @@ def _worst_host_loop(
         "geometry": geometry,
         "start": start,
     }
+    start_fn, step_fn = _host_programs(loss_fn, **static)
     checkpoints = set(apgd_checkpoints(n_iters))
     n_batches = jax.tree.leaves(batches)[0].shape[0]
     keys = jax.random.split(key, n_batches)
     values, bests = [], []
     for b in range(n_batches):
         batch = jax.tree.map(lambda x, b=b: x[b], batches)
-        shared = (loss_fn, params, rho, weights, batch)
-        init_b = [leaf[b] for leaf in init]
-        state, base = _apgd_start_jit(*shared, keys[b], init_b, **static)
+        shared = (params, rho, weights, batch)
+        state, base = start_fn(*shared, keys[b], [leaf[b] for leaf in init])
         for i in range(n_iters):
             cp = jnp.asarray(i in checkpoints)
-            state = _apgd_step_jit(*shared, state, jnp.asarray(i, jnp.int32), cp, **static)
+            state = step_fn(*shared, state, jnp.asarray(i, jnp.int32), cp)
         value, best = _apgd_finish_jit(state, base)
         values.append(value)
         bests.append(best)
@@ -664,15 +664,27 @@ def _worst_host_loop(
     return jnp.mean(jnp.stack(values)), best
 
 
-@functools.partial(jax.jit, static_argnames=_APGD_STATIC)
-def _apgd_start_jit(loss_fn, params, rho, weights, batch, kb, init, **static):
-    return _apgd_parts(loss_fn, params, rho, weights, batch, **static).start(kb, init)
+@functools.lru_cache(maxsize=4)
+def _host_programs(loss_fn, **static) -> tuple[Callable, Callable]:
+    """The jitted start and step of `_worst_host_loop` for one loss function and setting.
 
+    A bounded cache rather than module-level jits keyed on `loss_fn`: each training run builds
+    its own loss functions, and a module-level jit would keep every run's compiled programs
+    alive (a 44-run grid in one process exhausted the memory the CPU compiler maps for code).
+    """
 
-@functools.partial(jax.jit, static_argnames=_APGD_STATIC)
-def _apgd_step_jit(loss_fn, params, rho, weights, batch, state, i, cp, **static):
-    state, _ = _apgd_parts(loss_fn, params, rho, weights, batch, **static).step(state, (i, cp))
-    return state
+    def parts(params, rho, weights, batch):
+        return _apgd_parts(loss_fn, params, rho, weights, batch, **static)
+
+    @jax.jit
+    def start(params, rho, weights, batch, kb, init):
+        return parts(params, rho, weights, batch).start(kb, init)
+
+    @jax.jit
+    def step(params, rho, weights, batch, state, i, cp):
+        return parts(params, rho, weights, batch).step(state, (i, cp))[0]
+
+    return start, step
 
 
 @jax.jit
