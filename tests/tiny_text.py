@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tokenizers import pre_tokenizers
+
+from earlyjax.data.text import word_level_tokenizer
 
 
 def tiny_tokenizer(texts):
     split = pre_tokenizers.Whitespace().pre_tokenize_str
-    words = sorted({word for text in texts for word, _ in split(text)})
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    vocab |= {w: i + 4 for i, w in enumerate(words)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>",
-        pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", 0), ("</s>", 2)],
-    )
-    return tok
+    return word_level_tokenizer(word for text in texts for word, _ in split(text))

@@ -150,6 +150,18 @@ def eval_batches(split: Split | Arrays, batch_size: int) -> Iterator[dict[str, n
         yield batch
 
 
+def evaluate(sums, params, model_state, split: Split | Arrays, batch_size: int, mesh=None) -> dict:
+    """Accuracy (%) and mean loss over a whole split, from a jitted
+    `sums(params, model_state, batch) -> (correct, summed loss, count)` per padded batch."""
+    totals = []
+    for batch in eval_batches(split, batch_size):
+        if mesh is not None:
+            batch = global_batch(batch, mesh)
+        totals.append(sums(params, model_state, batch))
+    correct, loss, count = (float(sum(x)) for x in zip(*totals, strict=True))
+    return {"accuracy": 100.0 * correct / count, "loss": loss / count}
+
+
 def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std float32 [C] of uint8 images scaled to [0, 1]."""
     x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0

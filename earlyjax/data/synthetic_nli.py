@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from earlyjax.data.text import encode_pairs
+from earlyjax.data.text import encode_pairs, word_level_tokenizer
 
 VOCABULARY = tuple(f"w{i}" for i in range(48))
 NEGATION = "not"
@@ -64,19 +64,8 @@ def examples(n: int, seed: int) -> tuple[list[list[str]], list[list[str]], np.nd
 
 
 def tokenizer():
-    """Word-level, XLM-R's special tokens (<s> 0, <pad> 1, </s> 2, <unk> 3) and pair template."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors  # noqa: PLC0415
-
-    words = sorted({form for lang in LANGUAGES for form in spelling(lang).values()})
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3} | {w: i + 4 for i, w in enumerate(words)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>",
-        pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", 0), ("</s>", 2)],
-    )
-    return tok
+    """Word-level over every language's words, with XLM-R's special tokens and pair template."""
+    return word_level_tokenizer(f for lang in LANGUAGES for f in spelling(lang).values())
 
 
 def split(tok, lang: str, n: int, seed: int) -> dict[str, np.ndarray]:

@@ -29,6 +29,23 @@ def load_tokenizer(checkpoint: str):
     return Tokenizer.from_file(path)
 
 
+def word_level_tokenizer(words):
+    """A word-level `tokenizers.Tokenizer` over `words` with XLM-R's special tokens (<s> 0,
+    <pad> 1, </s> 2, <unk> 3) and pair template: the generated data's, and the tests'."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors  # noqa: PLC0415
+
+    specials = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    vocab = specials | {w: i + len(specials) for i, w in enumerate(sorted(set(words)))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    return tok
+
+
 def padded_copy(tokenizer, max_length: int):
     """A copy of `tokenizer` padding to `max_length` with its <pad> token (the original stays)."""
     tok = tokenizer.__class__.from_str(tokenizer.to_str())

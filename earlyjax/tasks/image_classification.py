@@ -20,11 +20,10 @@ import optax
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from earlyjax import parallel
 from earlyjax.data.base import Dataset, Split
 from earlyjax.data.pipeline import (
     channel_stats,
-    eval_batches,
+    evaluate,
     metric_set,
     normalize,
     random_crop_flip,
@@ -120,13 +119,7 @@ class ImageClassification:
 
     def evaluate_split(self, params, model_state, split: Split, batch_size, mesh=None) -> dict:
         """Accuracy (%) and mean loss of the model in eval mode over a whole split."""
-        sums = []
-        for batch in eval_batches(split, batch_size):
-            if mesh is not None:
-                batch = parallel.global_batch(batch, mesh)
-            sums.append(self._eval_sums(params, model_state, batch))
-        correct, loss, count = (float(sum(x)) for x in zip(*sums, strict=True))
-        return {"accuracy": 100.0 * correct / count, "loss": loss / count}
+        return evaluate(self._eval_sums, params, model_state, split, batch_size, mesh)
 
     def evaluate_id(self, params, model_state, batch_size, mesh=None) -> dict:
         """The clean test set: {"accuracy", "loss"}."""

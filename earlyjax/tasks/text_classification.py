@@ -26,9 +26,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from earlyjax import parallel
 from earlyjax.data import synthetic_nli, text_tfds
-from earlyjax.data.pipeline import eval_batches, metric_set, train_batches
+from earlyjax.data.pipeline import evaluate, metric_set, train_batches
 from earlyjax.data.text import encode_pairs, load_tokenizer
 from earlyjax.models.xlmr import XLMR, LoRAConfig, XLMRConfig
 from earlyjax.models.xlmr_checkpoint import load_checkpoint, read_config
@@ -143,13 +142,7 @@ class TextClassification:
         return sums
 
     def evaluate_split(self, params, model_state, split, batch_size, mesh=None) -> dict:
-        sums = []
-        for batch in eval_batches(split, batch_size):
-            if mesh is not None:
-                batch = parallel.global_batch(batch, mesh)
-            sums.append(self._eval_sums(params, model_state, batch))
-        correct, loss, count = (float(sum(x)) for x in zip(*sums, strict=True))
-        return {"accuracy": 100.0 * correct / count, "loss": loss / count}
+        return evaluate(self._eval_sums, params, model_state, split, batch_size, mesh)
 
     def evaluate_id(self, params, model_state, batch_size, mesh=None) -> dict:
         """English (the training language's test set): {"accuracy", "loss"}."""
