@@ -142,7 +142,11 @@ def make_recorder(
                 out["feature_rank"] = metrics.feature_rank(features)
             if "feature_eigenvalue" in names:
                 out["feature_eigenvalue"] = metrics.feature_top_eigenvalue(features)
-        worst_inputs = (fixed, batches, keys["worst_sharpness"], trainable) if worst_after else None
+        worst_inputs = None
+        if worst_after:
+            leaves = jax.tree.leaves((params, fixed))
+            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+            worst_inputs = (finite, (fixed, batches, keys["worst_sharpness"], trainable))
         return out, worst_inputs
 
     def recorder(state) -> dict[str, float]:
@@ -154,12 +158,11 @@ def make_recorder(
             state.params, state.model_state, state.opt_state, state.step, rng, metric_batches
         )
         if worst_inputs is not None:
-            finite = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(
-                (state.params, worst_inputs[0])))  # fmt: skip
+            finite, inputs = worst_inputs
             # Non-finite weights give NaN, as inside the compiled recorder (the run's loss
             # check then stops it), rather than the eager call's refusal of its inputs.
             values["worst_sharpness"] = (
-                worst_sharpness(state.params, *worst_inputs) if finite else jnp.nan
+                worst_sharpness(state.params, *inputs) if bool(finite) else jnp.nan
             )
         return {k: float(v) for k, v in sorted(jax.device_get(values).items())}
 

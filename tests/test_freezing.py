@@ -41,6 +41,14 @@ def algorithm1_trainable_sets(k, num_blocks, num_steps):
     return sets
 
 
+def flat_leaves(tree, dtype=None):
+    """{"block/.../leaf": numpy array} of a parameter tree."""
+    return {
+        "/".join(str(p.key) for p in path): np.asarray(v, dtype)
+        for path, v in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
 def toy_params():
     rng = np.random.default_rng(0)
     return {
@@ -79,19 +87,13 @@ def test_standard_training_and_bad_k():
 def run_reference_sgd(params, k, lr, momentum, wd, num_steps):
     """NumPy PyTorch SGD over Algorithm 1's sets; frozen leaves have no buffer and no decay."""
     sets = algorithm1_trainable_sets(k, len(BLOCKS), num_steps)
-    flat = {
-        "/".join(str(p.key) for p in path): np.asarray(v, np.float64)
-        for path, v in jax.tree_util.tree_leaves_with_path(params)
-    }
+    flat = flat_leaves(params, np.float64)
     bufs = {}
     for step in range(num_steps):
         tree = jax.tree_util.tree_unflatten(
             jax.tree.structure(params), [jnp.asarray(v, jnp.float32) for v in flat.values()]
         )
-        grads = {
-            "/".join(str(p.key) for p in path): np.asarray(g, np.float64)
-            for path, g in jax.tree_util.tree_leaves_with_path(toy_grads(tree, step))
-        }
+        grads = flat_leaves(toy_grads(tree, step), np.float64)
         for name in flat:
             if name.split("/")[0] not in sets[step]:
                 continue
@@ -132,10 +134,7 @@ def test_matches_hand_computed_pytorch_sgd(momentum, wd):
         expected = algorithm1_trainable_sets(k, len(BLOCKS), num_steps)[step]
         assert moved == set(expected), f"step {step}: moved {moved}, Algorithm 1 trains {expected}"
     ref = run_reference_sgd(params, k, lr, momentum, wd, num_steps)
-    ours = {
-        "/".join(str(q.key) for q in path): np.asarray(v)
-        for path, v in jax.tree_util.tree_leaves_with_path(p)
-    }
+    ours = flat_leaves(p)
     for name in ref:
         np.testing.assert_allclose(ours[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
@@ -145,20 +144,14 @@ def run_reference_adamw(params, k, lr, wd, num_steps, linear):
     schedule when `linear`: a frozen leaf has no state, and its step count starts at its
     first update (PyTorch's per-parameter `step`); decay is p *= 1 - lr_t * wd."""
     sets = algorithm1_trainable_sets(k, len(BLOCKS), num_steps)
-    flat = {
-        "/".join(str(p.key) for p in path): np.asarray(v, np.float64)
-        for path, v in jax.tree_util.tree_leaves_with_path(params)
-    }
+    flat = flat_leaves(params, np.float64)
     state = {}
     for step in range(num_steps):
         lr_t = lr * (1 - step / num_steps) if linear else lr
         tree = jax.tree_util.tree_unflatten(
             jax.tree.structure(params), [jnp.asarray(v, jnp.float32) for v in flat.values()]
         )
-        grads = {
-            "/".join(str(p.key) for p in path): np.asarray(g, np.float64)
-            for path, g in jax.tree_util.tree_leaves_with_path(toy_grads(tree, step))
-        }
+        grads = flat_leaves(toy_grads(tree, step), np.float64)
         for name in flat:
             if name.split("/")[0] not in sets[step]:
                 continue
@@ -190,10 +183,7 @@ def test_matches_hand_computed_pytorch_adamw(lr_schedule):
     for step in range(num_steps):
         p, state = step_fn(p, state, step)
     ref = run_reference_adamw(params, k, lr, wd, num_steps, lr_schedule == "linear")
-    ours = {
-        "/".join(str(q.key) for q in path): np.asarray(v)
-        for path, v in jax.tree_util.tree_leaves_with_path(p)
-    }
+    ours = flat_leaves(p)
     for name in ref:
         np.testing.assert_allclose(ours[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert not np.allclose(ours["stem/conv/kernel"], np.asarray(params["stem"]["conv"]["kernel"]))
