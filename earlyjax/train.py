@@ -124,7 +124,7 @@ class Setup(NamedTuple):
     optimizer: optax.GradientTransformationExtraArgs
 
 
-def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None):
+def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None = None):
     """The task of the config: image classification on `dataset` (loaded from the config when
     None), or NLI with XLM-R + LoRA, which loads its own data."""
     if config.task == "nli":
@@ -139,13 +139,23 @@ def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None):
     )
 
 
+def task_blocks(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], Any]:
+    """(blocks, head) of the config's task, without reading its data (sweeps, grids)."""
+    task_class = TextClassification if config.task == "nli" else ImageClassification
+    return task_class.blocks_for(config)
+
+
 def setup(
-    config: ml_collections.ConfigDict, dataset: Dataset | None = None, mesh: Mesh | None = None
+    config: ml_collections.ConfigDict,
+    dataset: Dataset | None = None,
+    mesh: Mesh | None = None,
+    task=None,
 ) -> tuple[Setup, TrainState]:
-    """The task, the checked plan, the optimizer and the initial train state (deterministic in
-    the seed); ConfigError for a config that cannot run on this data and mesh."""
+    """The task (`task`, or built from the config and `dataset`), the checked plan, the
+    optimizer and the initial train state (deterministic in the seed); ConfigError for a
+    config that cannot run on this data and mesh."""
     validate(config)
-    task = build_task(config, dataset)
+    task = task if task is not None else build_task(config, dataset)
     plan = make_plan(config, task, mesh)
     init_key, rng = jax.random.split(jax.random.key(plan.seed))
     try:
@@ -234,12 +244,18 @@ def train_and_evaluate(
     workdir: str,
     *,
     dataset: Dataset | None = None,
+    task=None,
     mesh: Mesh | None = None,
     extra_actions: Sequence[PeriodicAction] = (),
 ) -> dict | None:
     """Trains (resuming from `workdir`'s newest intact checkpoint), evaluates, writes
     results.json and returns the results: ID accuracy, mean OOD accuracy and the
     per-corruption, per-severity table.
+
+    The task is built from the config (on `dataset`, for images, when given), or is `task`:
+    one task built once for several runs of a config that differ only in fields the task does
+    not read (seed, schedule: auto-k, sweeps), which then share its data and compiled
+    evaluators.
 
     Training and metrics run data-parallel over `mesh` (default: every device of every host,
     `earlyjax.parallel.data_mesh()`). `extra_actions` run after the built-in periodic actions;
@@ -250,10 +266,10 @@ def train_and_evaluate(
     128 + signum).
     """
     with contextlib.ExitStack() as cleanup:
-        return _train_and_evaluate(config, workdir, cleanup, dataset, mesh, extra_actions)
+        return _train_and_evaluate(config, workdir, cleanup, dataset, task, mesh, extra_actions)
 
 
-def _train_and_evaluate(config, workdir, cleanup, dataset, mesh, extra_actions):
+def _train_and_evaluate(config, workdir, cleanup, dataset, task, mesh, extra_actions):
     validate(config)
     check_workdir_path(workdir)
     finished = _finished_results(config, workdir)
@@ -264,7 +280,7 @@ def _train_and_evaluate(config, workdir, cleanup, dataset, mesh, extra_actions):
     if locked:  # an existing workdir is locked first, so a second run on it refuses at once
         cleanup.enter_context(workdir_lock(workdir))
     mesh = mesh or parallel.data_mesh()
-    run_setup, state = setup(config, dataset, mesh)
+    run_setup, state = setup(config, dataset, mesh, task)
     if is_writer and not locked:
         cleanup.enter_context(workdir_lock(workdir))
     _prepare_workdir(config, workdir, write=is_writer)  # a config that cannot run writes nothing

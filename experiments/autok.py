@@ -71,12 +71,13 @@ flags.DEFINE_list(
 )
 
 
-def run(config, workdir: str, overrides, dataset=None) -> dict:
+def run(config, workdir: str, overrides, task) -> dict:
+    """One run of the pipeline: the config with `overrides`, on the pipeline's one task."""
     from earlyjax.train import train_and_evaluate
 
     run_config = config.copy_and_resolve_references()
     apply_overrides(run_config, overrides)
-    return train_and_evaluate(run_config, workdir, dataset=dataset)
+    return train_and_evaluate(run_config, workdir, task=task)
 
 
 def signal_records(workdir: str) -> list[dict]:
@@ -219,15 +220,14 @@ def pipeline(
 ):
     """Runs (or resumes) the whole pipeline; returns the summary written to `out/autok.json`
     (the schema `experiments.analysis.read_autok` reads) and writes Tables 2 and 6 and
-    Figures 2 (with `record_runs`) and 6 to `out/analysis/`. `dataset` replaces the config's
-    data (tests)."""
-    from earlyjax.data import load_dataset
+    Figures 2 (with `record_runs`) and 6 to `out/analysis/`. The task (images or text,
+    `earlyjax.train.build_task`) is built once, on `dataset` when given (tests), and shared by
+    every run; the signal runs drop its OOD sets."""
     from earlyjax.train import build_task
 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be distinct, got {seeds}")
-    dataset = dataset or load_dataset(config.data)
     task = build_task(config, dataset)
     setting = plan(config, metrics, n_random, task, intervention, max_random_k)
     removed = setting.intervention
@@ -235,7 +235,7 @@ def pipeline(
 
     signal = (*removed.held_overrides(), ("total_steps", config.record.until))
     signal += (("data.ood_source", "none"),)
-    no_ood = dataclasses.replace(dataset, ood={}, ood_set=None)
+    no_ood = task.without_ood()
     curves = []
     for seed in seeds:
         signal_dir = os.path.join(out, f"seed={seed}", "signal")
@@ -261,16 +261,17 @@ def pipeline(
             record = record_runs and (k is None or k in metric_ks)  # Figure 2's runs
             overrides = (("seed", seed), *removed.overrides_for_k(k))
             overrides += () if record else (("record.every", 0),)
-            res = run(config, os.path.join(out, f"seed={seed}", name), overrides, dataset)
+            res = run(config, os.path.join(out, f"seed={seed}", name), overrides, task)
             results[name]["id"][str(seed)] = res["id_accuracy"]
             results[name]["ood"][str(seed)] = res["ood_accuracy"]
 
     summary = {
         "version": analysis.AUTOK_VERSION,
         "setting": {
-            "dataset": dataset.name,
+            "dataset": task.dataset_name,
+            "task": config.task,
             "model": config.model.name,
-            "ood_set": dataset.ood_set,
+            "ood_set": task.ood_set,
             "total_steps": setting.total_steps,
             "intervention": removed.name,
             "label": removed.label,

@@ -335,13 +335,13 @@ def _start_child(cmd: list[str], env: dict[str, str] | None) -> subprocess.Popen
 
 
 def intervention_for(name: str, config):
-    """The intervention (`earlyjax.interventions`) called `name`, for the config's model."""
+    """The intervention (`earlyjax.interventions`) called `name`, for the config's task."""
     from earlyjax.config import ConfigError
-    from earlyjax.models import HEAD, MODELS
     from earlyjax.plan import intervention_named
+    from earlyjax.train import task_blocks
 
     class Blocks:  # what intervention_named needs of the task: its block names
-        blocks, head = MODELS[config.model.name][1], HEAD
+        blocks, head = task_blocks(config)
 
     try:
         return intervention_named(name, config, Blocks)
@@ -368,13 +368,12 @@ def build_points(config) -> list[Point]:
 
 def max_removal_step(config, intervention, num_train: int | None = None) -> int:
     """The largest k of Fig. 1 whose schedule ends inside the run
-    (`Intervention.max_fitting_k`: (T - 1) // L for gradual unfreezing); the training set is
-    read for its size unless `num_train` gives it."""
-    from earlyjax.data import load_dataset
-    from earlyjax.train import total_steps
+    (`Intervention.max_fitting_k`: (T - 1) // L for gradual unfreezing); the task's training
+    set is read for its size unless `num_train` gives it."""
+    from earlyjax.train import build_task, total_steps
 
     if num_train is None and not config.total_steps:
-        num_train = load_dataset(config.data).train.images.shape[0]
+        num_train = build_task(config).num_train
     return max(1, intervention.max_fitting_k(total_steps(config, num_train or 1)))
 
 

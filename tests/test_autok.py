@@ -6,8 +6,10 @@ import os
 
 import numpy as np
 import pytest
+from test_nli import small_config
 
 from earlyjax.metric_log import METRICS_FILE, read_records
+from earlyjax.train import build_task
 from experiments import analysis, autok
 
 STABILIZATION = {"tau": 3, "eps": 0.02, "rapid_eps": 0.05}
@@ -206,3 +208,35 @@ def test_command_line_refuses_bad_input_with_one_line(tmp_path):
     assert "error: --n_random=999 distinct k" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow  # ~60 s: 4 real XLM-R runs
+def test_pipeline_runs_on_the_nli_task_through_the_same_code(tmp_path):
+    """Auto-k on XLM-R + LoRA (the paper's Table 4): the task is built once from the config,
+    the signal run holds every LoRA layer but the last (App. A's head group) and skips the OOD
+    languages, the other runs are evaluated per language."""
+    c = pipeline_config(small_config())
+    c.model.layers = 3  # blocks layers_0, layers_1; head group layers_2 + head
+    c.total_steps = 12
+    c.record.every, c.record.until = 2, 4
+    c.record.set_size, c.record.batch_size = 64, 64
+    out = str(tmp_path / "autok")
+    signal_dir = os.path.join(out, "seed=0", "signal")
+    held = (("seed", 0), ("unfreeze.head_only", True), ("total_steps", 4))
+    task = build_task(c)
+    autok.run(c, signal_dir, held + (("data.ood_source", "none"),), task.without_ood())
+    _replace_signal(signal_dir, [0.0, 0.98, 1.0])  # settles at step 2 (tau 1)
+
+    summary = autok.pipeline(c, out, seeds=[0], n_random=1)
+
+    assert summary["setting"]["task"] == "nli" and summary["setting"]["parts"] == 2
+    assert summary["picked"]["fisher"]["k"] == 2
+    with open(os.path.join(signal_dir, "results.json")) as f:
+        signal = json.load(f)
+    assert signal["release_steps"] == [2**31 - 1, 2**31 - 1, 0] and signal["ood_table"] == {}
+    with open(os.path.join(out, "seed=0", "k=2", "results.json")) as f:
+        metric_run = json.load(f)
+    assert metric_run["release_steps"] == [3, 1, 0]  # k(L - j) - 1, top-down
+    assert sorted(metric_run["ood_table"]) == ["xa", "xb", "xc"]
+    assert summary["runs"]["k=2"]["ood"]["0"] == metric_run["ood_accuracy"]
+    assert os.path.getsize(os.path.join(out, "analysis", "table2.md")) > 0

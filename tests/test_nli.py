@@ -14,6 +14,7 @@ import pytest
 from earlyjax.config import ConfigError
 from earlyjax.metric_log import read_records
 from earlyjax.metrics import sharpness
+from earlyjax.periodic import StopAt
 from earlyjax.train import make_train_step, setup, train_and_evaluate
 from experiments.configs.quickstart_nli import get_config
 
@@ -90,6 +91,27 @@ def test_quickstart_runs_end_to_end_with_recording_and_languages(tmp_path, monke
     # On a CPU the trainer's recorder runs Auto-PGD from Python (one step call per iteration).
     if jax.default_backend() == "cpu":
         assert len(steps) == 2 * 2 * 2  # recordings x metric batches x iterations
+
+
+def test_an_interrupted_run_resumes_to_the_run_it_would_have_been(tmp_path, capsys):
+    # Dropout keys, data order and the release gates all derive from the step, so the resumed
+    # run logs the same losses and ends at the same accuracies as an uninterrupted one.
+    c = small_config()
+    c.total_steps, c.record.every = 8, 0
+    train_and_evaluate(c, str(tmp_path / "killed"), extra_actions=[StopAt(4)])
+    assert not (tmp_path / "killed" / "results.json").exists()
+    resumed = train_and_evaluate(c, str(tmp_path / "killed"))
+    assert "resumed from the checkpoint at step 4" in capsys.readouterr().out
+    whole = train_and_evaluate(c, str(tmp_path / "whole"))
+
+    def train_lines(run):
+        log = read_records(str(tmp_path / run / "metrics.jsonl"))
+        return [(r["step"], r["loss"], r["trainable"]) for r in log if r["kind"] == "train"]
+
+    assert train_lines("killed") == train_lines("whole")
+    assert [r for r, _, _ in train_lines("whole")] == [2, 4, 6, 8]
+    for key in ("id_accuracy", "id_loss", "ood_table", "release_steps"):
+        assert resumed[key] == whole[key], key
 
 
 def test_nli_configs_refuse_what_cannot_run(tmp_path):

@@ -16,7 +16,9 @@ from experiments.sweep import (
     Point,
     expand_grid,
     gpu_for_slot,
+    intervention_for,
     log_spaced_ks,
+    max_removal_step,
     run_sequential,
     select_points,
 )
@@ -133,6 +135,16 @@ def test_cli_dry_run_lists_the_grid_and_refuses_bad_values(tmp_path):
         cmd[:-2] + ["--k=0"], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert proc.returncode != 0 and "use 'none' or an int >= 1" in proc.stderr
+
+
+def test_a_transformer_sweep_takes_blocks_and_run_length_from_the_text_task():
+    from experiments.configs.quickstart_nli import get_config
+
+    c = get_config()  # 4 LoRA layers, 160 steps
+    unfreezing = intervention_for("gradual_unfreezing", c)
+    assert unfreezing.blocks == ("layers_0", "layers_1", "layers_2")
+    assert unfreezing.head == ("layers_3", "head")  # App. A: trains from step 0
+    assert max_removal_step(c, unfreezing) == (160 - 1) // 3  # Fig. 1's largest k
 
 
 def test_only_selects_grid_indices_in_grid_order():

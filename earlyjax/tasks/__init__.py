@@ -2,7 +2,10 @@
 parameter blocks). The training loop (`earlyjax.train`) sees only this interface:
 
   blocks, head                     the parameter blocks an intervention acts on (bottom-up)
+  blocks_for(config)               -> (blocks, head) without building anything (sweeps)
   num_train                        training examples (the run length in epochs needs it)
+  dataset_name, ood_set            what the data and the OOD mean are called
+  without_ood()                    -> the same task without OOD sets (auto-k's signal runs)
   init(key)                        -> (params, model_state)
   loss(params, model_state, batch, key, train)
                                    -> (mean loss, ({"accuracy": ...}, new model_state))

@@ -9,6 +9,7 @@ BatchNorm running statistics are the task's model state.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,7 +30,7 @@ from earlyjax.data.pipeline import (
     random_crop_flip,
     train_batches,
 )
-from earlyjax.models import HEAD, build_model
+from earlyjax.models import HEAD, MODELS, build_model
 from earlyjax.models.init import BN_MOMENTUM
 
 
@@ -58,9 +59,28 @@ class ImageClassification:
         mean, std = channel_stats(dataset.train.images)
         return cls(dataset, module, blocks, mean, std, augment)
 
+    @staticmethod
+    def blocks_for(config) -> tuple[tuple[str, ...], str]:
+        """(blocks, head) of the config's model, without building it or reading data."""
+        return MODELS[config.model.name][1], HEAD
+
     @property
     def num_train(self) -> int:
         return int(self.dataset.train.images.shape[0])
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset.name
+
+    @property
+    def ood_set(self) -> str | None:
+        return self.dataset.ood_set
+
+    def without_ood(self) -> ImageClassification:
+        """The same task with no OOD splits (a run that only needs its metrics)."""
+        return dataclasses.replace(
+            self, dataset=dataclasses.replace(self.dataset, ood={}, ood_set=None)
+        )
 
     def init(self, key: jax.Array) -> tuple[Any, Any]:
         """(params, model_state) of a fresh model; ModelDoesNotFit if the images do not fit."""

@@ -16,6 +16,7 @@ The metrics' inputs pack (input_ids, attention_mask) as one int array [N, 2, T].
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -46,7 +47,7 @@ class TextClassification:
     test: dict[str, np.ndarray]
     ood: dict[str, dict[str, np.ndarray]]
     dataset_name: str
-    ood_set: str
+    ood_set: str | None
     checkpoint: str | None = None
     head: tuple[str, ...] = ("head",)  # with the last layer's adapters (`build`)
     name: ClassVar[str] = "nli"
@@ -89,16 +90,24 @@ class TextClassification:
                 f"={m.checkpoint}; use the checkpoint's data (data.name=mnli) or no checkpoint"
             )
         model = XLMR(xlmr, lora=lora, head_type="classification", num_labels=NUM_LABELS)
-        # App. A: the head and the last layer's adapters train from step 0; Algorithm 1
-        # releases the other layers' adapters top-down.
-        layers = [f"layers_{i}" for i in range(xlmr.num_hidden_layers)]
-        head = (layers[-1], "head")
-        return cls(model, tuple(layers[:-1]), train, test, ood, d.name, ood_set, m.checkpoint,
-                   head)  # fmt: skip
+        blocks, head = lora_blocks(xlmr.num_hidden_layers)
+        return cls(model, blocks, train, test, ood, d.name, ood_set, m.checkpoint, head)
+
+    @staticmethod
+    def blocks_for(config) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(blocks, head) of the config's model, without building it or reading data."""
+        m = config.model
+        return lora_blocks(
+            read_config(m.checkpoint).num_hidden_layers if m.checkpoint else m.layers
+        )
 
     @property
     def num_train(self) -> int:
         return len(self.train["label"])
+
+    def without_ood(self) -> TextClassification:
+        """The same task with no OOD languages (a run that only needs its metrics)."""
+        return dataclasses.replace(self, ood={}, ood_set=None)
 
     def init(self, key: jax.Array) -> tuple[Any, Any]:
         """(params: LoRA adapters and head, model_state: the frozen backbone)."""
@@ -189,3 +198,10 @@ class TextClassification:
         """The head's pooled features (tanh of its dense layer on <s>), before the projection."""
         variables = {"params": params, "backbone": fixed["backbone"]}
         return self.model.apply(variables, x[:, 0], x[:, 1], method=XLMR.features)
+
+
+def lora_blocks(num_layers: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """App. A's grouping: the head and the last layer's adapters train from step 0 (one group);
+    Algorithm 1 releases the other layers' adapters top-down. (blocks bottom-up, head names)."""
+    layers = tuple(f"layers_{i}" for i in range(num_layers))
+    return layers[:-1], (layers[-1], "head")
