@@ -20,8 +20,9 @@ from earlyjax.models.xlmr_checkpoint import PREPARE as XLMR_PREPARE
 from earlyjax.recording import RECORDABLE, check_record_config
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100")
-TASKS = ("image_classification", "nli")
-NLI_DATASETS = ("synthetic_nli", "mnli")
+TASKS = ("image_classification", "nli", "qa")
+TEXT_DATASETS = {"nli": ("synthetic_nli", "mnli"), "qa": ("synthetic_qa", "squad")}
+NEEDS_CHECKPOINT = ("mnli", "squad")  # the paper's data: a pre-trained model's tokenizer
 DATA_SOURCES = ("embedded", "tfds", "local")
 OOD_SOURCES = ("generated", "tfds", "local", "none")
 # Fields that may change between a run and its resumption without changing its results.
@@ -51,7 +52,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.ood_max_examples = config_dict.placeholder(int)  # per OOD split; None = all
     c.data.cache_dir = config_dict.placeholder(str)  # generated corruptions; default ~/.cache
     c.data.augment = False  # pad-4 random crop + horizontal flip (the paper's CIFAR setting)
-    c.data.max_length = 128  # nli: tokens per sentence pair
+    c.data.max_length = 128  # nli: tokens per sentence pair; qa: per window (paper: 384)
+    c.data.doc_stride = 128  # qa: tokens shared by consecutive windows of a context
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet18"
@@ -177,17 +179,17 @@ def _check_images(d, m) -> None:
     _check(m.init in INIT_STYLES, f"unknown model.init {m.init!r}; choose one of {INIT_STYLES}")
 
 
-def _check_nli(config) -> None:
-    """The data and model fields of the NLI task (XLM-R + LoRA)."""
-    d, m = config.data, config.model
+def _check_text(config) -> None:
+    """The data and model fields of the transformer tasks (XLM-R + LoRA: nli, qa)."""
+    d, m, task = config.data, config.model, config.task
     _check(
-        d.name in NLI_DATASETS,
-        f"task nli trains on data.name in {NLI_DATASETS}, got {d.name!r}",
+        d.name in TEXT_DATASETS[task],
+        f"task {task} trains on data.name in {TEXT_DATASETS[task]}, got {d.name!r}",
     )
-    _check(m.name == "xlmr", f"task nli needs --config.model.name=xlmr, got {m.name!r}")
+    _check(m.name == "xlmr", f"task {task} needs --config.model.name=xlmr, got {m.name!r}")
     _check(
-        d.name != "mnli" or bool(m.checkpoint),
-        "data.name='mnli' needs a pre-trained XLM-R: " + XLMR_PREPARE,
+        d.name not in NEEDS_CHECKPOINT or bool(m.checkpoint),
+        f"data.name={d.name!r} needs a pre-trained XLM-R: " + XLMR_PREPARE,
     )
     _check(m.layers >= 2, f"model.layers must be >= 2 (one trains with the head), got {m.layers}")
     _check(
@@ -200,14 +202,28 @@ def _check_nli(config) -> None:
         not config.unfreeze.freeze_bn_stats,
         "unfreeze.freeze_bn_stats is for BatchNorm; XLM-R has none: leave it False",
     )
+    if task == "qa":
+        _check(
+            0 <= d.doc_stride < d.max_length,
+            f"data.doc_stride={d.doc_stride} must be in [0, data.max_length={d.max_length})",
+        )
+        features = sorted(
+            {"feature_rank", "feature_eigenvalue"} & {*config.record.metrics, *config.final.metrics}
+        )
+        _check(
+            not features,
+            f"{', '.join(features)}: feature metrics are the classification head's pooled "
+            "features, and task qa has a span head; leave them out of record.metrics and "
+            "final.metrics",
+        )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for impossible values (data-dependent checks happen at load time)."""
     d, m, o = config.data, config.model, config.optimizer
     _check(config.task in TASKS, f"unknown task {config.task!r}: choose one of {TASKS}")
-    if config.task == "nli":
-        _check_nli(config)
+    if config.task in TEXT_DATASETS:
+        _check_text(config)
     else:
         _check_images(d, m)
     _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")

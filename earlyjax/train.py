@@ -58,7 +58,7 @@ from earlyjax.periodic import (
 )
 from earlyjax.plan import RunPlan, make_plan, total_steps
 from earlyjax.recording import make_recorder
-from earlyjax.tasks import ImageClassification, TextClassification
+from earlyjax.tasks import TASKS, ImageClassification
 from earlyjax.tasks.image_classification import ModelDoesNotFit
 from earlyjax.workdir_lock import workdir_lock
 
@@ -126,9 +126,9 @@ class Setup(NamedTuple):
 
 def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None = None):
     """The task of the config: image classification on `dataset` (loaded from the config when
-    None), or NLI with XLM-R + LoRA, which loads its own data."""
-    if config.task == "nli":
-        return TextClassification.build(config)
+    None), or NLI or QA with XLM-R + LoRA, which load their own data."""
+    if config.task != "image_classification":
+        return TASKS[config.task].build(config)
     dataset = dataset if dataset is not None else load_dataset(config.data)
     return ImageClassification.build(
         dataset,
@@ -141,8 +141,7 @@ def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None = None
 
 def task_blocks(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], Any]:
     """(blocks, head) of the config's task, without reading its data (sweeps, grids)."""
-    task_class = TextClassification if config.task == "nli" else ImageClassification
-    return task_class.blocks_for(config)
+    return TASKS[config.task].blocks_for(config)
 
 
 def setup(
@@ -464,10 +463,15 @@ def check_workdir_path(workdir: str) -> None:
 
 
 def format_results(results: dict) -> str:
-    """A short human-readable summary: ID, mean OOD, and OOD accuracy per corruption."""
-    lines = [f"ID accuracy:  {results['id_accuracy']:.2f}%  ({results['dataset']}, clean test set)"]
+    """A short human-readable summary: ID, mean OOD, and OOD accuracy (or F1, for QA: the
+    results' `score`) per corruption or language."""
+    score = results.get("score", "accuracy")
+    label = {"accuracy": "accuracy:", "f1": "F1:      "}[score]
+    id_line = f"ID {label}  {results['id_accuracy']:.2f}"
+    id_line += "%" if score == "accuracy" else f"  (EM {results['id_exact_match']:.2f})"
+    lines = [f"{id_line}  ({results['dataset']}, {results.get('id_set', 'clean test set')})"]
     if results["ood_accuracy"] is None:
-        lines.append("OOD accuracy: n/a (no OOD splits: data.ood_source='none')")
+        lines.append(f"OOD {label} n/a (no OOD splits)")
     else:
         cells = sum(len(r) if isinstance(r, dict) else 1 for r in results["ood_table"].values())
         ood_set = results.get("ood_set")  # absent from results.json files of older versions
@@ -476,7 +480,8 @@ def format_results(results: dict) -> str:
             if ood_set
             else f"{cells} corruption x severity splits"
         )
-        lines.append(f"OOD accuracy: {results['ood_accuracy']:.2f}%  (mean over {what})")
+        unit = "%" if score == "accuracy" else ""
+        lines.append(f"OOD {label} {results['ood_accuracy']:.2f}{unit}  (mean over {what})")
     for name, row in sorted(results["ood_table"].items()):  # corruption x severity, or language
         if isinstance(row, dict):
             row = "  ".join(f"s{s}:{acc:5.1f}" for s, acc in sorted(row.items()))

@@ -63,6 +63,11 @@ def batch_fields(split: Split | Arrays) -> Arrays:
     return dict(split)
 
 
+def num_rows(fields: Arrays) -> int:
+    """Examples in a dict of per-example arrays."""
+    return len(next(iter(fields.values())))
+
+
 def train_batches(
     split: Split | Arrays,
     *,
@@ -85,7 +90,7 @@ def train_batches(
     does not wait on the host.
     """
     fields = batch_fields(split)
-    num_examples = len(fields["label"])
+    num_examples = num_rows(fields)
     steps_per_epoch(num_examples, batch_size)  # validates batch_size early
 
     def to_device(step: int) -> dict[str, jax.Array]:
@@ -136,10 +141,10 @@ def eval_batches(split: Split | Arrays, batch_size: int) -> Iterator[dict[str, n
     Fixed shapes mean the jitted evaluation compiles once per input shape.
     """
     fields = batch_fields(split)
-    n = len(fields["label"])
+    n = num_rows(fields)
     for start in range(0, n, batch_size):
         batch = {k: v[start : start + batch_size] for k, v in fields.items()}
-        pad = batch_size - len(batch["label"])
+        pad = batch_size - num_rows(batch)
         batch["mask"] = np.concatenate([np.ones(batch_size - pad, np.float32),
                                         np.zeros(pad, np.float32)])  # fmt: skip
         if pad:
@@ -207,7 +212,7 @@ def metric_set(
     step and run, so metric curves are comparable. Raises ValueError if the split is smaller.
     """
     fields = batch_fields(split)
-    n = len(fields["label"])
+    n = num_rows(fields)
     if size > n or size % batch_size:
         raise ValueError(
             f"metric set of {size} examples in batches of {batch_size}: needs a multiple of the "

@@ -18,11 +18,20 @@ parameter blocks). The training loop (`earlyjax.train`) sees only this interface
   metric_logits(params, fixed, x), metric_loss(params, fixed, batch),
   metric_features(params, fixed, x)               -> what the metrics evaluate, `fixed` held
 
-`ImageClassification` (earlyjax/tasks/image_classification.py) and `TextClassification`
-(earlyjax/tasks/text_classification.py: XLM-R + LoRA on sentence pairs, MNLI -> XNLI).
+`ImageClassification` (earlyjax/tasks/image_classification.py), and XLM-R + LoRA
+(earlyjax/tasks/xlmr_task.py) on sentence pairs, `TextClassification` (MNLI -> XNLI,
+earlyjax/tasks/text_classification.py), or extractive QA, `QuestionAnswering` (SQuAD ->
+XQuAD / MLQA, earlyjax/tasks/question_answering.py). `TASKS` maps `config.task` to each.
 """
 
 from earlyjax.tasks.image_classification import ImageClassification
+from earlyjax.tasks.question_answering import QuestionAnswering
 from earlyjax.tasks.text_classification import TextClassification
 
-__all__ = ["ImageClassification", "TextClassification"]
+TASKS = {
+    "image_classification": ImageClassification,
+    "nli": TextClassification,
+    "qa": QuestionAnswering,
+}
+
+__all__ = ["TASKS", "ImageClassification", "QuestionAnswering", "TextClassification"]

@@ -1,0 +1,212 @@
+"""Extractive QA with XLM-R + LoRA (the paper's SQuAD -> XQuAD / MLQA setting, §4, App. A).
+
+Trained on English SQuAD v1.1, evaluated per language with F1 and exact match (Tables 4 and 7):
+* `data.name="squad"`: windows of `data.max_length` tokens (paper: 384) overlapping by
+  `data.doc_stride` (128) of SQuAD v1.1's train split (`earlyjax.data.squad.features`),
+  tokenised with the checkpoint's `tokenizer.json`. Evaluation: XQuAD's test split in its 11
+  languages and MLQA's in its 7 (question and context in the same language), scored with
+  SQuAD v1.1's answer normalisation for XQuAD and MLQA's per-language one for MLQA. The ID
+  score is XQuAD's English (the paper's "En" column); the OOD mean is over the 10 + 6
+  non-English splits of both (the paper reports their two cross-lingual means: Table 4 /
+  `experiments.analysis table7`); MLQA's English is scored too, outside both means.
+* `data.name="synthetic_qa"`: `earlyjax.data.synthetic_qa`, generated offline, with a random
+  XLM-R unless a checkpoint is given; ID English, OOD the made-up languages.
+
+The model is XLM-R with a span head (start and end logits over the window's tokens); the loss
+is the mean of the start and end cross-entropies (Hugging Face's). A window whose context
+does not hold the whole answer is labelled with <s> (token 0) at both ends, as Hugging
+Face's `run_qa` labels it. Predictions take the best span over all windows of an example
+(`squad.best_answers`: n-best 20, at most 30 tokens). Training "accuracy" is the share of
+windows whose argmax start and end both equal the labels; evaluation logs F1 and EM.
+
+For tr(F) the model's predictive distribution is over (start, end) pairs, start and end
+independent given the window: its logits over the T x T grid are start_s + end_e
+(`metric_logits`), so Eq. 2 samples both ends and differentiates log p(start) + log p(end).
+S_avg and S_worst perturb the training loss. Feature rank and feature λ_max are the
+classification head's and are refused here (`earlyjax.config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from earlyjax.data import squad, synthetic_nli, synthetic_qa, text_tfds
+from earlyjax.data.pipeline import eval_batches
+from earlyjax.data.text import load_tokenizer
+from earlyjax.parallel import global_batch
+from earlyjax.tasks.xlmr_task import XLMRTask, build_model, lora_blocks
+
+ID_SPLIT = "xquad/en"
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """One evaluation set: its windows, its examples (contexts, reference answers) and the
+    answer normalisation of its scores (None: SQuAD v1.1's; a language: MLQA's)."""
+
+    features: squad.Features
+    examples: text_tfds.QAExamples
+    normalization: str | None = None
+
+    @property
+    def inputs(self) -> dict[str, np.ndarray]:
+        f = self.features
+        return {"input_ids": f.input_ids, "attention_mask": f.attention_mask,
+                "start": f.start, "end": f.end}  # fmt: skip
+
+
+def _features(tok, examples: text_tfds.QAExamples, max_length: int, stride: int):
+    """Windows of every example, labelled with its first reference answer."""
+    return squad.features(
+        tok,
+        examples.question,
+        examples.context,
+        [s[0] for s in examples.answer_starts],
+        [t[0] for t in examples.answer_texts],
+        max_length=max_length,
+        stride=stride,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class QuestionAnswering(XLMRTask):
+    """See the module docstring."""
+
+    evals: dict[str, EvalSplit] = dataclasses.field(default_factory=dict)
+    id_split: str = ID_SPLIT
+    ood_splits: tuple[str, ...] = ()
+    name: ClassVar[str] = "qa"
+
+    @classmethod
+    def build(cls, config) -> QuestionAnswering:
+        d, m = config.data, config.model
+        if d.name == "squad":
+            tok = load_tokenizer(m.checkpoint)
+            train = text_tfds.load_squad_format("squad/v1.1", "train", d.data_dir)
+            sets = {
+                f"xquad/{lang}": (text_tfds.load_squad_format(f"xquad/{lang}", "test", d.data_dir),
+                                  None)
+                for lang in text_tfds.XQUAD_LANGUAGES
+            }  # fmt: skip
+            for lang in text_tfds.MLQA_LANGUAGES:
+                examples = text_tfds.load_squad_format(f"mlqa/{lang}", "test", d.data_dir)
+                sets[f"mlqa/{lang}"] = (examples, lang)
+            id_split = ID_SPLIT
+            ood = tuple(name for name in sets if not name.endswith("/en"))
+            ood_set = "XQuAD (10 languages) and MLQA (6 languages) other than English, F1"
+        else:
+            tok = synthetic_qa.tokenizer()
+            train, test, by_lang = synthetic_qa.load()
+            sets = {"en": (test, None), **{lang: (ex, None) for lang, ex in by_lang.items()}}
+            id_split, ood = "en", tuple(by_lang)
+            ood_set = f"synthetic QA in {len(ood)} made-up languages ({', '.join(ood)}), F1"
+        length, stride = d.max_length, d.doc_stride
+        train_windows = _features(tok, train, length, stride)
+        evals = {
+            name: EvalSplit(_features(tok, examples, length, stride), examples, normalization)
+            for name, (examples, normalization) in sets.items()
+        }
+        train_inputs = EvalSplit(train_windows, train).inputs
+        arrays = (train_inputs, *(e.inputs for e in evals.values()))
+        model = build_model(config, arrays, synthetic_nli.vocab_size(), head_type="span")
+        blocks, head = lora_blocks(model.config.num_hidden_layers)
+        return cls(model, blocks, head, train_inputs, d.name, ood_set, m.checkpoint, evals,
+                   id_split, ood)  # fmt: skip
+
+    def without_ood(self) -> QuestionAnswering:
+        """The same task evaluated on its ID split only (a run that only needs its metrics)."""
+        evals = {self.id_split: self.evals[self.id_split]}
+        return dataclasses.replace(self, evals=evals, ood_splits=(), ood_set=None)
+
+    def loss(self, params, model_state, batch: dict, key: jax.Array, train: bool):
+        """Mean of the start and end cross-entropies; aux ({"accuracy": both ends right})."""
+        start, end = self.apply(params, model_state, batch["input_ids"], batch["attention_mask"],
+                                key if train else None)  # fmt: skip
+        loss = _span_loss(start, end, batch)
+        right = (jnp.argmax(start, -1) == batch["start"]) & (jnp.argmax(end, -1) == batch["end"])
+        return loss, ({"accuracy": jnp.mean(right)}, model_state)
+
+    # --- evaluators ---------------------------------------------------------------------
+
+    @functools.cached_property
+    def _eval_logits(self):
+        @jax.jit
+        def logits(params, backbone, batch):
+            start, end = self.apply(params, backbone, batch["input_ids"], batch["attention_mask"])
+            losses = optax.softmax_cross_entropy_with_integer_labels
+            window_loss = (losses(start, batch["start"]) + losses(end, batch["end"])) / 2
+            return start, end, (window_loss * batch["mask"]).sum()
+
+        return logits
+
+    def evaluate_split(self, params, model_state, name: str, batch_size, mesh=None) -> dict:
+        """{"f1", "exact_match"} (percent, per example the best over its references) and the
+        mean span loss per window, of one evaluation set."""
+        split = self.evals[name]
+        starts, ends, loss = [], [], 0.0
+        for batch in eval_batches(split.inputs, batch_size):
+            valid = int(batch["mask"].sum())
+            if mesh is not None:
+                batch = global_batch(batch, mesh)
+            start, end, summed = self._eval_logits(params, model_state, batch)
+            starts.append(np.asarray(start)[:valid])
+            ends.append(np.asarray(end)[:valid])
+            loss += float(summed)
+        answers = squad.best_answers(
+            split.features, np.concatenate(starts), np.concatenate(ends), split.examples.context
+        )
+        scores = squad.score(answers, split.examples.answer_texts, split.normalization)
+        return {**scores, "loss": loss / len(split.features.input_ids)}
+
+    def evaluate_id(self, params, model_state, batch_size, mesh=None) -> dict:
+        """The ID (English) set: {"f1", "exact_match", "loss"}."""
+        return self.evaluate_split(params, model_state, self.id_split, batch_size, mesh)
+
+    def final_results(self, params, model_state, batch_size, mesh=None) -> dict:
+        """F1 (the headline score, in the id/ood "accuracy" fields with `score: "f1"`) and
+        exact match of every evaluation set; the OOD mean over the non-English sets."""
+        scores = {
+            name: self.evaluate_split(params, model_state, name, batch_size, mesh)
+            for name in sorted(self.evals)
+        }
+        table = {name: scores[name]["f1"] for name in sorted(self.ood_splits)}
+        return {
+            "dataset": self.dataset_name,
+            "score": "f1",
+            "id_set": f"{self.id_split}, English" if "/" in self.id_split else "English test set",
+            "id_accuracy": scores[self.id_split]["f1"],
+            "id_exact_match": scores[self.id_split]["exact_match"],
+            "id_loss": scores[self.id_split]["loss"],
+            "ood_accuracy": float(np.mean(list(table.values()))) if table else None,
+            "ood_table": table,
+            "ood_set": self.ood_set,
+            "ood_cells": sorted(table),
+            "scores": scores,
+        }
+
+    # --- what the early-period metrics need (the rest: XLMRTask) ---------------------------
+
+    def metric_logits(self, params, fixed, x: jax.Array) -> jax.Array:
+        """Logits [n, T*T] of the (start, end) distribution: start_s + end_e."""
+        start, end = self.metric_output(params, fixed, x)
+        return (start[:, :, None] + end[:, None, :]).reshape(start.shape[0], -1)
+
+    def metric_loss(self, params, fixed, batch: dict) -> jax.Array:
+        start, end = self.metric_output(params, fixed, batch["x"])
+        return _span_loss(start, end, batch)
+
+    def metric_features(self, params, fixed, x: jax.Array) -> jax.Array:
+        raise ValueError("feature metrics are the classification head's; task qa has a span head")
+
+
+def _span_loss(start, end, labels) -> jax.Array:
+    ce = optax.softmax_cross_entropy_with_integer_labels
+    return (ce(start, labels["start"]).mean() + ce(end, labels["end"]).mean()) / 2
