@@ -622,7 +622,18 @@ CAPTIONS = {
     + _PAIRED_NOTE.format(base="standard (constant lr_d)"),
     "table6": "Table 6: the k Algorithm 2 picked per metric on the seed mean of the signal runs' "
     "curves (the k each seed's own curve gives, for information).",
+    "table7": "Table 7: cross-lingual transfer of standard training and GU with each metric's "
+    "k, per training task. En: the English test set; X-ling: the mean over the other "
+    "languages of a set (XQuAD: 10, MLQA: 6, XNLI: 14). F1 and EM (%) with SQuAD v1.1's answer "
+    "normalisation for XQuAD and MLQA's per-language one for MLQA; accuracy (%) for XNLI. Each "
+    "cell: mean ± sample std (ddof 1) over the seeds (n). WR: per task, the share of its random "
+    "k whose seed-mean OOD score (XNLI: cross-lingual accuracy; SQuAD: the mean F1 over the "
+    "XQuAD and MLQA languages other than English) the metric's k beats, a tie counting one "
+    "half; 'WR %' is their mean over the tasks, as the paper averages per training data set.",
 }
+CAPTIONS["table4"] = (
+    "Table 4: Table 7's standard and tr(F) rows. " + CAPTIONS["table7"].split(": ", 1)[1]
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -742,6 +753,7 @@ def dynamics_figures(
     *,
     normalise: bool = True,
     mark_switch: bool = False,
+    absolute: Sequence[str] = (),
 ) -> list[str]:
     """Recorded metrics vs step, as Figures 2, 3, 7, 8 and 10: one figure per setting family
     (`<stem>.png` when there is one, else named by the fields that differ), one panel per
@@ -751,9 +763,15 @@ def dynamics_figures(
     With `normalise` (the paper's display), every seed's curve of every setting in a panel is
     min-max normalised together to 0..1000 (then shifted by 1) on a log y axis; else raw
     values on a linear axis (Figure 7's feature rank). `mark_switch` draws each LR switch's
-    step as a dotted line in its curve's colour (Figures 3 and 8)."""
+    step as a dotted line in its curve's colour (Figures 3 and 8). Metrics in `absolute` are
+    drawn as |value| (titled so), as Figures 4 and 9 draw S_worst, which the paper found
+    negative for XLM-R."""
     plt = _pyplot()
     curves = {r["run"]: recorded_curves(r["path"]) for r in runs}
+    for run_curves in curves.values():
+        for metric in set(absolute) & set(run_curves):
+            steps, values = run_curves[metric]
+            run_curves[metric] = (steps, np.abs(values))
     runs = [r for r in runs if any(m in curves[r["run"]] for m in metrics)]
     if not runs:
         raise SystemExit(f"no run recorded {', '.join(metrics)} (--config.record.metrics)")
@@ -782,9 +800,8 @@ def dynamics_figures(
             if normalise:
                 ax.set_yscale("log", nonpositive="clip")
             ax.set_xlabel("step")
-            ax.set_title(
-                METRIC_TITLES[metric] + (" (normalised 0-1000)" if normalise else ""), fontsize=9
-            )
+            title = f"|{METRIC_TITLES[metric]}|" if metric in absolute else METRIC_TITLES[metric]
+            ax.set_title(title + (" (normalised 0-1000)" if normalise else ""), fontsize=9)
             ax.legend(fontsize=7)
         _suptitle(fig, _title(fam, names, values) + "; seed mean ± std")
         fig.tight_layout()
@@ -1084,6 +1101,89 @@ def table6(summary: dict) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------------------------
+# The transformer half: Tables 4 and 7, Figures 4 and 9 (auto-k folders of the nli / qa tasks)
+
+SCORE_SETS = {"xquad": "XQuAD", "mlqa": "MLQA"}
+
+
+def language_scores(results: dict) -> dict[str, float]:
+    """One transformer run's Table 7 cells: per evaluation set, each score on English and its
+    cross-lingual mean over the other languages. NLI: "<set> Acc En" (the ID accuracy) and
+    "<set> Acc X-ling" (the OOD mean); QA: "<set> F1 En", "<set> F1 X-ling", and EM alike, per
+    set of results.json's `scores` ("xquad/de" is XQuAD's German)."""
+    if results.get("score") != "f1":
+        name = "XNLI" if results["dataset"] == "mnli" else results["dataset"]
+        return {f"{name} Acc En": results["id_accuracy"],
+                f"{name} Acc X-ling": results["ood_accuracy"]}  # fmt: skip
+    sets: dict[str, dict[str, dict]] = defaultdict(dict)
+    for split, scores in results["scores"].items():
+        prefix, _, lang = split.rpartition("/")
+        sets[SCORE_SETS.get(prefix, prefix or results["dataset"])][lang] = scores
+    cells = {}
+    for name, by_lang in sets.items():
+        for stat, label in (("f1", "F1"), ("exact_match", "EM")):
+            if "en" in by_lang:
+                cells[f"{name} {label} En"] = by_lang["en"][stat]
+            others = [scores[stat] for lang, scores in by_lang.items() if lang != "en"]
+            if others:
+                cells[f"{name} {label} X-ling"] = float(np.mean(others))
+    return cells
+
+
+def _autok_run_results(autok_dir: str, seed, run: str) -> dict:
+    path = os.path.join(autok_dir, f"seed={seed}", run, RESULTS_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{path} not found: finish the auto-k pipeline in {autok_dir} first")
+    with open(path) as f:
+        return json.load(f)
+
+
+def table7(autok_dirs: Sequence[str], metrics: Sequence[str] | None = None) -> list[dict]:
+    """Table 7 (Table 4 with `metrics=("fisher",)`): standard training and GU with each
+    metric's k, one auto-k folder per training task (SQuAD: XQuAD and MLQA; MNLI: XNLI),
+    side by side: every score on English and cross-lingually (`language_scores`), mean ± std
+    over the seeds, the k each task's metric picked, each task's winning rate and their mean
+    (the paper's WR column: "averaged ... per training dataset")."""
+    summaries = [(d, read_autok(d)) for d in autok_dirs]
+    picked = {m for _, s in summaries for m in s["picked"]}
+    chosen = [m for m in DYNAMICS_METRICS if m in picked and (metrics is None or m in metrics)]
+    rows = []
+    for method in ["standard", *chosen]:
+        label = intervention_label(summaries[0][1])
+        title = "standard" if method == "standard" else f"{label}, k from {METRIC_TITLES[method]}"
+        row, rates = {"method": title}, []
+        for autok_dir, summary in summaries:
+            task = summary["setting"].get("dataset", autok_dir)
+            run = "standard"
+            if method != "standard":
+                p = summary["picked"].get(method, {"k": None})
+                row[f"k ({task})"] = "-" if p["k"] is None else str(p["k"])
+                run = metric_run(summary, method) if p["k"] is not None else None
+            if run is None:
+                continue
+            per_seed = [
+                language_scores(_autok_run_results(autok_dir, seed, run))
+                for seed in summary["seeds"]
+            ]
+            for col in per_seed[0]:
+                row[col], row[col + " std"] = mean_std([cells[col] for cells in per_seed])
+            row[f"n ({task})"] = len(per_seed)
+            if method != "standard" and summary["random_k"]:
+                rates.append(winning_rate(summary, method)["percent"])
+                row[f"WR ({task}) %"] = rates[-1]
+        row["WR %"] = float(np.mean(rates)) if rates else None
+        rows.append(row)
+    columns = list(dict.fromkeys(c for r in rows for c in r if c != "WR %")) + ["WR %"]
+    return [{c: r.get(c) for c in columns} for r in rows]
+
+
+def figure4(autok_dir: str, out_dir: str, stem: str = "fig4") -> list[str]:
+    """Figure 4 (MNLI; Figure 9 for SQuAD): tr(F), S_avg and |S_worst| of the auto-k folder's
+    recorded runs (standard and each metric's k), normalised to 0..1000 on a log axis."""
+    return dynamics_figures(load_runs(autok_dir), out_dir, stem, absolute=("worst_sharpness",))
+
+
 def figure6(autok_dir: str, out_dir: str, stem: str = "fig6") -> list[str]:
     """Figure 6 (App. D): one figure, one panel per metric: each seed's head-only signal curve
     (thin), their seed mean (thick: the curve Algorithm 2 ran on), normalised together to
@@ -1233,17 +1333,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "what",
-        choices=["all", "table1", "table2", "table3", "table6", "fig1", "fig2", "fig5", "fig6"],
-    )
+        choices=["all", "table1", "table2", "table3", "table4", "table6", "table7", "fig1",
+                 "fig2", "fig4", "fig5", "fig6", "fig9"],
+    )  # fmt: skip
     p.add_argument(
         "sweep_dir",
-        help="a sweep folder (table1/3, fig1/2/5), an auto-k folder (table2/6, fig6) or the "
-        "folder of `python -m experiments.paper` (all)",
+        nargs="+",
+        help="a sweep folder (table1/3, fig1/2/5), an auto-k folder (table2/6, fig4/6/9), one "
+        "auto-k folder per transformer task (table4/7: SQuAD's and MNLI's) or the folder of "
+        "`python -m experiments.paper` (all)",
     )
-    p.add_argument("--out", help="output folder (default: <sweep_dir>/analysis)")
+    p.add_argument("--out", help="output folder (default: <first folder>/analysis)")
     args = p.parse_args(argv)
+    folders = args.sweep_dir
+    if len(folders) > 1 and args.what not in ("table4", "table7"):
+        p.error(f"{args.what} takes one folder; only table4 and table7 take several")
+    args.sweep_dir = folders[0]
     out = args.out or os.path.join(args.sweep_dir, "analysis")
     paths: Iterable[str] = ()
+    if args.what in ("table4", "table7"):
+        metrics = ("fisher",) if args.what == "table4" else None
+        try:
+            print(write_table(table7(folders, metrics), out, args.what))
+        except ValueError as e:  # a run the table needs has not finished
+            raise SystemExit(f"error: {e}") from None
+        print(f"\n(written to {out}/{args.what}.md, .csv and .tex)")
+        return
     if args.what == "all":
         from experiments.paper import write_all
 
@@ -1251,7 +1366,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(line)
         print(f"(in {out})")
         return
-    if args.what == "fig2":
+    if args.what in ("fig4", "fig9"):
+        paths = figure4(args.sweep_dir, out, args.what)
+    elif args.what == "fig2":
         paths = figure2(args.sweep_dir, out)
     elif args.what == "fig6":
         paths = figure6(args.sweep_dir, out)
@@ -1270,7 +1387,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             runs = load_runs(args.sweep_dir)
             rows = table1(runs) if args.what == "table1" else table3(runs)
         print(write_table(rows, out, args.what))
-        print(f"\n(written to {out}/{args.what}.md and .csv)")
+        print(f"\n(written to {out}/{args.what}.md, .csv and .tex)")
         return
     for path in paths:
         print(path)

@@ -53,6 +53,10 @@ OUTPUTS = {
     "table6": "Table 6: the k each metric picked (auto-k)",
     "fig6": "Figure 6: the signal curves and the picked k (auto-k)",
     "table3_autok": "Table 3's extra rows (§7.1): the LR switch step from each metric (auto-k)",
+    "table4": "Table 4: XLM-R, standard vs GU with tr(F)'s k, per language (auto-k, nli + qa)",
+    "table7": "Table 7: Table 4 with every metric's k (auto-k, nli + qa)",
+    "fig4": "Figure 4: XLM-R's tr(F), S_avg, |S_worst| on MNLI (auto-k, nli)",
+    "fig9": "Figure 9: Figure 4 on SQuAD (auto-k, qa)",
 }
 
 
@@ -236,12 +240,14 @@ def study_runs(study: Study, config, num_train: int) -> list[tuple[str, int]]:
 
 
 def train_examples(config) -> int:
-    """The training set size of the config's data set, without reading it where it is known."""
-    from earlyjax.data import TRAIN_EXAMPLES, load_dataset
+    """The training set size of the config's data set (for QA: SQuAD's windows), without
+    reading it where it is known."""
+    from earlyjax.data import TRAIN_EXAMPLES
+    from earlyjax.train import build_task
 
     if config.data.name in TRAIN_EXAMPLES:
         return TRAIN_EXAMPLES[config.data.name]
-    return load_dataset(config.data).train.images.shape[0]
+    return build_task(config).num_train
 
 
 def measure_step_seconds(config, steps: int = 5) -> float:
@@ -252,12 +258,18 @@ def measure_step_seconds(config, steps: int = 5) -> float:
 
     from earlyjax.data import IMAGE_SHAPE, NUM_CLASSES
     from earlyjax.data.base import synthetic_dataset
+    from earlyjax.tasks import TASKS
     from earlyjax.train import make_train_step, setup
     from experiments.cli import apply_overrides
 
     name = config.data.name
     n = max(config.batch_size, config.record.set_size)  # the plan checks the metric set fits
-    data = synthetic_dataset(IMAGE_SHAPE[name], NUM_CLASSES[name], n, name)
+    if config.task == "image_classification":
+        data, task = synthetic_dataset(IMAGE_SHAPE[name], NUM_CLASSES[name], n, name), None
+        fields = {"image": data.train.images, "label": data.train.labels}
+    else:  # XLM-R: the checkpoint's architecture on random tokens
+        data, task = None, TASKS[config.task].random_like(config, n)
+        fields = task.train
     timing = config.copy_and_resolve_references()
     # The same model, optimizer and batch as a plain run (gates and LR switch are data in the
     # same compiled step): no schedule to check, no recording, no OOD data to find.
@@ -266,13 +278,9 @@ def measure_step_seconds(config, steps: int = 5) -> float:
     plain += (("optimizer.lr_switch", None), ("optimizer.lr_switch_step", None))
     plain += (("optimizer.lr_switch_adaptive", None), ("optimizer.lr_switch_hold", False))
     apply_overrides(timing, (*plain, ("data.ood_source", "none")))
-    run_setup, state = setup(timing, data)
+    run_setup, state = setup(timing, data, task=task)
     step = make_train_step(run_setup, state)
-    b = config.batch_size
-    batch = {
-        "image": jnp.asarray(data.train.images[:b]),
-        "label": jnp.asarray(data.train.labels[:b]),
-    }
+    batch = {k: jnp.asarray(v[: config.batch_size]) for k, v in fields.items()}
     state, _ = step(state, batch)
     jax.block_until_ready(state)
     start = time.perf_counter()
@@ -491,7 +499,15 @@ def _writers() -> dict:
         "table6": lambda st, d, o, u: _autok_tables("table6", st, d, o),
         "fig6": lambda st, d, o, u: _figure6(st, d, o),
         "table3_autok": lambda st, d, o, u: _autok_tables("table3_autok", st, d, o),
+        "table4": lambda st, d, o, u: _table("table4", a.table7(_folders(st, d), ("fisher",)), o),
+        "table7": lambda st, d, o, u: _table("table7", a.table7(_folders(st, d)), o),
+        "fig4": lambda st, d, o, u: a.figure4(_folders(st, d)[0], o, "fig4"),
+        "fig9": lambda st, d, o, u: a.figure4(_folders(st, d)[0], o, "fig9"),
     }
+
+
+def _folders(studies: Sequence[Study], paper_dir: str) -> list[str]:
+    return [os.path.join(paper_dir, s.name) for s in studies]
 
 
 # --------------------------------------------------------------------------------------------

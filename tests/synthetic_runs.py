@@ -1,5 +1,6 @@
 """Finished run folders written by hand, with known answers, for the analysis tests."""
 
+import copy
 import json
 import os
 
@@ -146,3 +147,32 @@ def write_autok_folder(root, summary: dict) -> str:
     with open(os.path.join(str(root), "autok.json"), "w") as f:
         json.dump(summary, f)
     return str(root)
+
+
+def write_transformer_autok_folders(qa_root, nli_root):
+    """The synthetic auto-k summary twice: as MNLI (accuracy) and as SQuAD, whose runs score
+    F1/EM per XQuAD and MLQA language: xquad/en F1 = 80 + seed, each other language 60 + seed
+    + the run's k / 5, EM 10 below F1; MLQA's languages 20 below XQuAD's."""
+    nli = autok_summary()
+    nli["setting"]["dataset"] = "mnli"
+    qa = copy.deepcopy(autok_summary())
+    qa["setting"]["dataset"] = "squad"
+    nli_dir = write_autok_folder(nli_root, nli)
+    qa_dir = write_autok_folder(qa_root, qa)
+    for seed in qa["seeds"]:
+        for name, run in qa["runs"].items():
+            scores = {}
+            for lang in ("en", "de", "zh"):
+                f1 = 80.0 + seed if lang == "en" else 60.0 + seed + (run["k"] or 0) / 5
+                scores[f"xquad/{lang}"] = {"f1": f1, "exact_match": f1 - 10}
+                scores[f"mlqa/{lang}"] = {"f1": f1 - 20, "exact_match": f1 - 30}
+            for folder, fields in (
+                (qa_dir, {"score": "f1", "scores": scores, "dataset": "squad"}),
+                (nli_dir, {"dataset": "mnli"}),
+            ):
+                path = os.path.join(folder, f"seed={seed}", name, "results.json")
+                with open(path) as f:
+                    results = json.load(f)
+                with open(path, "w") as f:
+                    json.dump({**results, **fields}, f)
+    return qa_dir, nli_dir, nli

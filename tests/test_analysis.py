@@ -8,7 +8,14 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_runs import GENERATED, autok_summary, curve, write_autok_folder, write_run
+from synthetic_runs import (
+    GENERATED,
+    autok_summary,
+    curve,
+    write_autok_folder,
+    write_run,
+    write_transformer_autok_folders,
+)
 from tables import legend, markdown_rows, suptitle
 
 from experiments import analysis
@@ -445,3 +452,59 @@ def test_figure5_correlates_the_final_solution_with_ood_by_kendall_tau(tmp_path,
     assert points == sorted(zip(s_avg, ood, strict=True))
     assert "λ_max of the loss Hessian" in by_label
     assert suptitle(fig) == f"digits / resnet18 / OOD: {GENERATED}"
+
+
+def test_table7_puts_each_task_per_language_beside_the_other(tmp_path):
+    qa_dir, nli_dir, nli = write_transformer_autok_folders(tmp_path / "qa", tmp_path / "nli")
+    rows = {r["method"]: r for r in analysis.table7([qa_dir, nli_dir])}
+    assert list(rows) == ["standard", "GU, k from tr(F)", "GU, k from S_avg", "GU, k from S_worst"]
+    std, fisher = rows["standard"], rows["GU, k from tr(F)"]
+    assert std["XNLI Acc En"] == pytest.approx(98.2) and std["XNLI Acc En std"] == pytest.approx(
+        0.2
+    )
+    assert std["XNLI Acc X-ling"] == pytest.approx(51.0)
+    assert std["XQuAD F1 En"] == pytest.approx(81.0)  # seeds 0, 1, 2
+    assert std["XQuAD F1 X-ling"] == pytest.approx(61.0)  # de and zh, not en
+    assert fisher["XQuAD F1 X-ling"] == pytest.approx(64.0)  # k = 15
+    assert fisher["XQuAD EM X-ling"] == pytest.approx(54.0)
+    assert fisher["MLQA F1 X-ling"] == pytest.approx(44.0)
+    assert fisher["k (squad)"] == "15" and fisher["n (mnli)"] == 3
+    wr = analysis.winning_rate(nli, "fisher")["percent"]
+    assert fisher["WR (mnli) %"] == fisher["WR (squad) %"] == wr and fisher["WR %"] == wr
+    s_worst = rows["GU, k from S_worst"]  # picked no k: no scores, no winning rate
+    assert s_worst["k (mnli)"] == "-" and s_worst["XNLI Acc En"] is None
+    assert s_worst["WR %"] is None
+    table4 = analysis.table7([qa_dir, nli_dir], metrics=("fisher",))
+    assert [r["method"] for r in table4] == ["standard", "GU, k from tr(F)"]
+
+
+def test_table4_and_figure4_from_the_command_line(tmp_path, capsys):
+    qa_dir, nli_dir, _ = write_transformer_autok_folders(tmp_path / "qa", tmp_path / "nli")
+    out = str(tmp_path / "out")
+    analysis.main(["table4", qa_dir, nli_dir, "--out", out])
+    assert "| XQuAD F1 En" in capsys.readouterr().out
+    for ext in ("md", "csv", "tex"):
+        assert os.path.getsize(os.path.join(out, f"table4.{ext}")) > 0
+    with pytest.raises(SystemExit):
+        analysis.main(["table2", qa_dir, nli_dir])  # one folder only
+    # Figure 4 draws |S_worst| (the paper's XLM-R values are negative) on a log axis.
+    for path in glob_records(nli_dir):
+        negate_worst_sharpness(path)
+    analysis.main(["fig4", nli_dir, "--out", out])
+    assert os.path.getsize(os.path.join(out, "fig4.png")) > 0
+
+
+def glob_records(root):
+    import glob
+
+    return glob.glob(os.path.join(root, "seed=*", "*", "metrics.jsonl"))
+
+
+def negate_worst_sharpness(path):
+    with open(path) as f:
+        lines = [json.loads(line) for line in f]
+    for r in lines:
+        if "worst_sharpness" in r:
+            r["worst_sharpness"] = -r["worst_sharpness"]
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in lines)

@@ -84,6 +84,8 @@ class QuestionAnswering(XLMRTask):
     id_split: str = ID_SPLIT
     ood_splits: tuple[str, ...] = ()
     name: ClassVar[str] = "qa"
+    HEAD: ClassVar[dict] = {"head_type": "span"}
+    LABELS: ClassVar[tuple[str, ...]] = ("start", "end")
 
     @classmethod
     def build(cls, config) -> QuestionAnswering:
@@ -116,7 +118,7 @@ class QuestionAnswering(XLMRTask):
         }
         train_inputs = EvalSplit(train_windows, train).inputs
         arrays = (train_inputs, *(e.inputs for e in evals.values()))
-        model = build_model(config, arrays, synthetic_nli.vocab_size(), head_type="span")
+        model = build_model(config, arrays, synthetic_nli.vocab_size(), **cls.HEAD)
         blocks, head = lora_blocks(model.config.num_hidden_layers)
         return cls(model, blocks, head, train_inputs, d.name, ood_set, m.checkpoint, evals,
                    id_split, ood)  # fmt: skip

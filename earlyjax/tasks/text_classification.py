@@ -41,6 +41,8 @@ class TextClassification(XLMRTask):
     test: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     ood: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
     name: ClassVar[str] = "nli"
+    HEAD: ClassVar[dict] = {"head_type": "classification", "num_labels": NUM_LABELS}
+    LABELS: ClassVar[tuple[str, ...]] = ("label",)
 
     @classmethod
     def build(cls, config) -> TextClassification:

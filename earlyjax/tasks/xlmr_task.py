@@ -11,7 +11,7 @@ metric set, whose inputs pack (input_ids, attention_mask) as one int array [N, 2
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +70,27 @@ class XLMRTask:
     dataset_name: str
     ood_set: str | None
     checkpoint: str | None
+    HEAD: ClassVar[dict[str, Any]]  # the XLMR head of the task (head_type, num_labels)
+    LABELS: ClassVar[tuple[str, ...]]  # the label fields of a training row
+
+    @classmethod
+    def random_like(cls, config, rows: int) -> XLMRTask:
+        """The config's model (the checkpoint's architecture, random weights) on `rows` random
+        token rows of `data.max_length`: the task's train step without reading any data
+        (`experiments.paper`'s step timing)."""
+        from earlyjax.data import synthetic_nli
+
+        m, length = config.model, config.data.max_length
+        vocab = read_config(m.checkpoint).vocab_size if m.checkpoint else synthetic_nli.vocab_size()
+        rng = np.random.default_rng(0)
+        train = {
+            "input_ids": rng.integers(4, vocab, (rows, length)).astype(np.int32),
+            "attention_mask": np.ones((rows, length), np.int32),
+            **{name: np.zeros(rows, np.int32) for name in cls.LABELS},
+        }
+        model = build_model(config, (train,), vocab, **cls.HEAD)
+        blocks, head = lora_blocks(model.config.num_hidden_layers)
+        return cls(model, blocks, head, train, config.data.name, None, None)
 
     @staticmethod
     def blocks_for(config) -> tuple[tuple[str, ...], tuple[str, ...]]:
