@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
-import os
 import time
 
 import jax
@@ -51,10 +49,7 @@ from earlyjax import freezing
 from earlyjax.data import synthetic_nli
 from earlyjax.recording import make_recorder
 from earlyjax.train import make_train_step, setup
-
-CONFIG = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "experiments", "configs", "quickstart_nli.py"
-)
+from experiments.configs import quickstart_nli
 
 # The paper's recording protocol for MNLI (§4, App. A), and XLM-R base's sizes.
 PAPER_RECORD = {"every": 10, "set_size": 2048, "batch_size": 256, "avg_samples": 15,
@@ -65,15 +60,6 @@ DEFAULTS = {"width": 32, "layers": 4, "heads": 4, "intermediate": None, "max_len
             "batch": 64, "record_set_size": 256, "record_batch_size": 128, "avg_samples": 5,
             "worst_iters": 5}  # fmt: skip
 METRICS = ("fisher", "avg_sharpness", "worst_sharpness")
-
-
-def quickstart_config():
-    """`get_config()` of experiments/configs/quickstart_nli.py (loaded by path: `experiments`
-    is not an installed package)."""
-    spec = importlib.util.spec_from_file_location("quickstart_nli", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def time_steps(step, state, batch, n: int):
@@ -180,7 +166,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    config = quickstart_config()
+    config = quickstart_nli.get_config()
     config.model.width = args.width
     config.model.layers = args.layers
     config.data.max_length = args.max_length  # synthetic_nli ignores it: resize_task pads
