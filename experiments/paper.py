@@ -1,4 +1,4 @@
-"""Every run the paper's image tables and figures need, as data, and one command to run them.
+"""Every run the paper's tables and figures need, as data, and one command to run them.
 
     python -m experiments.paper --grid=paper --out=runs/paper --dry_run   # runs, device hours
     python -m experiments.paper --grid=paper --out=runs/paper             # run (or resume) all
@@ -14,8 +14,10 @@ and names the missing runs of the others. Finished runs are skipped and interrup
 resume, so a killed command is simply started again.
 
 Grids: `paper` (Tables 1, 2, 3 and 6 and Figures 1-3 and 5-8 and 10 on MNIST, CIFAR-10 and
-CIFAR-100, as the paper ran them; needs the data sets) and `digits` (every output at a toy
-scale on the embedded digits: about 11 minutes on 2 CPU cores, the end-to-end test).
+CIFAR-100, as the paper ran them; needs the data sets), `paper_xlmr` (the transformer half:
+Tables 4 and 7, Figures 4 and 9; needs an XLM-R checkpoint in `XLMR_DIR` and the tfds text
+sets) and `digits` (the image outputs at a toy scale on the embedded digits: about 11 minutes
+on 2 CPU cores, the end-to-end test).
 
 `--dry_run` prints each study's runs and optimizer steps and an estimate of device hours: the
 steps times a step time measured here, on this machine's devices, with the config's model and

@@ -74,7 +74,9 @@ def test_quickstart_runs_end_to_end_with_recording_and_languages(tmp_path, monke
         return start, lambda *a: steps.append(1) or step(*a)
 
     monkeypatch.setattr(sharpness, "_host_programs", counting)
-    results = train_and_evaluate(small_config(), str(tmp_path / "run"))
+    c = small_config()
+    c.record.until = 0  # one recording: each trainable set compiles its own Auto-PGD step
+    results = train_and_evaluate(c, str(tmp_path / "run"))
     assert sorted(results["ood_table"]) == ["xa", "xb", "xc"]
     assert results["ood_accuracy"] == pytest.approx(np.mean(list(results["ood_table"].values())))
     assert results["release_steps"] == [3, 0]
@@ -83,14 +85,14 @@ def test_quickstart_runs_end_to_end_with_recording_and_languages(tmp_path, monke
     trains = [r for r in log if r["kind"] == "train"]
     assert trains[0]["trainable"] == ["layers_1+head"]  # the update at step 1
     assert trains[1]["trainable"] == ["layers_0", "layers_1+head"]  # at step 3: released
-    assert [r["step"] for r in records] == [0, 6]
+    assert [r["step"] for r in records] == [0]
     for r in records:
         for name in ("fisher", "worst_sharpness"):
             assert np.isfinite(r[name]), (r["step"], name)
         assert r["fisher"] > 0 and r["worst_sharpness"] >= 0
     # On a CPU the trainer's recorder runs Auto-PGD from Python (one step call per iteration).
     if jax.default_backend() == "cpu":
-        assert len(steps) == 2 * 2 * 2  # recordings x metric batches x iterations
+        assert len(steps) == 2 * 2  # metric batches x iterations
 
 
 def test_an_interrupted_run_resumes_to_the_run_it_would_have_been(tmp_path, capsys):
