@@ -8,11 +8,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 
-def test_one_and_four_devices_agree_in_a_four_device_process():
+@pytest.mark.parametrize("marks", ["not slow", pytest.param("slow", marks=pytest.mark.slow)])
+def test_one_and_four_devices_agree_in_a_four_device_process(marks):
+    """The default run runs the fast tests of tests/multidevice, `-m slow` its slow ones."""
     env = dict(os.environ)
     # Any device count already in XLA_FLAGS (e.g. a CI that forces 2 host devices) is replaced.
     flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(DEVICE_COUNT_FLAG)]
@@ -20,7 +24,7 @@ def test_one_and_four_devices_agree_in_a_four_device_process():
     env["EARLYJAX_MULTIDEVICE"] = "1"
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "tests/multidevice"],
+        [sys.executable, "-m", "pytest", "-q", "-m", marks, "tests/multidevice"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -95,6 +95,7 @@ def test_quickstart_runs_end_to_end_with_recording_and_languages(tmp_path, monke
         assert len(steps) == 2 * 2  # metric batches x iterations
 
 
+@pytest.mark.slow  # ~12 s: three runs; tests/test_train.py resumes image runs bit-identically
 def test_an_interrupted_run_resumes_to_the_run_it_would_have_been(tmp_path, capsys):
     # Dropout keys, data order and the release gates all derive from the step, so the resumed
     # run logs the same losses and ends at the same accuracies as an uninterrupted one.

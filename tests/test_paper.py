@@ -3,6 +3,7 @@ folder with known answers (no training; the real end-to-end run is test_paper_e2
 
 import copy
 import os
+import shutil
 
 import pytest
 from synthetic_runs import (
@@ -18,6 +19,7 @@ from experiments import analysis, paper
 from experiments.paper import Study
 
 CONFIG = "digits_tiny.py"
+SPAN_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_xlmr", "span")
 SEEDS = (0, 1)
 RECORDED = ("fisher", "avg_sharpness", "worst_sharpness", "feature_rank")
 
@@ -304,6 +306,24 @@ def test_the_transformer_grid_needs_its_checkpoint_and_writes_tables_4_and_7(
     assert [ax.get_title() for ax in figures["fig4"].axes][2].startswith("|S_worst|")
 
 
+def test_dry_run_times_a_transformer_step_on_random_tokens_of_its_shape(tmp_path):
+    from earlyjax.tasks import QuestionAnswering
+    from experiments.configs.squad_xlmr import get_config
+
+    checkpoint = tmp_path / "xlmr"  # only its config.json is read: no weights, no data
+    checkpoint.mkdir()
+    shutil.copy(os.path.join(SPAN_FIXTURE, "config.json"), checkpoint)
+    c = get_config()
+    c.model.checkpoint, c.data.max_length = str(checkpoint), 32
+    task = QuestionAnswering.random_like(c, 40)
+    assert task.model.config.hidden_size == 32 and task.model.head_type == "span"
+    assert task.train["input_ids"].shape == (40, 32) and set(task.train) == {
+        "input_ids", "attention_mask", "start", "end"}  # fmt: skip
+    assert int(task.train["input_ids"].max()) < task.model.config.vocab_size
+    assert task.blocks == ("layers_0",) and task.checkpoint is None  # random weights
+
+
+@pytest.mark.slow  # ~7 s: compiles an XLM-R train step
 def test_dry_run_times_a_transformer_step_without_its_data():
     from experiments.configs.quickstart_qa import get_config
 

@@ -1,6 +1,6 @@
 """`python -m experiments.paper` then `python -m experiments.analysis all` for real, on the
-embedded digits: a micro grid in the default run, the whole `digits` grid (every table and
-figure) in the slow one."""
+embedded digits: a micro grid and the whole `digits` grid (every table and figure), both with
+`-m slow` (the pieces have fast tests in test_paper.py, test_sweep.py and test_autok.py)."""
 
 import os
 import textwrap
@@ -46,6 +46,7 @@ def outputs(lines):
     return {ln.split(":")[0]: ln for ln in lines}
 
 
+@pytest.mark.slow  # ~30 s: 4 real runs; test_paper checks each piece on synthetic folders
 def test_micro_grid_end_to_end(tmp_path, capsys):
     config = tmp_path / "micro_config.py"
     config.write_text(MICRO_CONFIG)

@@ -190,6 +190,7 @@ def final_state(workdir, like):
     return state
 
 
+@pytest.mark.slow  # ~20 s; the one-step tests above check the same arithmetic in the default run
 def test_eight_steps_on_1_and_4_devices_stay_within_float_drift(
     smooth_resnet, tiny_config, tiny_dataset, tmp_path
 ):
