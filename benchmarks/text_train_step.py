@@ -301,7 +301,8 @@ def main() -> None:
         else "EXTRAPOLATED linearly in points and iterations from the per-metric times above "
         f"(tr(F) x{scale['fisher']:g}, S_avg x{scale['avg_sharpness']:g}, "
         f"S_worst x{scale['worst_sharpness']:g}; per-point cost taken as independent of the "
-        "metric batch size)"
+        "metric batch size), at THIS model size and step time, not XLM-R base's "
+        "(--paper-size measures that)"
     )
     print(
         f"  (b) paper's MNLI protocol (every {paper['every']} steps, {paper['set_size']} points in "

@@ -42,7 +42,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.name = "digits"  # one of DATASETS
     c.data.source = "embedded"  # embedded (digits only) | tfds | local
     c.data.data_dir = config_dict.placeholder(str)  # tfds data_dir, or the local files' folder
-    c.data.ood_source = "generated"  # generated | tfds | local (CIFAR-10/100-C .npy) | none
+    # generated | tfds | local (CIFAR-10/100-C .npy) | none; images only: the text tasks
+    # always evaluate their other languages (auto-k's signal runs drop them).
+    c.data.ood_source = "generated"
     c.data.ood_dir = config_dict.placeholder(str)  # folder of CIFAR-10-C / CIFAR-100-C .npy
     c.data.ood_severities = (1, 2, 3, 4, 5)
     # Corruptions the OOD mean covers: "benchmark" (CIFAR-10/100-C: Hendrycks & Dietterich's 15;
@@ -53,7 +55,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.cache_dir = config_dict.placeholder(str)  # generated corruptions; default ~/.cache
     c.data.augment = False  # pad-4 random crop + horizontal flip (the paper's CIFAR setting)
     c.data.max_length = 128  # nli: tokens per sentence pair; qa: per window (paper: 384)
-    c.data.doc_stride = 128  # qa: tokens shared by consecutive windows of a context
+    # qa: tokens shared by consecutive windows of a context; None: max_length // 3 (the
+    # paper's 128 of 384)
+    c.data.doc_stride = config_dict.placeholder(int)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet18"
@@ -204,7 +208,7 @@ def _check_text(config) -> None:
     )
     if task == "qa":
         _check(
-            0 <= d.doc_stride < d.max_length,
+            d.doc_stride is None or 0 <= d.doc_stride < d.max_length,
             f"data.doc_stride={d.doc_stride} must be in [0, data.max_length={d.max_length})",
         )
         features = sorted(
@@ -218,15 +222,25 @@ def _check_text(config) -> None:
         )
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError for impossible values (data-dependent checks happen at load time)."""
-    d, m, o = config.data, config.model, config.optimizer
+def check_task_name(config: ml_collections.ConfigDict) -> None:
     _check(config.task in TASKS, f"unknown task {config.task!r}: choose one of {TASKS}")
+
+
+def validate_task(config: ml_collections.ConfigDict) -> None:
+    """ConfigError for impossible task, data and model fields: what building the task reads
+    (`earlyjax.train.build_task`), checked before any data is."""
+    check_task_name(config)
     if config.task in TEXT_DATASETS:
         _check_text(config)
     else:
-        _check_images(d, m)
-    _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
+        _check_images(config.data, config.model)
+    _check(config.model.width >= 1, f"model.width must be >= 1, got {config.model.width}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for impossible values (data-dependent checks happen at load time)."""
+    o = config.optimizer
+    validate_task(config)
     _check(o.lr > 0, f"optimizer.lr must be > 0, got {o.lr}")
     _check(o.lr_scale > 0, f"optimizer.lr_scale must be > 0 (paper: 1.0 or 0.1), got {o.lr_scale}")
     _check(0 <= o.momentum < 1, f"optimizer.momentum must be in [0, 1), got {o.momentum}")

@@ -39,7 +39,13 @@ from tqdm import tqdm
 from earlyjax import freezing, parallel
 from earlyjax.adaptive import AdaptiveRemoval
 from earlyjax.checkpoint import Checkpointer
-from earlyjax.config import ConfigError, differing_fields, validate
+from earlyjax.config import (
+    ConfigError,
+    check_task_name,
+    differing_fields,
+    validate,
+    validate_task,
+)
 from earlyjax.data import load_dataset
 from earlyjax.data.base import Dataset
 from earlyjax.interventions import build_optimizer
@@ -126,7 +132,9 @@ class Setup(NamedTuple):
 
 def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None = None):
     """The task of the config: image classification on `dataset` (loaded from the config when
-    None), or NLI or QA with XLM-R + LoRA, which load their own data."""
+    None), or NLI or QA with XLM-R + LoRA, which load their own data. The config is checked
+    first (ConfigError), so a bad value is named before any data is read."""
+    validate_task(config)
     if config.task != "image_classification":
         return TASKS[config.task].build(config)
     dataset = dataset if dataset is not None else load_dataset(config.data)
@@ -141,7 +149,18 @@ def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None = None
 
 def task_blocks(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], Any]:
     """(blocks, head) of the config's task, without reading its data (sweeps, grids)."""
+    check_task_name(config)
     return TASKS[config.task].blocks_for(config)
+
+
+def task_num_train(config: ml_collections.ConfigDict) -> int:
+    """Training examples of the config's data set (QA: SQuAD's windows), without reading
+    the data where the size is known (`earlyjax.data.TRAIN_EXAMPLES`)."""
+    from earlyjax.data import TRAIN_EXAMPLES
+
+    if config.data.name in TRAIN_EXAMPLES:
+        return TRAIN_EXAMPLES[config.data.name]
+    return build_task(config).num_train
 
 
 def setup(

@@ -629,11 +629,25 @@ CAPTIONS = {
     "cell: mean ± sample std (ddof 1) over the seeds (n). WR: per task, the share of its random "
     "k whose seed-mean OOD score (XNLI: cross-lingual accuracy; SQuAD: the mean F1 over the "
     "XQuAD and MLQA languages other than English) the metric's k beats, a tie counting one "
-    "half; 'WR %' is their mean over the tasks, as the paper averages per training data set.",
+    "half; 'WR %' is their mean over the tasks where the metric picked a k, as the paper "
+    "averages per training data set. MLQA's English is shown too; the paper reports only its "
+    "cross-lingual mean.",
 }
 CAPTIONS["table4"] = (
-    "Table 4: Table 7's standard and tr(F) rows. " + CAPTIONS["table7"].split(": ", 1)[1]
+    "Table 4: Table 7's rows of standard training and of GU with tr(F)'s k. "
+    + CAPTIONS["table7"].split(" per training task. ", 1)[1]
 )
+# An auto-k summary of the QA task compares F1 where the image tasks compare accuracy.
+QA_NOTE = (
+    " For the QA task (SQuAD) ID and OOD are F1 (%), not accuracy: XQuAD's English, and the "
+    "mean over the non-English XQuAD and MLQA sets."
+)
+
+
+def autok_caption(name: str, summary: dict) -> str:
+    """`CAPTIONS[name]` for an auto-k table of `summary`, saying when its scores are F1."""
+    qa = summary.get("setting", {}).get("task") == "qa"
+    return CAPTIONS[name] + (QA_NOTE if qa else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1146,6 +1160,12 @@ def table7(autok_dirs: Sequence[str], metrics: Sequence[str] | None = None) -> l
     over the seeds, the k each task's metric picked, each task's winning rate and their mean
     (the paper's WR column: "averaged ... per training dataset")."""
     summaries = [(d, read_autok(d)) for d in autok_dirs]
+    tasks = [s["setting"].get("dataset", d) for d, s in summaries]
+    if len(set(tasks)) < len(tasks):
+        raise ValueError(
+            f"table7 takes one auto-k folder per training data set; {list(autok_dirs)} train on "
+            f"{tasks}"
+        )
     picked = {m for _, s in summaries for m in s["picked"]}
     chosen = [m for m in DYNAMICS_METRICS if m in picked and (metrics is None or m in metrics)]
     rows = []
@@ -1380,13 +1400,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{name}: Kendall tau {c['tau']:.3f}, p = {c['p']:.3g}, n = {c['n']}")
         paths = figure5(runs, out)
     else:
+        caption = None
         if args.what in ("table2", "table6"):
             summary = read_autok(args.sweep_dir)
             rows = table2(summary) if args.what == "table2" else table6(summary)
+            caption = autok_caption(args.what, summary)
         else:
             runs = load_runs(args.sweep_dir)
             rows = table1(runs) if args.what == "table1" else table3(runs)
-        print(write_table(rows, out, args.what))
+        print(write_table(rows, out, args.what, caption))
         print(f"\n(written to {out}/{args.what}.md, .csv and .tex)")
         return
     for path in paths:

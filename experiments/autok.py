@@ -299,7 +299,8 @@ def pipeline(
 def write_outputs(summary: dict, out: str, figure2: bool = True) -> None:
     """Tables 2 and 6 and Figures 2 (if the runs recorded) and 6 into out/analysis/."""
     analysis_dir = os.path.join(out, "analysis")
-    analysis.write_table(analysis.table2(summary), analysis_dir, "table2")
+    caption = analysis.autok_caption("table2", summary)
+    analysis.write_table(analysis.table2(summary), analysis_dir, "table2", caption)
     analysis.write_table(analysis.table6(summary), analysis_dir, "table6")
     if figure2:
         analysis.figure2(out, analysis_dir)

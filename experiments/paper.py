@@ -241,17 +241,6 @@ def study_runs(study: Study, config, num_train: int) -> list[tuple[str, int]]:
     return runs
 
 
-def train_examples(config) -> int:
-    """The training set size of the config's data set (for QA: SQuAD's windows), without
-    reading it where it is known."""
-    from earlyjax.data import TRAIN_EXAMPLES
-    from earlyjax.train import build_task
-
-    if config.data.name in TRAIN_EXAMPLES:
-        return TRAIN_EXAMPLES[config.data.name]
-    return build_task(config).num_train
-
-
 def measure_step_seconds(config, steps: int = 5) -> float:
     """Seconds per train step of the config's model, optimizer and batch on this machine's
     default devices, on random inputs of the data set's shape (after compiling and one step)."""
@@ -296,6 +285,8 @@ def dry_run(studies: Sequence[Study], out: str, step_seconds: float | None) -> N
     """Prints each study's runs (done / to do), steps and estimated device hours, and totals."""
     import jax
 
+    from earlyjax.train import task_num_train
+
     device = f"{jax.default_backend()} ({jax.devices()[0].device_kind}) x{jax.device_count()}"
     measured: dict[tuple, float] = {}
     total_runs = total_todo = 0
@@ -309,7 +300,7 @@ def dry_run(studies: Sequence[Study], out: str, step_seconds: float | None) -> N
         if step_seconds is None and key not in measured:
             measured[key] = measure_step_seconds(config)
         seconds = step_seconds if step_seconds is not None else measured[key]
-        runs = study_runs(study, config, train_examples(config))
+        runs = study_runs(study, config, task_num_train(config))
         done = _finished(study, out, config)
         todo = [(name, n) for name, n in runs if name not in done]
         hours = sum(n for _, n in runs) * seconds / 3600
@@ -332,12 +323,12 @@ def dry_run(studies: Sequence[Study], out: str, step_seconds: float | None) -> N
 
 def _finished(study: Study, out: str, config) -> set[str]:
     """The names (as `study_runs` gives them) of the study's finished runs."""
-    from earlyjax.train import RESULTS_FILE
+    from earlyjax.train import RESULTS_FILE, task_num_train
 
     folder = os.path.join(out, study.name)
     if study.kind == "autok":
         if os.path.exists(os.path.join(folder, "autok.json")):
-            return {name for name, _ in study_runs(study, config, train_examples(config))}
+            return {name for name, _ in study_runs(study, config, task_num_train(config))}
         names = [f"seed={s}/signal" for s in study.seeds]
     else:
         names = [p.name for p in sweep_points(study, config)]

@@ -196,8 +196,11 @@ def is_done(sweep_dir: str, point: Point) -> bool:
 
 
 def run_sequential(config, sweep_dir: str, points: Sequence[Point]) -> None:
-    from earlyjax.train import train_and_evaluate
+    """Runs the points one after another, on one task built for the first run to do: the
+    points differ in fields the task does not read (k, seed, learning rate)."""
+    from earlyjax.train import build_task, train_and_evaluate
 
+    task = None
     for i, point in enumerate(points):
         if is_done(sweep_dir, point):
             print(f"[{i + 1}/{len(points)}] {point.name}: done, skipped")
@@ -205,7 +208,8 @@ def run_sequential(config, sweep_dir: str, points: Sequence[Point]) -> None:
         print(f"[{i + 1}/{len(points)}] {point.name}")
         run_config = config.copy_and_resolve_references()
         apply_overrides(run_config, point.overrides)
-        train_and_evaluate(run_config, os.path.join(sweep_dir, point.name))
+        task = task or build_task(run_config)
+        train_and_evaluate(run_config, os.path.join(sweep_dir, point.name), task=task)
 
 
 def child_command(
@@ -370,10 +374,10 @@ def max_removal_step(config, intervention, num_train: int | None = None) -> int:
     """The largest k of Fig. 1 whose schedule ends inside the run
     (`Intervention.max_fitting_k`: (T - 1) // L for gradual unfreezing); the task's training
     set is read for its size unless `num_train` gives it."""
-    from earlyjax.train import build_task, total_steps
+    from earlyjax.train import task_num_train, total_steps
 
     if num_train is None and not config.total_steps:
-        num_train = build_task(config).num_train
+        num_train = task_num_train(config)
     return max(1, intervention.max_fitting_k(total_steps(config, num_train or 1)))
 
 

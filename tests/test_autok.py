@@ -127,7 +127,8 @@ def test_pipeline_end_to_end_reaches_the_metric_k_the_winning_rate_and_resumes(
     for seed, values in curves.items():
         signal_dir = os.path.join(out, f"seed={seed}", "signal")
         overrides = (("seed", seed), ("unfreeze.head_only", True), ("total_steps", 6))
-        autok.run(c, signal_dir, overrides + (("data.ood_source", "none"),), tiny_dataset)
+        task = build_task(c, tiny_dataset).without_ood()
+        autok.run(c, signal_dir, overrides + (("data.ood_source", "none"),), task)
         _replace_signal(signal_dir, values)
 
     summary = autok.pipeline(c, out, seeds=[0, 1], n_random=2, dataset=tiny_dataset)
@@ -179,7 +180,7 @@ def test_pipeline_picks_the_lr_switch_step_through_the_same_code(
     for seed, values in curves.items():
         signal_dir = os.path.join(out, f"seed={seed}", "signal")
         overrides = (("seed", seed), *held, ("total_steps", 6), ("data.ood_source", "none"))
-        autok.run(c, signal_dir, overrides, tiny_dataset)
+        autok.run(c, signal_dir, overrides, build_task(c, tiny_dataset).without_ood())
         _replace_signal(signal_dir, values)
 
     summary = autok.pipeline(

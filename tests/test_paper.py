@@ -299,7 +299,7 @@ def test_the_transformer_grid_needs_its_checkpoint_and_writes_tables_4_and_7(
     paper.write_paper_file(str(root), "paper_xlmr", studies)
     write_transformer_autok_folders(root / "squad_xlmr" / "autok", root / "mnli_xlmr" / "autok")
     lines = {ln.split(":")[0]: ln for ln in paper.write_all(str(root), str(root / "analysis"))}
-    for output in ("table4", "table7", "fig4", "fig9"):
+    for output in ("table4", "table7", "table6", "fig6", "fig4", "fig9"):
         assert "not written" not in lines[output], lines[output]
     assert "no study of the grid feeds it" in lines["table1"]
     assert "| XQuAD F1 X-ling" in read(root / "analysis" / "table7.md")

@@ -59,6 +59,13 @@ def test_windows_overlap_by_the_stride_cover_the_context_and_carry_the_answer():
             assert f.end[row] == 0
 
 
+def test_a_question_that_leaves_no_room_for_the_stride_is_named_before_any_window():
+    # QUESTION is 4 tokens: <s> q </s></s> c </s> leaves 16 - 4 - 4 = 8 context tokens.
+    windows(max_length=16, stride=7)
+    with pytest.raises(ValueError, match="leave 8 context tokens .* stride of 8: lower"):
+        windows(max_length=16, stride=8)
+
+
 def test_best_answers_decode_the_labelled_spans_and_skip_impossible_ones():
     _, f = windows()
     start_logits = np.zeros(f.input_ids.shape, np.float32)

@@ -50,8 +50,8 @@ from earlyjax.data.corruptions import (
 from earlyjax.data.tfds_source import MNIST_C_TFDS_SEVERITY as MNIST_C_SEVERITY
 
 NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
-# Training examples of the published data sets (for estimates made without reading them).
-# Training examples of the data sets whose size is fixed (MNLI: tfds multi_nli's train split).
+# Training examples of the published data sets (for estimates made without reading them;
+# MNLI: tfds multi_nli's train split).
 TRAIN_EXAMPLES = {"mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "mnli": 392_702}
 TFDS_OOD_NAME = {"mnist": "mnist_corrupted", "cifar10": "cifar10_corrupted"}
 # The corruption set of each data set's images (generated, tfds or .npy alike).

@@ -65,6 +65,7 @@ def features(
     `tokenizer` is a `tokenizers.Tokenizer` whose post-processor adds the special tokens of a
     pair (XLM-R: <s> q </s></s> c </s>); it is copied, not changed.
     """
+    _check_room(tokenizer, questions, max_length, stride)
     tok = padded_copy(tokenizer, max_length)
     tok.enable_truncation(max_length, stride=stride, strategy="only_second")
     rows = collections.defaultdict(list)
@@ -92,6 +93,25 @@ def features(
             rows["example"].append(i)
             rows["offsets"].append(offsets)
     return Features(**{k: np.asarray(v, np.int32) for k, v in rows.items()})
+
+
+def _check_room(tokenizer, questions: Sequence[str], max_length: int, stride: int) -> None:
+    """ValueError, before any window is made, for a question that leaves a window no more
+    context tokens than the stride (the tokenizers library would abort the process)."""
+    plain = tokenizer.__class__.from_str(tokenizer.to_str())
+    plain.no_padding()
+    plain.no_truncation()
+    specials = plain.post_processor.num_special_tokens_to_add(True) if plain.post_processor else 0
+    encoded = plain.encode_batch([q.lstrip() for q in questions], add_special_tokens=False)
+    for i, e in enumerate(encoded):
+        room = max_length - specials - len(e.ids)
+        if room <= stride:
+            raise ValueError(
+                f"question {i} ({questions[i][:40]!r}) has {len(e.ids)} tokens, which leave "
+                f"{room} context tokens of a {max_length}-token window, not more than the "
+                f"stride of {stride}: lower --config.data.doc_stride or raise "
+                "--config.data.max_length"
+            )
 
 
 # --------------------------------------------------------------------------------------------

@@ -62,6 +62,11 @@ class ImageClassification:
     @staticmethod
     def blocks_for(config) -> tuple[tuple[str, ...], str]:
         """(blocks, head) of the config's model, without building it or reading data."""
+        if config.model.name not in MODELS:
+            raise ValueError(
+                f"unknown model {config.model.name!r}: set --config.model.name to one of "
+                f"{sorted(MODELS)}"
+            )
         return MODELS[config.model.name][1], HEAD
 
     @property

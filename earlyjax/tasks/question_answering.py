@@ -41,7 +41,7 @@ import optax
 from earlyjax.data import squad, synthetic_nli, synthetic_qa, text_tfds
 from earlyjax.data.pipeline import eval_batches
 from earlyjax.data.text import load_tokenizer
-from earlyjax.parallel import global_batch
+from earlyjax.parallel import global_batch, replicated
 from earlyjax.tasks.xlmr_task import XLMRTask, build_model, lora_blocks
 
 ID_SPLIT = "xquad/en"
@@ -103,14 +103,15 @@ class QuestionAnswering(XLMRTask):
                 sets[f"mlqa/{lang}"] = (examples, lang)
             id_split = ID_SPLIT
             ood = tuple(name for name in sets if not name.endswith("/en"))
-            ood_set = "XQuAD (10 languages) and MLQA (6 languages) other than English, F1"
+            ood_set = "XQuAD (10 languages) and MLQA (6 languages) other than English"
         else:
             tok = synthetic_qa.tokenizer()
             train, test, by_lang = synthetic_qa.load()
             sets = {"en": (test, None), **{lang: (ex, None) for lang, ex in by_lang.items()}}
             id_split, ood = "en", tuple(by_lang)
-            ood_set = f"synthetic QA in {len(ood)} made-up languages ({', '.join(ood)}), F1"
-        length, stride = d.max_length, d.doc_stride
+            ood_set = f"synthetic QA in {len(ood)} made-up languages ({', '.join(ood)})"
+        length = d.max_length
+        stride = d.max_length // 3 if d.doc_stride is None else d.doc_stride
         train_windows = _features(tok, train, length, stride)
         evals = {
             name: EvalSplit(_features(tok, examples, length, stride), examples, normalization)
@@ -159,6 +160,8 @@ class QuestionAnswering(XLMRTask):
             if mesh is not None:
                 batch = global_batch(batch, mesh)
             start, end, summed = self._eval_logits(params, model_state, batch)
+            if mesh is not None:  # a batch split over hosts: every host reads it whole
+                start, end = _gather(start, end, replicated(mesh))
             starts.append(np.asarray(start)[:valid])
             ends.append(np.asarray(end)[:valid])
             loss += float(summed)
@@ -207,6 +210,11 @@ class QuestionAnswering(XLMRTask):
 
     def metric_features(self, params, fixed, x: jax.Array) -> jax.Array:
         raise ValueError("feature metrics are the classification head's; task qa has a span head")
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _gather(start, end, sharding):
+    return jax.lax.with_sharding_constraint((start, end), sharding)
 
 
 def _span_loss(start, end, labels) -> jax.Array:

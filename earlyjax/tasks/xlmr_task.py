@@ -48,6 +48,13 @@ def build_model(config, arrays, vocab_size: int, **head) -> XLMR:
             intermediate_size=2 * m.width,
             max_position_embeddings=arrays[0]["input_ids"].shape[1] + 2,
         )
+    length = arrays[0]["input_ids"].shape[1]
+    if length + 2 > xlmr.max_position_embeddings:  # RoBERTa's positions start at pad + 1 = 2
+        raise ValueError(
+            f"data.max_length={length} is longer than the model's {xlmr.max_position_embeddings}"
+            f" positions allow ({xlmr.max_position_embeddings - 2} tokens): lower "
+            "--config.data.max_length"
+        )
     top = max(int(a["input_ids"].max()) for a in arrays)
     if top >= xlmr.vocab_size:
         raise ValueError(
@@ -77,7 +84,7 @@ class XLMRTask:
     def random_like(cls, config, rows: int) -> XLMRTask:
         """The config's model (the checkpoint's architecture, random weights) on `rows` random
         token rows of `data.max_length`: the task's train step without reading any data
-        (`experiments.paper`'s step timing)."""
+        (`experiments.paper`'s step timing). It has no evaluation sets."""
         from earlyjax.data import synthetic_nli
 
         m, length = config.model, config.data.max_length
