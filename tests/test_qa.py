@@ -33,7 +33,7 @@ def small_config():
 
 def test_qa_runs_end_to_end_with_recording_and_scores_per_language(tmp_path):
     c = small_config()
-    c.record.metrics = ("fisher", "avg_sharpness")  # S_worst: the NLI test (same loss path)
+    c.record.metrics = ("fisher", "avg_sharpness")  # the span grid and the span loss
     results = train_and_evaluate(c, str(tmp_path / "run"))
     assert results["score"] == "f1" and results["release_steps"] == [3, 0]
     assert sorted(results["scores"]) == ["en", "xa", "xb", "xc"]

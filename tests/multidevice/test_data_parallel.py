@@ -374,3 +374,39 @@ def test_worst_sharpness_delta_comes_back_per_batch_on_4_devices():
     # near 0 make per-entry relative gaps meaningless. A zero-initialised bias stays exactly 0.
     assert_close_to_scale(delta, ref_delta, 1e-5, what="delta")
     assert float(value) == pytest.approx(float(ref_value), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow  # ~30 s of XLM-R compilations; the tests above check the same machinery
+def test_the_transformer_tasks_agree_on_1_and_4_devices():
+    """XLM-R + LoRA split over 4 devices: the training loss and gradients with dropout on (its
+    masks come from the step's key, however the batch is split) and the QA task's F1 / EM,
+    whose evaluation gathers each batch's span logits from the devices."""
+    from test_nli import small_config
+    from test_qa import small_config as qa_config
+
+    from earlyjax.tasks import QuestionAnswering, TextClassification
+
+    task = TextClassification.build(small_config())
+    params, backbone = task.init(jax.random.key(0))
+    key = jax.random.key(1)
+    rows = {k: v[:64] for k, v in task.train.items()}
+
+    @jax.jit
+    def loss_and_grads(batch):
+        return jax.value_and_grad(lambda p: task.loss(p, backbone, batch, key, True)[0])(params)
+
+    loss1, grads1 = loss_and_grads(jax.device_put(rows))
+    split = parallel.global_batch(rows, data_mesh(4))
+    assert len(split["input_ids"].sharding.device_set) == 4
+    loss4, grads4 = loss_and_grads(split)
+    assert float(loss4) == pytest.approx(float(loss1), rel=1e-6)
+    assert_close_to_scale(grads4, grads1, ONE_STEP_TOL, what="gradient")
+
+    qa = QuestionAnswering.build(qa_config())
+    params, backbone = qa.init(jax.random.key(0))
+    one = qa.evaluate_split(params, backbone, "xa", 64)
+    four = qa.evaluate_split(params, backbone, "xa", 64, mesh=data_mesh(4))
+    # A prediction can flip only where two spans' logits tie to float rounding: one example.
+    for name in ("f1", "exact_match"):
+        assert four[name] == pytest.approx(one[name], abs=100 / 256), name
+    assert four["loss"] == pytest.approx(one["loss"], rel=1e-5)
