@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from train_step import fastest_rounds  # benchmarks/train_step.py, beside this file
 
 from earlyjax import freezing
 from earlyjax.data import synthetic_nli
@@ -60,16 +61,6 @@ DEFAULTS = {"width": 32, "layers": 4, "heads": 4, "intermediate": None, "max_len
             "batch": 64, "record_set_size": 256, "record_batch_size": 128, "avg_samples": 5,
             "worst_iters": 5}  # fmt: skip
 METRICS = ("fisher", "avg_sharpness", "worst_sharpness")
-
-
-def time_steps(step, state, batch, n: int):
-    """Seconds per step over n steps (after the state is ready), and the final state."""
-    jax.block_until_ready(state)
-    t = time.perf_counter()
-    for _ in range(n):
-        state, stats = step(state, batch)
-    jax.block_until_ready((state, stats))
-    return (time.perf_counter() - t) / n, state
 
 
 def time_recorder(recorder, state, rounds: int) -> float:
@@ -231,21 +222,11 @@ def main() -> None:
         f"ours, mid-schedule ({trainable} of {groups} groups trainable)": (ours, mid),
         "ours, all released (every gate open)": (ours, released),
     }
-    # Compile and warm up each, on copies so the donated buffers stay independent.
-    states = {}
-    for name, (step, s) in copies.items():
-        s = jax.tree.map(jnp.copy, s)
-        _, states[name] = time_steps(step, s, batch, 2)
-    times: dict[str, list[float]] = {name: [] for name in copies}
-    for _ in range(args.rounds):
-        for name, (step, _) in copies.items():
-            sec, states[name] = time_steps(step, states[name], batch, args.steps)
-            times[name].append(sec)
-    base = min(times["plain optax.adamw"])
+    fastest = fastest_rounds(copies, batch, args.steps, args.rounds)
+    base = fastest["plain optax.adamw"]
     print("| step | tokens/s | ms/step | ratio to plain |")
     print("|---|---:|---:|---:|")
-    for name, ts in times.items():
-        sec = min(ts)
+    for name, sec in fastest.items():
         print(f"| {name} | {tokens / sec:,.0f} | {1000 * sec:.2f} | {base / sec:.3f} |")
     print(
         f"(fastest of {args.rounds} rounds of {args.steps} steps; ratio = plain step time / "
@@ -254,7 +235,7 @@ def main() -> None:
 
     # Recording: the trainer's recorder (earlyjax.train.periodic_actions), then each metric.
     record = plan.record
-    step_sec = min(times[next(n for n in copies if n.startswith("ours, mid"))])
+    step_sec = fastest[next(n for n in copies if n.startswith("ours, mid"))]
     rec_sec = time_recorder(
         make_recorder(task, record, unfreezing, mesh=None), record_state, args.record_rounds
     )
