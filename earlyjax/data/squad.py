@@ -131,18 +131,25 @@ def best_answers(
     """The answer text of every example: over all its windows, the `n_best` highest start and
     end logits are paired into spans inside the context with start <= end and at most
     `max_answer_tokens` tokens; the span of highest start + end logit wins ("" if none)."""
+    rows = np.arange(len(feats.example))[:, None]
+    starts = np.argsort(start_logits, axis=1)[:, ::-1][:, :n_best]  # [R, n]
+    ends = np.argsort(end_logits, axis=1)[:, ::-1][:, :n_best]
+    in_context = feats.offsets[..., 0] >= 0  # [R, T]
+    length = ends[:, None, :] - starts[:, :, None]  # [R, n starts, n ends]
+    valid = in_context[rows, starts][:, :, None] & in_context[rows, ends][:, None, :]
+    valid &= (length >= 0) & (length < max_answer_tokens)
+    value = start_logits[rows, starts][:, :, None] + end_logits[rows, ends][:, None, :]
+    value = np.where(valid, value, -np.inf).reshape(len(rows), -1)
+    pick = np.argmax(value, axis=1)  # the first best pair, starts before ends, per window
     best: dict[int, tuple[float, str]] = {}
     for row, example in enumerate(feats.example):
+        v = value[row, pick[row]]
+        if v == -np.inf or (example in best and v <= best[example][0]):
+            continue  # no span in this window, or an earlier window's is at least as good
+        s, e = np.unravel_index(pick[row], length.shape[1:])
+        s, e = starts[row, s], ends[row, e]
         offsets = feats.offsets[row]
-        starts = np.argsort(start_logits[row])[::-1][:n_best]
-        ends = np.argsort(end_logits[row])[::-1][:n_best]
-        for s in starts:
-            for e in ends:
-                if offsets[s, 0] < 0 or offsets[e, 0] < 0 or e < s or e - s + 1 > max_answer_tokens:
-                    continue
-                value = float(start_logits[row, s] + end_logits[row, e])
-                if example not in best or value > best[example][0]:
-                    best[example] = (value, contexts[example][offsets[s, 0] : offsets[e, 1]])
+        best[example] = (float(v), contexts[example][offsets[s, 0] : offsets[e, 1]])
     return [best.get(i, (0.0, ""))[1] for i in range(len(contexts))]
 
 
