@@ -91,6 +91,23 @@ def figures(monkeypatch):
     return saved
 
 
+@pytest.fixture
+def apgd_step_calls(monkeypatch):
+    """A list that grows by one at every call of Auto-PGD's compiled host-loop step
+    (`earlyjax.metrics.sharpness._host_programs`): proof that the host loop ran, and how long."""
+    from earlyjax.metrics import sharpness
+
+    calls = []
+    programs = sharpness._host_programs
+
+    def counting(*args, **kwargs):
+        start, step = programs(*args, **kwargs)
+        return start, lambda *a: calls.append(1) or step(*a)
+
+    monkeypatch.setattr(sharpness, "_host_programs", counting)
+    return calls
+
+
 def _unbound_getitems(*args, generator, serialized=False):
     # tfds 4.9.10's mock assigns its __getitems__ as a plain attribute of a MagicMock, so it
     # is called without `self` and fails; this stand-in accepts both forms.

@@ -68,6 +68,17 @@ def toy_grads(params, step):
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
+def toy_step(opt):
+    """One jitted update of `opt` on `toy_grads`: (params, state, step) -> (params, state)."""
+
+    @jax.jit
+    def step_fn(params, state, step):
+        updates, state = opt.update(toy_grads(params, step), state, params, step=step)
+        return optax.apply_updates(params, updates), state
+
+    return step_fn
+
+
 def test_release_steps_match_algorithm1(k):
     num_steps = k * len(BLOCKS) + 4
     sets = algorithm1_trainable_sets(k, len(BLOCKS), num_steps)
@@ -111,11 +122,7 @@ def test_matches_hand_computed_pytorch_sgd(momentum, wd):
         params, freezing.release_steps_for(k, len(BLOCKS)), lr=lr, momentum=momentum, wd=wd
     )
     state = opt.init(params)
-
-    @jax.jit
-    def step_fn(params, state, step):
-        updates, state = opt.update(toy_grads(params, step), state, params, step=step)
-        return optax.apply_updates(params, updates), state
+    step_fn = toy_step(opt)
 
     p = params
     for step in range(num_steps):
@@ -173,11 +180,7 @@ def test_matches_hand_computed_pytorch_adamw(lr_schedule):
         lr=lr, weight_decay=wd, name="adamw", lr_schedule=lr_schedule, num_steps=num_steps,
     )  # fmt: skip
     state = opt.init(params)
-
-    @jax.jit
-    def step_fn(params, state, step):
-        updates, state = opt.update(toy_grads(params, step), state, params, step=step)
-        return optax.apply_updates(params, updates), state
+    step_fn = toy_step(opt)
 
     p = params
     for step in range(num_steps):

@@ -25,7 +25,6 @@ from earlyjax.metrics import (
     project_ellipsoid,
     worst_sharpness,
 )
-from earlyjax.metrics import sharpness as sharpness_module
 from earlyjax.metrics.sharpness import _apgd_trajectory
 
 N_CLASSES = 3
@@ -442,7 +441,7 @@ def test_worst_sharpness_frozen_leaves_are_not_perturbed():
     [("croce_hein", True, False), ("reference", False, True)],
 )
 def test_worst_sharpness_host_driven_loop_equals_the_compiled_scan(
-    variant, random_init, traced_mask, monkeypatch
+    variant, random_init, traced_mask, apgd_step_calls
 ):
     # On a CPU a call with concrete inputs drives Auto-PGD's iterations from Python (XLA:CPU
     # runs a convolution's weight gradient slowly inside a loop body); inside the caller's jit
@@ -462,14 +461,7 @@ def test_worst_sharpness_host_driven_loop_equals_the_compiled_scan(
             random_init=random_init, trainable=mask,
         )  # fmt: skip
 
-    steps = []
-    programs = sharpness_module._host_programs
-
-    def counting(*args, **kwargs):  # counts the calls of the host loop's compiled step
-        start, step = programs(*args, **kwargs)
-        return start, lambda *a: steps.append(1) or step(*a)
-
-    monkeypatch.setattr(sharpness_module, "_host_programs", counting)
+    steps = apgd_step_calls
     mask = jax.tree.map(lambda _: True, params)
     mask["head"]["bias"] = False
     host = run(params, mask)
