@@ -301,7 +301,7 @@ def dry_run(studies: Sequence[Study], out: str, step_seconds: float | None) -> N
             measured[key] = measure_step_seconds(config)
         seconds = step_seconds if step_seconds is not None else measured[key]
         runs = study_runs(study, config, task_num_train(config))
-        done = _finished(study, out, config)
+        done = _finished(study, out, [name for name, _ in runs])
         todo = [(name, n) for name, n in runs if name not in done]
         hours = sum(n for _, n in runs) * seconds / 3600
         total_runs, total_todo = total_runs + len(runs), total_todo + len(todo)
@@ -321,17 +321,16 @@ def dry_run(studies: Sequence[Study], out: str, step_seconds: float | None) -> N
     )
 
 
-def _finished(study: Study, out: str, config) -> set[str]:
-    """The names (as `study_runs` gives them) of the study's finished runs."""
-    from earlyjax.train import RESULTS_FILE, task_num_train
+def _finished(study: Study, out: str, names: Sequence[str]) -> set[str]:
+    """Which of `names` (the study's runs, as `study_runs` names them) have finished. An
+    auto-k study's runs past its signal runs count once its autok.json exists."""
+    from earlyjax.train import RESULTS_FILE
 
     folder = os.path.join(out, study.name)
     if study.kind == "autok":
         if os.path.exists(os.path.join(folder, "autok.json")):
-            return {name for name, _ in study_runs(study, config, task_num_train(config))}
+            return set(names)
         names = [f"seed={s}/signal" for s in study.seeds]
-    else:
-        names = [p.name for p in sweep_points(study, config)]
     return {n for n in names if os.path.exists(os.path.join(folder, n, RESULTS_FILE))}
 
 
@@ -347,9 +346,10 @@ def missing_runs(study: Study, out: str, used=None) -> list[str]:
         if os.path.exists(os.path.join(out, study.name, "autok.json")):
             return []
         return [f"{study.name}/ (the auto-k pipeline has not finished: no autok.json)"]
-    done = _finished(study, out, config)
+    points = sweep_points(study, config)
+    done = _finished(study, out, [p.name for p in points])
     missing = []
-    for point in sweep_points(study, config):
+    for point in points:
         run = config.copy_and_resolve_references()
         apply_overrides(run, point.overrides)
         fields = {
