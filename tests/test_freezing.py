@@ -67,7 +67,6 @@ def toy_grads(params, step):
     return jax.tree.map(lambda p: jnp.sin(p * (step + 1.0)) + 0.1 * step, params)
 
 
-@pytest.mark.parametrize("k", [1, 2, 3, 5])
 def toy_step(opt):
     """One jitted update of `opt` on `toy_grads`: (params, state, step) -> (params, state)."""
 
@@ -79,6 +78,7 @@ def toy_step(opt):
     return step_fn
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_release_steps_match_algorithm1(k):
     num_steps = k * len(BLOCKS) + 4
     sets = algorithm1_trainable_sets(k, len(BLOCKS), num_steps)
