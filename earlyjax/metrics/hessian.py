@@ -134,18 +134,26 @@ def _hessian_jit(loss_fn, params, batches, key, weights, *, active, n_iters, met
         return r / jnp.maximum(jnp.linalg.norm(r), 1e-30)
 
     if method == "power":
+        return _power_iteration(hvp, random_unit, key, n_iters)
+    return _lanczos(hvp, random_unit, key, min(n_iters, dim), dim)
 
-        def power_step(_, state):
-            v, _lam = state
-            hv = hvp(v)
-            lam = jnp.vdot(v, hv)
-            return hv / jnp.maximum(jnp.linalg.norm(hv), 1e-30), lam
 
-        v0 = random_unit(jax.random.fold_in(key, 0))
-        _, lam = lax.fori_loop(0, n_iters, power_step, (v0, jnp.zeros((), jnp.float32)))
-        return lam
+def _power_iteration(hvp: Callable, random_unit: Callable, key: jax.Array, n_iters: int):
+    """Rayleigh quotient after `n_iters` power steps from a random unit vector."""
 
-    m = min(n_iters, dim)
+    def power_step(_, state):
+        v, _lam = state
+        hv = hvp(v)
+        lam = jnp.vdot(v, hv)
+        return hv / jnp.maximum(jnp.linalg.norm(hv), 1e-30), lam
+
+    v0 = random_unit(jax.random.fold_in(key, 0))
+    _, lam = lax.fori_loop(0, n_iters, power_step, (v0, jnp.zeros((), jnp.float32)))
+    return lam
+
+
+def _lanczos(hvp: Callable, random_unit: Callable, key: jax.Array, m: int, dim: int):
+    """Largest Ritz value of m Lanczos steps with full reorthogonalisation and restarts."""
     rows = jnp.arange(m + 1)
 
     def orthogonalise(w, basis, n_rows):  # against basis[:n_rows]
