@@ -209,43 +209,8 @@ def stabilization_point(
     A signal that never stabilises gives ``stable=False`` with the reason; invalid input raises
     ValueError.
     """
-    tau = _check_tau(tau)
-    eps = _check_threshold("eps", eps)
-    rapid_eps = _check_threshold("rapid_eps", rapid_eps)
-    if rapid_eps < eps:
-        raise ValueError(
-            f"rapid_eps={rapid_eps} is below eps={eps}: the rapid-change threshold must be at "
-            "least the stabilisation threshold; raise rapid_eps or lower eps"
-        )
-    x = _as_signal(values)
-    try:
-        step_arr = np.asarray(steps)
-        if step_arr.ndim != 1 or not np.all(np.equal(np.mod(step_arr, 1), 0)):
-            raise TypeError
-        step_arr = step_arr.astype(np.int64)
-    except (TypeError, ValueError):
-        raise ValueError(f"steps must be a 1-D sequence of integer steps, got {steps!r}") from None
-    if step_arr.size != x.size:
-        raise ValueError(
-            f"steps has {step_arr.size} entries but values has {x.size}: pass the training step "
-            "of each recording (one per value)"
-        )
-    if np.any(np.diff(step_arr) <= 0):
-        raise ValueError("steps must be strictly increasing (one recording per training step)")
-    if x.size < tau + 1:
-        raise ValueError(
-            f"values has {x.size} recordings, but tau={tau} needs at least tau + 1 = {tau + 1}: "
-            "record more steps or lower tau"
-        )
-    if t_delta_s is not None and (
-        isinstance(t_delta_s, bool)
-        or not isinstance(t_delta_s, (int, np.integer))
-        or not 0 <= t_delta_s < x.size
-    ):
-        raise ValueError(
-            f"t_delta_s must be None (detect it) or an index in [0, {x.size - 1}], "
-            f"got {t_delta_s!r}"
-        )
+    tau, eps, rapid_eps = _check_settings(tau, eps, rapid_eps)
+    x, step_arr = _check_recordings(values, steps, tau, t_delta_s)
 
     s = normalize_signal(x) if normalize else x
     if t_delta_s is None:
@@ -295,3 +260,55 @@ def stabilization_point(
         t_delta_s_index=t,
         reason=f"smoothed change <= eps={eps} at index {index} (t_delta_s={t}, tau={tau})",
     )
+
+
+def _check_settings(tau: int, eps: float, rapid_eps: float) -> tuple[int, float, float]:
+    """`stabilization_point`'s tau, eps and rapid_eps, checked (rapid_eps >= eps)."""
+    tau = _check_tau(tau)
+    eps = _check_threshold("eps", eps)
+    rapid_eps = _check_threshold("rapid_eps", rapid_eps)
+    if rapid_eps < eps:
+        raise ValueError(
+            f"rapid_eps={rapid_eps} is below eps={eps}: the rapid-change threshold must be at "
+            "least the stabilisation threshold; raise rapid_eps or lower eps"
+        )
+    return tau, eps, rapid_eps
+
+
+def _check_recordings(
+    values: Sequence[float] | np.ndarray,
+    steps: Sequence[int] | np.ndarray,
+    tau: int,
+    t_delta_s: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values as float64, steps as int64), checked against each other, tau and t_delta_s."""
+    x = _as_signal(values)
+    try:
+        step_arr = np.asarray(steps)
+        if step_arr.ndim != 1 or not np.all(np.equal(np.mod(step_arr, 1), 0)):
+            raise TypeError
+        step_arr = step_arr.astype(np.int64)
+    except (TypeError, ValueError):
+        raise ValueError(f"steps must be a 1-D sequence of integer steps, got {steps!r}") from None
+    if step_arr.size != x.size:
+        raise ValueError(
+            f"steps has {step_arr.size} entries but values has {x.size}: pass the training step "
+            "of each recording (one per value)"
+        )
+    if np.any(np.diff(step_arr) <= 0):
+        raise ValueError("steps must be strictly increasing (one recording per training step)")
+    if x.size < tau + 1:
+        raise ValueError(
+            f"values has {x.size} recordings, but tau={tau} needs at least tau + 1 = {tau + 1}: "
+            "record more steps or lower tau"
+        )
+    if t_delta_s is not None and (
+        isinstance(t_delta_s, bool)
+        or not isinstance(t_delta_s, (int, np.integer))
+        or not 0 <= t_delta_s < x.size
+    ):
+        raise ValueError(
+            f"t_delta_s must be None (detect it) or an index in [0, {x.size - 1}], "
+            f"got {t_delta_s!r}"
+        )
+    return x, step_arr
