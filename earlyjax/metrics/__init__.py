@@ -18,16 +18,13 @@ passes. Every function but the two feature ones takes `mesh=` (a `jax.sharding.M
 work over several devices. Nothing here depends on the rest of earlyjax.
 """
 
+from earlyjax.metrics.apgd import apgd_checkpoints
+from earlyjax.metrics.average import average_sharpness
 from earlyjax.metrics.fisher import fisher_trace
 from earlyjax.metrics.hessian import hessian_top_eigenvalue
+from earlyjax.metrics.perturbation import project_ellipsoid
 from earlyjax.metrics.rank import feature_rank, feature_top_eigenvalue
-from earlyjax.metrics.sharpness import (
-    apgd_checkpoints,
-    apgd_runs_on_host,
-    average_sharpness,
-    project_ellipsoid,
-    worst_sharpness,
-)
+from earlyjax.metrics.sharpness import apgd_runs_on_host, worst_sharpness
 
 __all__ = [
     "apgd_checkpoints",
