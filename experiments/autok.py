@@ -288,12 +288,17 @@ def pipeline(
         "metric_runs": {n: f"k={p['k']}" for n, p in picked.items() if p["k"] is not None},
     }
     summary["winning_rate"] = {m: analysis.winning_rate(summary, m) for m in summary["metric_runs"]}
+    write_summary(summary, out)
+    write_outputs(summary, out, figure2=record_runs)
+    return summary
+
+
+def write_summary(summary: dict, out: str) -> None:
+    """out/autok.json, atomically (the file `experiments.analysis.read_autok` reads)."""
     path = os.path.join(out, "autok.json")
     with open(path + ".tmp", "w") as fh:
         json.dump(summary, fh, indent=2)
     os.replace(path + ".tmp", path)
-    write_outputs(summary, out, figure2=record_runs)
-    return summary
 
 
 def write_outputs(summary: dict, out: str, figure2: bool = True) -> None:

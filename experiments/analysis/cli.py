@@ -13,7 +13,9 @@ from experiments.analysis.studies import write_all
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=package.__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.analysis", description=package.__doc__.split("\n")[0]
+    )
     p.add_argument("what", choices=["all", *commands()])
     p.add_argument(
         "sweep_dir",
