@@ -105,8 +105,9 @@ def _table(name: str, rows: Callable[[list[dict]], list[dict]], runs: list, out:
 
 
 def _printed_table(name: str, rows: list[dict], out: str, caption: str | None = None):
-    return [render.write_table(rows, out, name, caption), f"\n(written to {out}/{name}.md, .csv "
-            "and .tex)"]  # fmt: skip
+    """A table's subcommand: writes it; prints its Markdown and where it went."""
+    markdown = render.write_table(rows, out, name, caption)
+    return [markdown, f"\n(written to {out}/{name}.md, .csv and .tex)"]
 
 
 def _sweep_table_command(name: str, rows, folders: list[str], out: str) -> list[str]:
