@@ -16,7 +16,7 @@ from experiments.analysis.runs import (
     recorded_curves,
     settings_of,
 )
-from experiments.analysis.stats import _display_scale, seed_band
+from experiments.analysis.stats import display_scale, seed_band
 
 
 def figure2(sweep_dir: str, out_dir: str, stem: str = "fig2") -> list[str]:
@@ -68,7 +68,7 @@ def dynamics_figures(
                 for i, s in enumerate(settings)
             ]
             per_setting = [(i, s, c) for i, s, c in per_setting if c]
-            display = _display_scale([v for *_, c in per_setting for _, v in c], normalise)
+            display = display_scale([v for *_, c in per_setting for _, v in c], normalise)
             for i, s, seed_curves in per_setting:
                 color = palette[i % len(palette)]
                 steps, mean, std = seed_band([(st, display(v)) for st, v in seed_curves])

@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Sequence
 
-from experiments.analysis.runs import _ABSENT, SHOWN_ELSEWHERE, _fmt, ood_set
+from experiments.analysis.runs import ABSENT, SHOWN_ELSEWHERE, fmt_value, ood_set
 
 # --------------------------------------------------------------------------------------------
 # Writing tables
@@ -212,14 +212,14 @@ def figure_stem(prefix: str, names: list[str], values: dict, n_families: int) ->
     """'fig1' for a single family, else 'fig1_<field>=<value>_...' over the differing fields."""
     if n_families == 1:
         return prefix
-    parts = [f"{n}={_fmt(None if values[n] is _ABSENT else values[n])}" for n in names]
+    parts = [f"{n}={fmt_value(None if values[n] is ABSENT else values[n])}" for n in names]
     return prefix + "_" + re.sub(r"[^A-Za-z0-9._=,+-]+", "-", "_".join(parts)).strip("-")
 
 
 def family_title(runs: Sequence[dict], names: list[str], values: dict) -> str:
     r = runs[0]
     parts = [r["dataset"], r["model"], f"{r['lr_scale']:g}*lr_d"]
-    parts += [f"{n}={_fmt(values[n])}" for n in names if n not in SHOWN_ELSEWHERE]
+    parts += [f"{n}={fmt_value(values[n])}" for n in names if n not in SHOWN_ELSEWHERE]
     if ood_set(runs):
         parts.append(f"OOD: {ood_set(runs)}")
     return " / ".join(parts)

@@ -129,16 +129,16 @@ def load_runs(sweep_dir: str) -> list[dict]:
     return sorted(runs, key=lambda r: r["run"])
 
 
-_ABSENT = ("<absent>",)
+ABSENT = ("<absent>",)
 
 
 def _in_family_key(name: str) -> bool:
     return name not in INTERVENTION_FIELDS and not name.startswith(ADAPTIVE_ONLY_PREFIXES)
 
 
-def _order(value) -> tuple:
+def sort_key(value) -> tuple:
     """A sort key for field values of mixed types (None first, numbers numerically)."""
-    if value is None or value is _ABSENT:
+    if value is None or value is ABSENT:
         return (0, 0, "")
     if isinstance(value, bool | int | float):
         return (1, float(value), "")
@@ -150,7 +150,7 @@ def _order(value) -> tuple:
 def differing(runs: Sequence[dict]) -> list[str]:
     """The grouping fields (sorted) whose values are not the same in all runs."""
     names = sorted(set().union(*(r["fields"] for r in runs)))
-    return [n for n in names if len({r["fields"].get(n, _ABSENT) for r in runs}) > 1]
+    return [n for n in names if len({r["fields"].get(n, ABSENT) for r in runs}) > 1]
 
 
 def families(
@@ -161,7 +161,7 @@ def families(
     Fields in `within` (besides the intervention's) tell settings of one family apart instead,
     as the learning-rate scale does in Table 3."""
     names = [n for n in differing(runs) if _in_family_key(n) and n not in within]
-    ordered = sorted(group_by_fields(runs, names), key=lambda kv: [_order(v) for v in kv[0]])
+    ordered = sorted(group_by_fields(runs, names), key=lambda kv: [sort_key(v) for v in kv[0]])
     return names, [(dict(zip(names, key, strict=True)), rs) for key, rs in ordered]
 
 
@@ -175,13 +175,13 @@ def is_standard(r: dict) -> bool:
     )
 
 
-def _fmt(value) -> str:
+def fmt_value(value) -> str:
     if value is None:
         return "none"
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, tuple):
-        return ",".join(_fmt(v) for v in value)
+        return ",".join(fmt_value(v) for v in value)
     return str(value)
 
 
@@ -238,7 +238,7 @@ def ood_set(runs: Sequence[dict]) -> str | None:
 
 def group_by_fields(runs: Sequence[dict], names: Sequence[str]) -> list[tuple[tuple, list[dict]]]:
     """[(the runs' values of the grouping fields `names`, the runs)], in first-seen order: a
-    pandas groupby over `runs_frame`'s field columns (a field a run lacks is `_ABSENT`)."""
+    pandas groupby over `runs_frame`'s field columns (a field a run lacks is `ABSENT`)."""
     frame = runs_frame(runs, names)
     keys = frame[list(names)].apply(tuple, axis=1) if names else frame["run"].map(lambda _: ())
     groups = frame.groupby(keys.astype(object), sort=False).indices
@@ -248,13 +248,13 @@ def group_by_fields(runs: Sequence[dict], names: Sequence[str]) -> list[tuple[tu
 def runs_frame(runs: Sequence[dict], names: Sequence[str] = ()):
     """The runs as one pandas DataFrame: a row per run with its record's scalar columns (`run`,
     `dataset`, `model`, `lr_scale`, `k`, ..., `id`, `ood`) and one object column per grouping
-    field of `names` (dotted, `_ABSENT` where a run's config lacks it)."""
+    field of `names` (dotted, `ABSENT` where a run's config lacks it)."""
     import pandas as pd
 
     scalar = [c for c in (runs[0] if runs else {}) if c not in ("fields", "final_solution")]
     frame = pd.DataFrame([{c: r.get(c) for c in scalar} for r in runs], dtype=object)
     for n in names:
-        frame[n] = pd.Series([r["fields"].get(n, _ABSENT) for r in runs], dtype=object)
+        frame[n] = pd.Series([r["fields"].get(n, ABSENT) for r in runs], dtype=object)
     return frame
 
 
@@ -282,7 +282,7 @@ def settings_of(family_runs: Sequence[dict]) -> list[dict]:
                 "key": dict(zip(names, key, strict=True)),
                 "first": first,
                 "standard": is_standard(first),
-                "runs": sorted(rs, key=lambda r: _order(r["seed"])),
+                "runs": sorted(rs, key=lambda r: sort_key(r["seed"])),
                 "id": id_m,
                 "id_std": id_s,
                 "ood": ood_m,
@@ -300,7 +300,7 @@ def settings_of(family_runs: Sequence[dict]) -> list[dict]:
         if len(same) > 1:
             diff = [n for n in names if len({s["key"][n] for s in same}) > 1]
             for s in same:
-                s["label"] += " [" + ", ".join(f"{n}={_fmt(s['key'][n])}" for n in diff) + "]"
+                s["label"] += " [" + ", ".join(f"{n}={fmt_value(s['key'][n])}" for n in diff) + "]"
     return settings
 
 

@@ -35,11 +35,11 @@ def normalize_0_1000(curves: list[np.ndarray]) -> list[np.ndarray]:
 
     Shifted by 1 before a log axis (so the minimum is drawn at 1, not at log 0).
     """
-    scale = _display_scale(curves, normalise=True)
+    scale = display_scale(curves, normalise=True)
     return [scale(c) for c in curves]
 
 
-def _display_scale(values: list[np.ndarray], normalise: bool):
+def display_scale(values: list[np.ndarray], normalise: bool):
     """The map from recorded values to the plotted ones (`normalize_0_1000` over `values`)."""
     if not normalise:
         return lambda v: v

@@ -10,15 +10,15 @@ import numpy as np
 
 from experiments.analysis import render
 from experiments.analysis.runs import (
-    _ABSENT,
+    ABSENT,
     SHOWN_ELSEWHERE,
-    _fmt,
-    _order,
     families,
+    fmt_value,
     is_standard,
     load_runs,
     ood_set,
     settings_of,
+    sort_key,
 )
 from experiments.analysis.stats import paired_difference_ci
 
@@ -29,7 +29,7 @@ def _paired_ood_ci(setting: dict, base: dict | None) -> str:
         return "-"
     mine = {r["seed"]: r["ood"] for r in setting["runs"]}
     theirs = {r["seed"]: r["ood"] for r in base["runs"]}
-    seeds = sorted(set(mine) & set(theirs), key=_order)
+    seeds = sorted(set(mine) & set(theirs), key=sort_key)
     return paired_difference_ci([mine[s] for s in seeds], [theirs[s] for s in seeds])
 
 
@@ -39,7 +39,7 @@ def _family_columns(runs: Sequence[dict], names: list[str], values: dict) -> dic
     cols = {"dataset": r["dataset"], "model": r["model"], "lr": f"{r['lr_scale']:g}*lr_d"}
     for n in names:
         if n not in SHOWN_ELSEWHERE:
-            cols[n] = _fmt(None if values[n] is _ABSENT else values[n])
+            cols[n] = fmt_value(None if values[n] is ABSENT else values[n])
     return cols
 
 
@@ -229,7 +229,7 @@ def figure5(runs: list[dict], out_dir: str) -> list[str]:
         r = fam[0]  # the learning rate varies: the legend gives it, not the title
         title = " / ".join(
             [r["dataset"], r["model"]]
-            + [f"{k}={_fmt(values[k])}" for k in names if k not in SHOWN_ELSEWHERE]
+            + [f"{k}={fmt_value(values[k])}" for k in names if k not in SHOWN_ELSEWHERE]
         )
         render.suptitle(fig, title + (f" / OOD: {ood_set(fam)}" if ood_set(fam) else ""))
         fig.tight_layout()
