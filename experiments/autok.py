@@ -288,23 +288,28 @@ def pipeline(
         "metric_runs": {n: f"k={p['k']}" for n, p in picked.items() if p["k"] is not None},
     }
     summary["winning_rate"] = {m: analysis.winning_rate(summary, m) for m in summary["metric_runs"]}
-    path = os.path.join(out, "autok.json")
-    with open(path + ".tmp", "w") as fh:
-        json.dump(summary, fh, indent=2)
-    os.replace(path + ".tmp", path)
+    write_summary(summary, out)
     write_outputs(summary, out, figure2=record_runs)
     return summary
 
 
+def write_summary(summary: dict, out: str) -> None:
+    """out/autok.json, atomically (the file `experiments.analysis.read_autok` reads)."""
+    path = os.path.join(out, "autok.json")
+    with open(path + ".tmp", "w") as fh:
+        json.dump(summary, fh, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def write_outputs(summary: dict, out: str, figure2: bool = True) -> None:
-    """Tables 2 and 6 and Figures 2 (if the runs recorded) and 6 into out/analysis/."""
+    """Tables 2 and 6 and Figures 2 (if the runs recorded) and 6 into out/analysis/, from the
+    registry of outputs (`experiments.analysis.OUTPUTS`) and out/autok.json (`summary`)."""
+    del summary  # the outputs read it back from out/autok.json
     analysis_dir = os.path.join(out, "analysis")
-    caption = analysis.autok_caption("table2", summary)
-    analysis.write_table(analysis.table2(summary), analysis_dir, "table2", caption)
-    analysis.write_table(analysis.table6(summary), analysis_dir, "table6")
-    if figure2:
-        analysis.figure2(out, analysis_dir)
-    analysis.figure6(out, analysis_dir)
+    for name in ("table2", *(("fig2",) if figure2 else ()), "fig6"):
+        analysis.OUTPUTS[name].command([out], analysis_dir)  # as `analysis <name> OUT` writes it
+    # Table 6 as `analysis all` writes it: its caption has no F1 note (it shows no scores).
+    analysis.OUTPUTS["table6"].write_from([analysis.Source("", out)], analysis_dir)
 
 
 def main(argv: list[str]) -> None:

@@ -78,16 +78,16 @@ def shared_mnist_dir():
 @pytest.fixture
 def figures(monkeypatch):
     """The matplotlib figures experiments.analysis saves in a test, by file stem."""
-    from experiments import analysis
+    from experiments.analysis import render
 
     saved = {}
-    original = analysis._save
+    original = render.save_figure
 
     def save(fig, stem):
         saved[os.path.basename(stem)] = fig
         return original(fig, stem)
 
-    monkeypatch.setattr(analysis, "_save", save)
+    monkeypatch.setattr(render, "save_figure", save)
     return saved
 
 

@@ -92,6 +92,8 @@ def autok_summary():
             "ood_set": GENERATED,
             "total_steps": 250,
             "num_blocks": 5,
+            "intervention": "gradual_unfreezing",
+            "label": "GU",
         },
         "seeds": [0, 1, 2],
         "stabilization": {"tau": 3, "eps": 0.02, "rapid_eps": 0.05},
