@@ -139,8 +139,8 @@ def plan(
     max_random_k: int | None = None,
 ):
     """Checks the pipeline's inputs (ValueError naming the fix) and derives its setting."""
-    from earlyjax.config import validate
     from earlyjax.plan import intervention_named, total_steps
+    from earlyjax.validation import validate
 
     recorded = tuple(config.record.metrics)
     metrics = tuple(metrics) or tuple(m for m in SIGNAL_METRICS if m in recorded)
