@@ -59,37 +59,8 @@ def default_config() -> ml_collections.ConfigDict:
     # (XLM-R + LoRA with a span head): the names of earlyjax.tasks.TASKS
     c.task = "image_classification"
 
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # images: a name of earlyjax.data.NUM_CLASSES
-    c.data.source = "embedded"  # embedded (digits only) | tfds | local
-    c.data.data_dir = config_dict.placeholder(str)  # tfds data_dir, or the local files' folder
-    # generated | tfds | local (CIFAR-10/100-C .npy) | none; images only: the text tasks
-    # always evaluate their other languages (auto-k's signal runs drop them).
-    c.data.ood_source = "generated"
-    c.data.ood_dir = config_dict.placeholder(str)  # folder of CIFAR-10-C / CIFAR-100-C .npy
-    c.data.ood_severities = (1, 2, 3, 4, 5)
-    # Corruptions the OOD mean covers: "benchmark" (CIFAR-10/100-C: Hendrycks & Dietterich's 15;
-    # MNIST-C: its 15) | "all" (CIFAR: the 19, + speckle_noise, gaussian_blur, spatter,
-    # saturate) | comma-separated names, e.g. "fog,snow" (earlyjax.data.ood_corruptions).
-    c.data.ood_corruptions = "benchmark"
-    c.data.ood_max_examples = config_dict.placeholder(int)  # per OOD split; None = all
-    c.data.cache_dir = config_dict.placeholder(str)  # generated corruptions; default ~/.cache
-    c.data.augment = False  # pad-4 random crop + horizontal flip (the paper's CIFAR setting)
-    c.data.max_length = 128  # nli: tokens per sentence pair; qa: per window (paper: 384)
-    # qa: tokens shared by consecutive windows of a context; None: max_length // 3 (the
-    # paper's 128 of 384)
-    c.data.doc_stride = config_dict.placeholder(int)
-
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "resnet18"
-    c.model.width = 64
-    c.model.init = "pytorch"  # pytorch | flax
-    # nli (model.name "xlmr"): a Hugging Face XLM-R folder; None: random, `width` x `layers`.
-    c.model.checkpoint = config_dict.placeholder(str)
-    c.model.layers = 4
-    c.model.lora_r = 8
-    c.model.lora_alpha = 8.0
-    c.model.lora_dropout = 0.2
+    c.data = _data_defaults()
+    c.model = _model_defaults()
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"  # sgd (PyTorch's; the image settings) | adamw (the XLM-R settings)
@@ -155,6 +126,46 @@ def default_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.progress_bar = True
     return c
+
+
+def _data_defaults() -> ml_collections.ConfigDict:
+    """The `data` block of `default_config`."""
+    g = ml_collections.ConfigDict()
+    g.name = "digits"  # images: a name of earlyjax.data.NUM_CLASSES
+    g.source = "embedded"  # embedded (digits only) | tfds | local
+    g.data_dir = config_dict.placeholder(str)  # tfds data_dir, or the local files' folder
+    # generated | tfds | local (CIFAR-10/100-C .npy) | none; images only: the text tasks
+    # always evaluate their other languages (auto-k's signal runs drop them).
+    g.ood_source = "generated"
+    g.ood_dir = config_dict.placeholder(str)  # folder of CIFAR-10-C / CIFAR-100-C .npy
+    g.ood_severities = (1, 2, 3, 4, 5)
+    # Corruptions the OOD mean covers: "benchmark" (CIFAR-10/100-C: Hendrycks & Dietterich's 15;
+    # MNIST-C: its 15) | "all" (CIFAR: the 19, + speckle_noise, gaussian_blur, spatter,
+    # saturate) | comma-separated names, e.g. "fog,snow" (earlyjax.data.ood_corruptions).
+    g.ood_corruptions = "benchmark"
+    g.ood_max_examples = config_dict.placeholder(int)  # per OOD split; None = all
+    g.cache_dir = config_dict.placeholder(str)  # generated corruptions; default ~/.cache
+    g.augment = False  # pad-4 random crop + horizontal flip (the paper's CIFAR setting)
+    g.max_length = 128  # nli: tokens per sentence pair; qa: per window (paper: 384)
+    # qa: tokens shared by consecutive windows of a context; None: max_length // 3 (the
+    # paper's 128 of 384)
+    g.doc_stride = config_dict.placeholder(int)
+    return g
+
+
+def _model_defaults() -> ml_collections.ConfigDict:
+    """The `model` block of `default_config`."""
+    g = ml_collections.ConfigDict()
+    g.name = "resnet18"
+    g.width = 64
+    g.init = "pytorch"  # pytorch | flax
+    # nli (model.name "xlmr"): a Hugging Face XLM-R folder; None: random, `width` x `layers`.
+    g.checkpoint = config_dict.placeholder(str)
+    g.layers = 4
+    g.lora_r = 8
+    g.lora_alpha = 8.0
+    g.lora_dropout = 0.2
+    return g
 
 
 class ConfigError(ValueError):
