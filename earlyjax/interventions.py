@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 from earlyjax import freezing
+from earlyjax.config import Field
 from earlyjax.freezing import NEVER
 
 LR_SWITCH_DIRECTIONS = ("l2h", "h2l")
@@ -129,10 +130,10 @@ class GradualUnfreezing(Intervention):
         return (num_steps - 1) // len(self.blocks)
 
     def overrides_for_k(self, k):
-        return (("unfreeze.k", k),)
+        return ((Field.UNFREEZE_K, k),)
 
     def held_overrides(self):
-        return (("unfreeze.head_only", True),)
+        return ((Field.UNFREEZE_HEAD_ONLY, True),)
 
     def removal_record(self, old, new):
         names = [*self.blocks, freezing.group_name(self.head)]
@@ -205,11 +206,11 @@ class LRSwitch(Intervention):
 
     def overrides_for_k(self, k):
         if k is None:
-            return (("optimizer.lr_switch", None), ("optimizer.lr_switch_step", None))
-        return (("optimizer.lr_switch_step", k),)
+            return ((Field.LR_SWITCH, None), (Field.LR_SWITCH_STEP, None))
+        return ((Field.LR_SWITCH_STEP, k),)
 
     def held_overrides(self):
-        return (("optimizer.lr_switch_step", None), ("optimizer.lr_switch_hold", True))
+        return ((Field.LR_SWITCH_STEP, None), (Field.LR_SWITCH_HOLD, True))
 
     def removal_record(self, old, new):
         return {"intervention": self.name, "switch_step": int(np.asarray(new)[0])}

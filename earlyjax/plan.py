@@ -1,12 +1,13 @@
-"""The run plan: the config checked once, at the boundary, and turned into typed values.
+"""The run plan: a checked config, with the task and the mesh, turned into typed values.
 
-`make_plan(config, task, mesh)` runs every check (`earlyjax.config.validate` for the values
-themselves; here what depends on the data and the devices: the run length, batch sizes that
-the devices divide, a schedule that ends inside the run, a metric set the training set holds)
-and derives every value the run needs exactly once: the number of steps, the learning rate,
-each intervention with its initial schedule, adaptive removal, Algorithm 2's parameters and
-the recording steps. Below this, code trusts its inputs. A failed check is a ConfigError
-naming the value and the fix, raised before anything is written.
+`make_plan(config, task, mesh)` takes a config whose values `earlyjax.validation.validate`
+has checked (once per run, before the task was built) and checks only what depends on the
+data and the devices: the run length, batch sizes that the devices divide, a schedule that
+ends inside the run, a metric set the training set holds. It derives every value the run
+needs exactly once: the number of steps, the learning rate, each intervention with its
+initial schedule, adaptive removal, Algorithm 2's parameters and the recording steps. Below
+this, code trusts its inputs. A failed check is a ConfigError naming the value and the fix,
+raised before anything is written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from earlyjax import parallel
-from earlyjax.config import ConfigError, validate
+from earlyjax.config import ConfigError, Field
 from earlyjax.data.pipeline import steps_per_epoch
 from earlyjax.interventions import GradualUnfreezing, Intervention, LRSwitch
 
@@ -144,8 +145,8 @@ def intervention_named(name: str, config: ml_collections.ConfigDict, task) -> In
 
 
 def make_plan(config: ml_collections.ConfigDict, task, mesh: Mesh | None = None) -> RunPlan:
-    """Checks `config` against the task's data and the mesh; see the module docstring."""
-    validate(config)
+    """Checks a validated `config` against the task's data and the mesh; see the module
+    docstring."""
     try:
         num_steps = total_steps(config, task.num_train)
     except ValueError as e:
@@ -235,7 +236,7 @@ def check_schedule_fits(
         )
     adaptive = config.unfreeze.adaptive or config.optimizer.lr_switch_adaptive
     if adaptive and config.record.until >= num_steps:
-        field = "unfreeze.adaptive" if config.unfreeze.adaptive else "optimizer.lr_switch_adaptive"
+        field = Field.UNFREEZE_ADAPTIVE if config.unfreeze.adaptive else Field.LR_SWITCH_ADAPTIVE
         raise ConfigError(
             f"{field} removes the intervention at recordings up to record.until="
             f"{config.record.until}, which reaches the end of the {num_steps}-step run: set "

@@ -1,8 +1,9 @@
 """The training loop: pure, module-level train steps and `train_and_evaluate`, which reads
 top to bottom.
 
+    validate(config)                             # earlyjax/validation.py: every value, once
     task = ImageClassification.build(...)       # earlyjax/tasks: model, data, loss, evaluators
-    plan = make_plan(config, task, mesh)         # earlyjax/plan.py: every check, every value
+    plan = make_plan(config, task, mesh)         # earlyjax/plan.py: data checks, every value
     optimizer = build_optimizer(..., plan.schedules)  # earlyjax/interventions.py
     for each step: state = train_step(state, batch); then the due periodic actions
                                                  # earlyjax/periodic.py
@@ -39,13 +40,7 @@ from tqdm import tqdm
 from earlyjax import freezing, parallel
 from earlyjax.adaptive import AdaptiveRemoval
 from earlyjax.checkpoint import Checkpointer
-from earlyjax.config import (
-    ConfigError,
-    check_task_name,
-    differing_fields,
-    validate,
-    validate_task,
-)
+from earlyjax.config import ConfigError, differing_fields
 from earlyjax.data import load_dataset
 from earlyjax.data.base import Dataset
 from earlyjax.interventions import build_optimizer
@@ -66,6 +61,7 @@ from earlyjax.plan import RunPlan, make_plan, total_steps
 from earlyjax.recording import make_recorder
 from earlyjax.tasks import TASKS, ImageClassification
 from earlyjax.tasks.image_classification import ModelDoesNotFit
+from earlyjax.validation import check_task_name, validate, validate_task
 from earlyjax.workdir_lock import workdir_lock
 
 CONFIG_FILE = "config.json"
@@ -132,12 +128,18 @@ class Setup(NamedTuple):
 
 def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None = None):
     """The task of the config: image classification on `dataset` (loaded from the config when
-    None), or NLI or QA with XLM-R + LoRA, which load their own data. The config is checked
-    first (ConfigError), so a bad value is named before any data is read."""
+    None), or NLI or QA with XLM-R + LoRA, which load their own data. The fields it reads are
+    checked first (`earlyjax.validation.validate_task`: ConfigError), so a bad value is named
+    before any data is read."""
     validate_task(config)
+    return _build_task(config, dataset)
+
+
+def _build_task(config: ml_collections.ConfigDict, dataset: Dataset | None):
+    """`build_task` for a config that `earlyjax.validation.validate` has checked."""
     if config.task != "image_classification":
         return TASKS[config.task].build(config)
-    dataset = dataset if dataset is not None else load_dataset(config.data)
+    dataset = dataset if dataset is not None else load_dataset(config.data, checked=True)
     return ImageClassification.build(
         dataset,
         model=config.model.name,
@@ -171,9 +173,14 @@ def setup(
 ) -> tuple[Setup, TrainState]:
     """The task (`task`, or built from the config and `dataset`), the checked plan, the
     optimizer and the initial train state (deterministic in the seed); ConfigError for a
-    config that cannot run on this data and mesh."""
+    config that cannot run on this data and mesh (`earlyjax.validation.validate` first)."""
     validate(config)
-    task = task if task is not None else build_task(config, dataset)
+    return _setup(config, dataset, mesh, task)
+
+
+def _setup(config, dataset, mesh, task) -> tuple[Setup, TrainState]:
+    """`setup` for a validated config: nothing is checked twice."""
+    task = task if task is not None else _build_task(config, dataset)
     plan = make_plan(config, task, mesh)
     init_key, rng = jax.random.split(jax.random.key(plan.seed))
     try:
@@ -288,7 +295,7 @@ def train_and_evaluate(
 
 
 def _train_and_evaluate(config, workdir, cleanup, dataset, task, mesh, extra_actions):
-    validate(config)
+    validate(config)  # the run's one check of the config's values, before anything is touched
     check_workdir_path(workdir)
     finished = _finished_results(config, workdir)
     if finished is not None:
@@ -298,7 +305,7 @@ def _train_and_evaluate(config, workdir, cleanup, dataset, task, mesh, extra_act
     if locked:  # an existing workdir is locked first, so a second run on it refuses at once
         cleanup.enter_context(workdir_lock(workdir))
     mesh = mesh or parallel.data_mesh()
-    run_setup, state = setup(config, dataset, mesh, task)
+    run_setup, state = _setup(config, dataset, mesh, task)
     if is_writer and not locked:
         cleanup.enter_context(workdir_lock(workdir))
     _prepare_workdir(config, workdir, write=is_writer)  # a config that cannot run writes nothing

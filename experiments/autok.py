@@ -44,6 +44,7 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
+from earlyjax.config import Field
 from experiments import analysis, cli
 from experiments.cli import apply_overrides
 
@@ -139,8 +140,8 @@ def plan(
     max_random_k: int | None = None,
 ):
     """Checks the pipeline's inputs (ValueError naming the fix) and derives its setting."""
-    from earlyjax.config import validate
     from earlyjax.plan import intervention_named, total_steps
+    from earlyjax.validation import validate
 
     recorded = tuple(config.record.metrics)
     metrics = tuple(metrics) or tuple(m for m in SIGNAL_METRICS if m in recorded)
@@ -157,12 +158,12 @@ def plan(
         raise ValueError("the signal run needs recording: set --config.record.every=10, say")
     u, o = config.unfreeze, config.optimizer
     schedule_fields = {
-        "unfreeze.k": u.k,
-        "unfreeze.adaptive": u.adaptive,
-        "unfreeze.head_only": u.head_only or None,
-        "optimizer.lr_switch_step": o.lr_switch_step,
-        "optimizer.lr_switch_adaptive": o.lr_switch_adaptive,
-        "optimizer.lr_switch_hold": o.lr_switch_hold or None,
+        Field.UNFREEZE_K: u.k,
+        Field.UNFREEZE_ADAPTIVE: u.adaptive,
+        Field.UNFREEZE_HEAD_ONLY: u.head_only or None,
+        Field.LR_SWITCH_STEP: o.lr_switch_step,
+        Field.LR_SWITCH_ADAPTIVE: o.lr_switch_adaptive,
+        Field.LR_SWITCH_HOLD: o.lr_switch_hold or None,
     }
     set_fields = [f"{k}={v}" for k, v in schedule_fields.items() if v is not None]
     if set_fields:
@@ -234,7 +235,7 @@ def pipeline(
     stabilization = dict(config.stabilization)
 
     signal = (*removed.held_overrides(), ("total_steps", config.record.until))
-    signal += (("data.ood_source", "none"),)
+    signal += ((Field.DATA_OOD_SOURCE, "none"),)
     no_ood = task.without_ood()
     curves = []
     for seed in seeds:
@@ -260,7 +261,7 @@ def pipeline(
         for name, k in runs.items():
             record = record_runs and (k is None or k in metric_ks)  # Figure 2's runs
             overrides = (("seed", seed), *removed.overrides_for_k(k))
-            overrides += () if record else (("record.every", 0),)
+            overrides += () if record else ((Field.RECORD_EVERY, 0),)
             res = run(config, os.path.join(out, f"seed={seed}", name), overrides, task)
             results[name]["id"][str(seed)] = res["id_accuracy"]
             results[name]["ood"][str(seed)] = res["ood_accuracy"]

@@ -34,6 +34,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from earlyjax.config import Field
+
 # The paper folder's model (Study, paper.json, missing runs, `analysis all`) and the registry of
 # outputs live in experiments.analysis; they are re-exported here, where grids and users find them.
 from experiments.analysis.registry import OUTPUTS  # noqa: F401
@@ -148,11 +150,15 @@ def measure_step_seconds(config, steps: int = 5) -> float:
     timing = config.copy_and_resolve_references()
     # The same model, optimizer and batch as a plain run (gates and LR switch are data in the
     # same compiled step): no schedule to check, no recording, no OOD data to find.
-    plain = (("total_steps", 10**6), ("record.every", 0), ("final.metrics", ()))
-    plain += (("unfreeze.k", None), ("unfreeze.adaptive", None), ("unfreeze.head_only", False))
-    plain += (("optimizer.lr_switch", None), ("optimizer.lr_switch_step", None))
-    plain += (("optimizer.lr_switch_adaptive", None), ("optimizer.lr_switch_hold", False))
-    apply_overrides(timing, (*plain, ("data.ood_source", "none")))
+    plain = (("total_steps", 10**6), (Field.RECORD_EVERY, 0), (Field.FINAL_METRICS, ()))
+    plain += (
+        (Field.UNFREEZE_K, None),
+        (Field.UNFREEZE_ADAPTIVE, None),
+        (Field.UNFREEZE_HEAD_ONLY, False),
+    )
+    plain += ((Field.LR_SWITCH, None), (Field.LR_SWITCH_STEP, None))
+    plain += ((Field.LR_SWITCH_ADAPTIVE, None), (Field.LR_SWITCH_HOLD, False))
+    apply_overrides(timing, (*plain, (Field.DATA_OOD_SOURCE, "none")))
     run_setup, state = setup(timing, data, task=task)
     step = make_train_step(run_setup, state)
     batch = {k: jnp.asarray(v[: config.batch_size]) for k, v in fields.items()}

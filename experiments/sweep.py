@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from absl import app, flags, logging
 
+from earlyjax.config import Field
 from experiments import cli
 from experiments.cli import apply_overrides
 
@@ -112,14 +113,14 @@ def expand_grid(
             [
                 (
                     f"lr={d}@{s}",
-                    (("optimizer.lr_switch", d), ("optimizer.lr_switch_step", s)),
+                    ((Field.LR_SWITCH, d), (Field.LR_SWITCH_STEP, s)),
                 )
                 for d, s in lr_switches
             ]
         )
     axes.append([(f"seed={s}", (("seed", s),)) for s in seeds])
     if lr_scales:
-        axes.append([(f"lrs={_fmt(x)}", (("optimizer.lr_scale", x),)) for x in lr_scales])
+        axes.append([(f"lrs={_fmt(x)}", ((Field.LR_SCALE, x),)) for x in lr_scales])
     points = []
     for combo in itertools.product(*axes):
         name = "_".join(n for n, _ in combo)

@@ -161,7 +161,8 @@ def test_paper_configs_load_id_and_ood_through_tfds(mock_tfds, config_name, num_
 
 
 def test_cifar100_has_no_tfds_ood_and_the_error_says_what_to_use():
-    from earlyjax.config import ConfigError, validate
+    from earlyjax.config import ConfigError
+    from earlyjax.validation import validate
 
     config = _paper_config("cifar100_rn18")
     config.data.ood_source = "tfds"
@@ -170,7 +171,8 @@ def test_cifar100_has_no_tfds_ood_and_the_error_says_what_to_use():
 
 
 def test_mnist_c_from_tfds_needs_its_single_severity():
-    from earlyjax.config import ConfigError, validate
+    from earlyjax.config import ConfigError
+    from earlyjax.validation import validate
 
     config = _paper_config("mnist_rn18")
     config.data.ood_severities = (1, 2)
@@ -186,8 +188,8 @@ def test_mnist_c_from_tfds_needs_its_single_severity():
     ],
 )
 def test_cifar10_config_opts_into_extra_corruptions(mock_tfds, spec, names):
-    from earlyjax.config import validate
     from earlyjax.data import load_dataset
+    from earlyjax.validation import validate
 
     config = _paper_config("cifar10_rn18")
     config.data.ood_severities = (1, 5)
@@ -199,8 +201,9 @@ def test_cifar10_config_opts_into_extra_corruptions(mock_tfds, spec, names):
 
 
 def test_cifar10_config_refuses_an_unknown_corruption_before_reading(monkeypatch):
-    from earlyjax.config import ConfigError, validate
+    from earlyjax.config import ConfigError
     from earlyjax.data import load_dataset
+    from earlyjax.validation import validate
 
     monkeypatch.setattr(ts, "read_tfds_split", lambda *a, **k: pytest.fail("read"))
     config = _paper_config("cifar10_rn18")

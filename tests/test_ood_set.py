@@ -11,10 +11,11 @@ import os
 import numpy as np
 import pytest
 
-from earlyjax.config import ConfigError, default_config, validate
+from earlyjax.config import ConfigError, default_config
 from earlyjax.data import load_dataset, ood_corruptions, ood_set_name
 from earlyjax.data.corruptions import CIFAR10_C_BENCHMARK, CIFAR10_C_CORRUPTIONS
 from earlyjax.train import format_results, train_and_evaluate
+from earlyjax.validation import validate
 
 
 def _data(name="digits", source="embedded", ood_source="generated", **fields):

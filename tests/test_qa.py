@@ -14,11 +14,12 @@ import pytest
 from test_nli import small_config as nli_config
 from tiny_text import tiny_tokenizer
 
-from earlyjax.config import ConfigError, validate
+from earlyjax.config import ConfigError
 from earlyjax.data import synthetic_qa, text_tfds
 from earlyjax.metric_log import read_records
 from earlyjax.tasks import QuestionAnswering
 from earlyjax.train import format_results, train_and_evaluate
+from earlyjax.validation import validate
 from experiments.configs.squad_xlmr import get_config as squad_config
 
 SPAN_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_xlmr", "span")

@@ -37,7 +37,7 @@ import os
 
 import ml_collections
 
-from earlyjax.data.base import Dataset, Split, check_ood_splits
+from earlyjax.data.base import Dataset, Split
 from earlyjax.data.corruptions import (
     CIFAR10_C_BENCHMARK,
     CIFAR10_C_CORRUPTIONS,
@@ -49,7 +49,11 @@ from earlyjax.data.corruptions import (
 )
 from earlyjax.data.tfds_source import MNIST_C_TFDS_SEVERITY as MNIST_C_SEVERITY
 
+# The image data sets (config.data.name), with their classes; and where data.source and
+# data.ood_source may read them from (the table above).
 NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+DATA_SOURCES = ("embedded", "tfds", "local")
+OOD_SOURCES = ("generated", "tfds", "local", "none")
 # Training examples of the published data sets (for estimates made without reading them;
 # MNLI: tfds multi_nli's train split).
 TRAIN_EXAMPLES = {"mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "mnli": 392_702}
@@ -88,7 +92,8 @@ def _subsample(split: Split, max_examples: int | None) -> Split:
 
 
 def check_data_config(data: ml_collections.ConfigDict) -> None:
-    """Raises DataConfigError for source/OOD combinations that cannot work, before any I/O."""
+    """Raises DataConfigError for source/OOD combinations that cannot work, before any I/O
+    (`earlyjax.validation.validate` calls it with the config's other checks)."""
     if data.source == "local" and not data.data_dir:
         raise DataConfigError(
             f"data.source='local' reads {data.name} files from a folder: set "
@@ -129,19 +134,25 @@ def check_data_config(data: ml_collections.ConfigDict) -> None:
         _selected_corruptions(data)  # refuses unknown names, listing the valid ones
 
 
-def load_dataset(data: ml_collections.ConfigDict) -> Dataset:
+def load_dataset(data: ml_collections.ConfigDict, *, checked: bool = False) -> Dataset:
     """Loads the train/test splits and the OOD splits the config names.
 
     Generated OOD splits depend on the corruption seed (fixed, 0) and the source images only,
     not on the run's seed, so every run of a sweep is evaluated on the same OOD images.
     `ood_max_examples` keeps the first n examples of every OOD split (a fixed subset).
+
+    The data block is checked first (`check_data_config`: nothing is read for a combination
+    that cannot work), unless `checked`: a run's config, which `earlyjax.validation.validate`
+    has checked, is not checked again. The OOD splits are checked against the ID data once,
+    by `Dataset`, with the fix that fits their source.
     """
-    check_data_config(data)
+    if not checked:
+        check_data_config(data)
     train, test = _load_id(data)
     ood = _load_ood(data, test)
     ood = {key: _subsample(split, data.ood_max_examples) for key, split in ood.items()}
-    check_ood_splits(ood, train, NUM_CLASSES[data.name], data.name, _ood_fix(data))
-    return Dataset(data.name, NUM_CLASSES[data.name], train, test, ood, ood_set_name(data))
+    num_classes, set_name = NUM_CLASSES[data.name], ood_set_name(data)
+    return Dataset(data.name, num_classes, train, test, ood, set_name, ood_fix=_ood_fix(data))
 
 
 def _ood_fix(data: ml_collections.ConfigDict) -> str:

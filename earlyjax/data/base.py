@@ -25,6 +25,7 @@ class Split(NamedTuple):
 
 
 OODKey = tuple[str, int]  # (corruption name, severity 1..5)
+OOD_FIX = "build the OOD splits from the test split of the same data set"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,10 @@ class Dataset:
     "CIFAR-10-C (tfds cifar10_corrupted: 15 benchmark corruptions x 5 severities)" or
     "MNIST-C-style (generated: ...)"; `earlyjax.data.load_dataset` sets it with
     `earlyjax.data.ood_set_name`. None for a Dataset built by hand.
+
+    The OOD splits are checked against the ID data when the Dataset is built
+    (`check_ood_splits`); `ood_fix` is what its error tells to change (`load_dataset` names
+    the config field that chose the OOD files).
     """
 
     name: str
@@ -43,9 +48,10 @@ class Dataset:
     test: Split
     ood: dict[OODKey, Split]
     ood_set: str | None = None
+    ood_fix: dataclasses.InitVar[str] = OOD_FIX
 
-    def __post_init__(self):
-        check_ood_splits(self.ood, self.train, self.num_classes, self.name)
+    def __post_init__(self, ood_fix: str):
+        check_ood_splits(self.ood, self.train, self.num_classes, self.name, ood_fix)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -60,9 +66,6 @@ def synthetic_dataset(
     images = rng.integers(0, 256, (n, *image_shape), dtype=np.uint8)
     split = Split(images, rng.integers(0, num_classes, n, dtype=np.int32))
     return Dataset(name, num_classes, split, split, {})
-
-
-OOD_FIX = "build the OOD splits from the test split of the same data set"
 
 
 def check_ood_splits(

@@ -14,14 +14,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from earlyjax.models.xlmr_checkpoint import PREPARE
-
 MAX_PAIR_LENGTH = 128
 
 
 def load_tokenizer(checkpoint: str):
     """The `tokenizers.Tokenizer` of a checkpoint folder, or an error saying how to get one."""
     from tokenizers import Tokenizer  # noqa: PLC0415  (only the transformer tasks need it)
+
+    # Here, not at the top: a config file that imports earlyjax.data must not import JAX.
+    from earlyjax.models.xlmr_checkpoint import PREPARE  # noqa: PLC0415
 
     path = os.path.join(checkpoint, "tokenizer.json")
     if not os.path.isfile(path):

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from earlyjax.config import RESUMABLE_CHANGES, default_config, flatten
+from earlyjax.config import RESUMABLE_CHANGES, Field, default_config, flatten
 from earlyjax.train import CONFIG_FILE, RESULTS_FILE
 from experiments.analysis.stats import mean_std
 
@@ -20,24 +20,24 @@ from experiments.analysis.stats import mean_std
 NON_RESULT_FIELDS = frozenset(
     RESUMABLE_CHANGES
     | {"log_every", "eval_every", "data.data_dir", "data.ood_dir", "unfreeze.allow_late_release"}
-    | {"final.metrics"}  # measures the trained model, never changes it
+    | {Field.FINAL_METRICS}  # measures the trained model, never changes it
 )
 # Fields that say which intervention a run used: they tell settings of one family apart.
 INTERVENTION_FIELDS = (
-    "unfreeze.k",
-    "unfreeze.head_only",
-    "unfreeze.adaptive",
-    "optimizer.lr_switch",
-    "optimizer.lr_switch_step",
-    "optimizer.lr_switch_adaptive",
-    "optimizer.lr_switch_hold",
+    Field.UNFREEZE_K,
+    Field.UNFREEZE_HEAD_ONLY,
+    Field.UNFREEZE_ADAPTIVE,
+    Field.LR_SWITCH,
+    Field.LR_SWITCH_STEP,
+    Field.LR_SWITCH_ADAPTIVE,
+    Field.LR_SWITCH_HOLD,
 )
 # Fields that change only adaptive-unfreezing runs (recording, Algorithm 2's parameters).
 ADAPTIVE_ONLY_PREFIXES = ("record.", "stabilization.")
 # A pseudo-field taken from results.json.
 DATASET_FIELD = "results.dataset"
 # Differing fields that have a column of their own (dataset, model, lr).
-SHOWN_ELSEWHERE = frozenset({"data.name", "model.name", "optimizer.lr_scale", DATASET_FIELD})
+SHOWN_ELSEWHERE = frozenset({"data.name", "model.name", Field.LR_SCALE, DATASET_FIELD})
 
 METRIC_TITLES = {
     "fisher": "tr(F)",
@@ -65,8 +65,8 @@ def result_fields(config: dict, results: dict) -> dict:
     """The fields of a run that can change its results (see the module docstring), dotted."""
     flat = {**_defaults(), **flatten(config)}
     adaptive = (
-        flat.get("unfreeze.adaptive") is not None
-        or flat.get("optimizer.lr_switch_adaptive") is not None
+        flat.get(Field.UNFREEZE_ADAPTIVE) is not None
+        or flat.get(Field.LR_SWITCH_ADAPTIVE) is not None
     )
     fields = {}
     for name, value in flat.items():
@@ -74,7 +74,7 @@ def result_fields(config: dict, results: dict) -> dict:
             continue
         if not adaptive and name.startswith(ADAPTIVE_ONLY_PREFIXES):
             continue
-        if name == "optimizer.lr_switch_step" and flat.get("optimizer.lr_switch") is None:
+        if name == Field.LR_SWITCH_STEP and flat.get(Field.LR_SWITCH) is None:
             continue
         fields[name] = _hashable(value)
     fields[DATASET_FIELD] = results["dataset"]
@@ -98,7 +98,7 @@ def load_runs(sweep_dir: str) -> list[dict]:
             with open(os.path.join(root, CONFIG_FILE)) as f:
                 config = json.load(f)
             flat = {**_defaults(), **flatten(config)}
-            if flat["unfreeze.head_only"] or flat["optimizer.lr_switch_hold"]:
+            if flat[Field.UNFREEZE_HEAD_ONLY] or flat[Field.LR_SWITCH_HOLD]:
                 continue  # an auto-k signal run, not a training result
             ood = results.get("ood_accuracy")
             runs.append(
@@ -107,19 +107,19 @@ def load_runs(sweep_dir: str) -> list[dict]:
                     "path": root,
                     "dataset": results["dataset"],
                     "model": flat["model.name"],
-                    "lr_scale": flat["optimizer.lr_scale"],
-                    "lr_switch": flat["optimizer.lr_switch"],
-                    "lr_switch_step": flat["optimizer.lr_switch_step"],
-                    "k": flat["unfreeze.k"],
-                    "adaptive": flat["unfreeze.adaptive"],
+                    "lr_scale": flat[Field.LR_SCALE],
+                    "lr_switch": flat[Field.LR_SWITCH],
+                    "lr_switch_step": flat[Field.LR_SWITCH_STEP],
+                    "k": flat[Field.UNFREEZE_K],
+                    "adaptive": flat[Field.UNFREEZE_ADAPTIVE],
                     "adaptive_tau": flat["stabilization.tau"],
                     "adaptive_eps": flat["stabilization.eps"],
-                    "head_only": bool(flat["unfreeze.head_only"]),
+                    "head_only": bool(flat[Field.UNFREEZE_HEAD_ONLY]),
                     "seed": flat["seed"],
                     "id": results["id_accuracy"],
                     "ood": math.nan if ood is None else ood,
                     "ood_set": results.get("ood_set"),
-                    "lr": flat["optimizer.lr"] * flat["optimizer.lr_scale"],
+                    "lr": flat["optimizer.lr"] * flat[Field.LR_SCALE],
                     "final_solution": results.get("final_solution") or {},
                     "fields": result_fields(config, results),
                 }

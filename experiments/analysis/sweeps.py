@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from earlyjax.config import Field
 from experiments.analysis import render
 from experiments.analysis.runs import (
     ABSENT,
@@ -62,7 +63,7 @@ def _family_table(runs: list[dict], label_column: str, base_label: str, lr_rows:
     family: constant training at each scale is a row ("constant 0.1·lr_d"), the baseline is
     constant lr_d, and only constant and LR-switch settings are shown."""
     rows = []
-    names, fams = families(runs, within=("optimizer.lr_scale",) if lr_rows else ())
+    names, fams = families(runs, within=(Field.LR_SCALE,) if lr_rows else ())
     for values, fam in fams:
         settings = settings_of(fam)
         base = next((s for s in settings if s["standard"] and _at_lr_d(s, lr_rows)), None)
@@ -206,7 +207,7 @@ def figure5(runs: list[dict], out_dir: str) -> list[str]:
             "Figure 5 needs finished runs with a final-solution analysis: train with "
             "--config.final.metrics=hessian,avg_sharpness,worst_sharpness,feature_eigenvalue"
         )
-    names, fams = families(runs, within=("optimizer.lr_scale", "optimizer.lr"))
+    names, fams = families(runs, within=(Field.LR_SCALE, "optimizer.lr"))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     paths = []
     for values, fam in fams:

@@ -7,6 +7,7 @@
 Two seeds everywhere (the least that gives a spread); k and switch steps scaled to a 60-step run.
 """
 
+from earlyjax.config import Field
 from experiments.paper import Study
 
 CONFIG = "digits_tiny.py"
@@ -41,6 +42,6 @@ def get_grid() -> list[Study]:
             seeds=SEEDS,
             n_random=2,
             intervention="lr_switch",
-            overrides=(("optimizer.lr_switch", "l2h"),),
+            overrides=((Field.LR_SWITCH, "l2h"),),
         ),
     ]

@@ -20,6 +20,7 @@ CIFAR-10 / ResNet-18 only (§7.1): LR switches l2h and h2l at switch steps drawn
 and the switch step picked by each metric vs random steps (Table 3's extra rows).
 """
 
+from earlyjax.config import Field
 from experiments.paper import Study
 
 SETTINGS = {  # name: (config, seeds, Figure 2's k)
@@ -30,10 +31,10 @@ SETTINGS = {  # name: (config, seeds, Figure 2's k)
 }
 LR_SCALES = (1.0, 0.1)
 RECORD = (
-    ("record.every", 10),
-    ("record.until", 2000),
-    ("record.metrics", ("fisher", "avg_sharpness", "worst_sharpness", "feature_rank")),
-    ("final.metrics", ()),
+    (Field.RECORD_EVERY, 10),
+    (Field.RECORD_UNTIL, 2000),
+    (Field.RECORD_METRICS, ("fisher", "avg_sharpness", "worst_sharpness", "feature_rank")),
+    (Field.FINAL_METRICS, ()),
 )
 # Table 3's switch steps: "determined using random hyperparameter search" (§7.1); drawn once,
 # uniformly from 10..2000 in steps of 10 (sorted(np.random.default_rng(0).choice(np.arange(
@@ -81,7 +82,11 @@ def get_grid() -> list[Study]:
                 kind="autok",
                 seeds=seeds,
                 max_random_k=800,
-                overrides=(("record.every", 10), ("record.until", 2000), ("final.metrics", ())),
+                overrides=(
+                    (Field.RECORD_EVERY, 10),
+                    (Field.RECORD_UNTIL, 2000),
+                    (Field.FINAL_METRICS, ()),
+                ),
             ),
         ]
     config, seeds, _ = SETTINGS["cifar10_rn18"]
@@ -92,7 +97,7 @@ def get_grid() -> list[Study]:
             ("table3",),
             seeds=seeds,
             lr_switch=tuple((d, k) for d in ("l2h", "h2l") for k in SWITCH_STEPS),
-            overrides=(("final.metrics", ()),),
+            overrides=((Field.FINAL_METRICS, ()),),
         ),
         Study(
             "cifar10_rn18/lr_switch_dynamics",
@@ -111,10 +116,10 @@ def get_grid() -> list[Study]:
             max_random_k=800,
             intervention="lr_switch",
             overrides=(
-                ("optimizer.lr_switch", "l2h"),
-                ("record.every", 10),
-                ("record.until", 2000),
-                ("final.metrics", ()),
+                (Field.LR_SWITCH, "l2h"),
+                (Field.RECORD_EVERY, 10),
+                (Field.RECORD_UNTIL, 2000),
+                (Field.FINAL_METRICS, ()),
             ),
         ),
     ]

@@ -21,9 +21,10 @@ range it drew from for XLM-R; its Table 6 picks 210-1310).
 
 import os
 
+from earlyjax.config import Field
 from experiments.paper import Study
 
-RECORD = (("record.every", 10), ("record.until", 2000), ("final.metrics", ()))
+RECORD = ((Field.RECORD_EVERY, 10), (Field.RECORD_UNTIL, 2000), (Field.FINAL_METRICS, ()))
 
 
 def get_grid() -> list[Study]:
@@ -33,7 +34,7 @@ def get_grid() -> list[Study]:
             "set XLMR_DIR to a downloaded XLM-R folder (huggingface-cli download "
             "FacebookAI/xlm-roberta-base --local-dir DIR)"
         )
-    overrides = (("model.checkpoint", os.path.abspath(checkpoint)), *RECORD)
+    overrides = ((Field.MODEL_CHECKPOINT, os.path.abspath(checkpoint)), *RECORD)
     seeds = (0, 1, 2, 3)
     return [
         Study("mnli_xlmr/autok", "mnli_xlmr.py", ("table4", "table7", "table6", "fig6", "fig4"),
