@@ -1,0 +1,240 @@
+"""The task interface (`Task`) and the evaluation the tasks share (`ClassificationTask`).
+
+A task is what is specific to a problem: the model, the data and input pipeline, the loss,
+the evaluators and the parameter blocks. The training loop (`earlyjax.train`,
+`earlyjax.periodic`), the recorder (`earlyjax.recording`), the plan (`earlyjax.plan`) and the
+experiments see a task only through `Task`. Each task owns its model state (BatchNorm
+statistics, a frozen backbone) next to the trainable `params`; what it holds fixed while the
+metrics move the parameters comes from `metric_inputs` and is passed back, as `fixed`, to
+`metric_logits`, `metric_loss` and `metric_features`.
+
+`ClassificationTask` owns what the evaluation of every task has in common: the loss and
+accuracy sums over the batches of a set, and the fields of results.json (ID score and loss,
+the OOD mean over the cells, their table, the OOD set's name and cells). A task says which
+sets it evaluates (`eval_sets`, `id_name`, `ood_names`) and, where it differs, how a set is
+scored (`evaluate_split`: QA's F1 and exact match) and laid out (`ood_table`, `cell_name`,
+`header`, `footer`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from earlyjax.data.pipeline import evaluate
+
+if TYPE_CHECKING:
+    import ml_collections
+
+Params = Any  # a pytree of trainable arrays
+ModelState = Any  # a pytree the loss carries along (BatchNorm statistics, a frozen backbone)
+Fixed = Any  # what the metrics hold fixed (from `metric_inputs`)
+Batch = dict[str, jax.Array]
+Head = str | tuple[str, ...]  # the head's parameter block(s), trainable from step 0
+
+
+class HasBlocks(Protocol):
+    """The parameter blocks of a task: all that an intervention needs to be built
+    (`earlyjax.plan.intervention_named`; sweeps pass just these, from `Task.blocks_for`)."""
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """The parameter blocks an intervention acts on, bottom-up (top-level params keys)."""
+        ...
+
+    @property
+    def head(self) -> Head:
+        """The head's block name(s), trainable from step 0."""
+        ...
+
+
+class Task(HasBlocks, Protocol):
+    """What the loop, the recorder, the plan and the experiments use of a task: `blocks` and
+    `head` (`HasBlocks`) and the members below."""
+
+    @staticmethod
+    def blocks_for(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], Head]:
+        """(blocks, head) of the config's model, without building anything (sweeps, grids)."""
+        ...
+
+    @property
+    def num_train(self) -> int:
+        """Training examples (the run length in epochs needs it)."""
+        ...
+
+    @property
+    def dataset_name(self) -> str:
+        """What the training data is called (results.json's "dataset")."""
+        ...
+
+    @property
+    def ood_set(self) -> str | None:
+        """What the OOD mean is over (None without OOD sets)."""
+        ...
+
+    def without_ood(self) -> Task:
+        """The same task without OOD sets (auto-k's signal runs: only their metrics count)."""
+        ...
+
+    def init(self, key: jax.Array) -> tuple[Params, ModelState]:
+        """(params, model_state) of a fresh model."""
+        ...
+
+    def loss(
+        self, params: Params, model_state: ModelState, batch: Batch, key: jax.Array, train: bool
+    ) -> tuple[jax.Array, tuple[dict[str, jax.Array], ModelState]]:
+        """(mean loss, ({"accuracy": ...}, new model_state)) of a batch; `key` for the train
+        mode's randomness (augmentation, dropout)."""
+        ...
+
+    def train_batches(
+        self, seed: int, batch_size: int, start_step: int, stop_step: int, mesh: Mesh | None
+    ) -> Iterator[tuple[int, Batch]]:
+        """(step, device batch) for the steps [start_step, stop_step) of the run's order."""
+        ...
+
+    def evaluate_id(
+        self, params: Params, model_state: ModelState, batch_size: int, mesh: Mesh | None = None
+    ) -> dict[str, float]:
+        """The ID test set's scores: {"accuracy", "loss"} (QA: {"f1", "exact_match", "loss"})."""
+        ...
+
+    def final_results(
+        self, params: Params, model_state: ModelState, batch_size: int, mesh: Mesh | None = None
+    ) -> dict[str, Any]:
+        """The task's fields of results.json (ID and OOD scores, the OOD table and cells)."""
+        ...
+
+    def metric_batches(self, set_size: int, batch_size: int) -> Batch:
+        """The fixed metric set: the first `set_size` training examples, in batches [B, b, ...]."""
+        ...
+
+    def metric_inputs(
+        self, params: Params, model_state: ModelState, batches: Batch, bn: str
+    ) -> tuple[Fixed, Batch, jax.Array]:
+        """(fixed, batches, flat inputs) on the metric set; `bn` ("eval" or "batch") says which
+        BatchNorm statistics `fixed` holds (`earlyjax.recording`)."""
+        ...
+
+    def metric_logits(self, params: Params, fixed: Fixed, x: jax.Array) -> jax.Array:
+        """Logits [n, classes] of the predictive distribution on flat inputs (tr(F))."""
+        ...
+
+    def metric_loss(self, params: Params, fixed: Fixed, batch: Batch) -> jax.Array:
+        """Mean loss of one metric batch (S_avg, S_worst, λ_max)."""
+        ...
+
+    def metric_features(self, params: Params, fixed: Fixed, x: jax.Array) -> jax.Array:
+        """Penultimate features [n, d] on flat inputs (feature rank, feature λ_max)."""
+        ...
+
+
+class ClassificationTask:
+    """The evaluation and results.json fields of a task scored per evaluation set.
+
+    A subclass gives its sets (`eval_sets`, `id_name`, `ood_names`), the eval-mode
+    `logits(params, model_state, batch, key, train)`, and overrides the other hooks where it
+    differs. The headline score (`SCORE`, "accuracy" by default) fills the results'
+    `id_accuracy`, `ood_accuracy` and `ood_table`; `ID_EXTRA` names further ID scores
+    (`id_<name>`)."""
+
+    SCORE: ClassVar[str] = "accuracy"
+    ID_EXTRA: ClassVar[tuple[str, ...]] = ()
+    id_name: ClassVar[Hashable] = None  # the ID set's key in `eval_sets()`
+
+    # Members of `Task` that the results read.
+    dataset_name: str
+    ood_set: str | None
+
+    # --- hooks ----------------------------------------------------------------------------
+
+    def eval_sets(self) -> Mapping[Hashable, Any]:
+        """Every set `final_results` evaluates, by name (the ID set under `id_name`)."""
+        raise NotImplementedError
+
+    def ood_names(self) -> Sequence[Hashable]:
+        """The names of the OOD sets, in the order of the results' cells (sorted)."""
+        raise NotImplementedError
+
+    def logits(
+        self, params: Params, model_state: ModelState, batch: Batch, key: jax.Array | None,
+        train: bool,
+    ) -> tuple[jax.Array, ModelState]:  # fmt: skip
+        """(logits, new model_state) of a batch, in train mode with `train`."""
+        raise NotImplementedError
+
+    def cell_name(self, name: Hashable) -> str:
+        """An OOD set's name in the results' `ood_cells`."""
+        return str(name)
+
+    def ood_table(self, scores: dict[Hashable, float]) -> dict:
+        """The results' `ood_table` from the OOD sets' scores: {cell: score}."""
+        return {self.cell_name(name): score for name, score in scores.items()}
+
+    def header(self) -> dict[str, Any]:
+        """Fields of results.json between "dataset" and "id_accuracy" (what is scored how)."""
+        return {}
+
+    def footer(self, scores: dict[Hashable, dict[str, float]]) -> dict[str, Any]:
+        """Fields of results.json after the OOD ones, from every set's scores."""
+        return {}
+
+    # --- what the base owns ---------------------------------------------------------------
+
+    def loss(self, params, model_state, batch: Batch, key: jax.Array, train: bool):
+        """Mean cross-entropy of a batch; aux ({"accuracy"}, the updated model state)."""
+        logits, model_state = self.logits(params, model_state, batch, key, train)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return loss, ({"accuracy": accuracy}, model_state)
+
+    @functools.cached_property
+    def _eval_sums(self):
+        @jax.jit
+        def sums(params, model_state, batch):
+            logits, _ = self.logits(params, model_state, batch, None, False)
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+            correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
+            return correct.sum(), (losses * batch["mask"]).sum(), batch["mask"].sum()
+
+        return sums
+
+    def evaluate_split(
+        self, params, model_state, split, batch_size: int, mesh: Mesh | None = None
+    ) -> dict[str, float]:
+        """Accuracy (%) and mean loss of the model in eval mode over a whole set."""
+        return evaluate(self._eval_sums, params, model_state, split, batch_size, mesh)
+
+    def evaluate_id(self, params, model_state, batch_size: int, mesh: Mesh | None = None):
+        """The ID test set's scores."""
+        split = self.eval_sets()[self.id_name]
+        return self.evaluate_split(params, model_state, split, batch_size, mesh)
+
+    def final_results(self, params, model_state, batch_size: int, mesh: Mesh | None = None):
+        """The task's fields of results.json: the ID score and loss, the OOD mean over the
+        cells, their table, and what that mean covers (the OOD set's name and its cells)."""
+        scores = {
+            name: self.evaluate_split(params, model_state, split, batch_size, mesh)
+            for name, split in self.eval_sets().items()
+        }
+        id_scores = scores[self.id_name]
+        ood = {name: scores[name][self.SCORE] for name in self.ood_names()}
+        return {
+            "dataset": self.dataset_name,
+            **self.header(),
+            "id_accuracy": id_scores[self.SCORE],
+            **{f"id_{name}": id_scores[name] for name in self.ID_EXTRA},
+            "id_loss": id_scores["loss"],
+            "ood_accuracy": float(np.mean(list(ood.values()))) if ood else None,
+            "ood_table": self.ood_table(ood),
+            "ood_set": self.ood_set,
+            "ood_cells": [self.cell_name(name) for name in ood],
+            **self.footer(scores),
+        }
