@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 BN_MODES = ("eval", "batch")
 RECORD_STREAM = 0x5EC0  # folded into the run's key, apart from the training steps' keys
-WORST = "worst_sharpness"  # on a CPU computed after the compiled recorder (see make_recorder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,10 +121,13 @@ def _hessian(c: MetricContext) -> jax.Array:
 
 
 class Metric(NamedTuple):
-    """A recordable metric: its function of the context, and whether it has a random stream."""
+    """A recordable metric: its function of the context, whether it has a random stream, and
+    whether its iterations can be driven from Python (Auto-PGD: where that is faster,
+    `metrics.apgd_runs_on_host`, it is computed after the compiled recorder)."""
 
     compute: Callable[[MetricContext], jax.Array]
     keyed: bool = True
+    host_loop: bool = False
 
 
 # The recordable metrics. Those with a random stream come first, in the order their keys are
@@ -134,7 +136,7 @@ class Metric(NamedTuple):
 METRICS: dict[str, Metric] = {
     "fisher": Metric(_fisher),
     "avg_sharpness": Metric(_avg_sharpness),
-    WORST: Metric(_worst_sharpness),
+    "worst_sharpness": Metric(_worst_sharpness, host_loop=True),
     "hessian": Metric(_hessian),
     "feature_rank": Metric(lambda c: metrics.feature_rank(c.features())),
     "feature_eigenvalue": Metric(lambda c: metrics.feature_top_eigenvalue(c.features()), False),
@@ -160,7 +162,11 @@ def make_recorder(
     # On a CPU Auto-PGD runs fastest with its iterations driven from Python (XLA:CPU's slow
     # convolution gradients in loop bodies, `metrics.apgd_runs_on_host`), which cannot happen
     # inside the compiled recorder: S_worst is then computed after it, from its outputs.
-    after = (WORST,) if WORST in record.metrics and metrics.apgd_runs_on_host(mesh) else ()
+    after = tuple(
+        name
+        for name in record.metrics
+        if METRICS[name].host_loop and metrics.apgd_runs_on_host(mesh)
+    )
     inside = tuple(name for name in METRICS if name in record.metrics and name not in after)
     # An argument of the compiled recorder, not a constant baked into it.
     metric_batches = dict(task.metric_batches(record.set_size, record.batch_size))
