@@ -139,9 +139,12 @@ class Task(HasBlocks, Protocol):
 class ClassificationTask:
     """The evaluation and results.json fields of a task scored per evaluation set.
 
-    A subclass gives its sets (`eval_sets`, `id_name`, `ood_names`), the eval-mode
-    `logits(params, model_state, batch, key, train)`, and overrides the other hooks where it
-    differs. The headline score (`SCORE`, "accuracy" by default) fills the results'
+    A subclass gives its sets (`eval_sets`, `id_name`, `ood_names`) and its
+    `logits(params, model_state, batch, key, train)` (train and eval mode), from which the base
+    builds the cross-entropy `loss` and the accuracy/loss sums of `evaluate_split`; a task
+    scored otherwise (QA: a span loss, F1 and exact match) overrides `loss` and
+    `evaluate_split` instead. The layout hooks (`cell_name`, `ood_table`, `header`, `footer`)
+    have defaults. The headline score (`SCORE`, "accuracy" by default) fills the results'
     `id_accuracy`, `ood_accuracy` and `ood_table`; `ID_EXTRA` names further ID scores
     (`id_<name>`)."""
 
