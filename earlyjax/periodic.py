@@ -18,7 +18,7 @@ import abc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import numpy as np
@@ -28,6 +28,9 @@ from earlyjax.checkpoint import Checkpointer
 from earlyjax.interventions import schedule_factor
 from earlyjax.metric_log import MetricLog, read_records
 from earlyjax.plan import RunPlan
+
+if TYPE_CHECKING:
+    from earlyjax.task_protocol import Task
 
 
 class TrainState(NamedTuple):
@@ -46,7 +49,7 @@ class TrainingDiverged(FloatingPointError):
 class Run:
     """What the periodic actions act on."""
 
-    task: Any
+    task: Task
     plan: RunPlan
     workdir: str
     state: TrainState

@@ -13,6 +13,7 @@ raised before anything is written.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import ml_collections
 import numpy as np
@@ -22,6 +23,9 @@ from earlyjax import parallel
 from earlyjax.config import ConfigError, Field
 from earlyjax.data.pipeline import steps_per_epoch
 from earlyjax.interventions import GradualUnfreezing, Intervention, LRSwitch
+
+if TYPE_CHECKING:
+    from earlyjax.task_protocol import HasBlocks, Task
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,9 @@ def interventions_of(
 INTERVENTION_NAMES = (GradualUnfreezing.name, LRSwitch.name)
 
 
-def intervention_named(name: str, config: ml_collections.ConfigDict, task) -> Intervention:
+def intervention_named(
+    name: str, config: ml_collections.ConfigDict, task: HasBlocks
+) -> Intervention:
     """The intervention `name` as the config and the task define it (its blocks, its LR
     switch direction); ConfigError naming the fix when the config cannot say."""
     if name == GradualUnfreezing.name:
@@ -144,7 +150,7 @@ def intervention_named(name: str, config: ml_collections.ConfigDict, task) -> In
     raise ConfigError(f"unknown intervention {name!r}: choose one of {INTERVENTION_NAMES}")
 
 
-def make_plan(config: ml_collections.ConfigDict, task, mesh: Mesh | None = None) -> RunPlan:
+def make_plan(config: ml_collections.ConfigDict, task: Task, mesh: Mesh | None = None) -> RunPlan:
     """Checks a validated `config` against the task's data and the mesh; see the module
     docstring."""
     try:

@@ -27,8 +27,9 @@ compiled recorder serves the whole run, whatever the schedule.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,17 +40,113 @@ from earlyjax.interventions import GradualUnfreezing
 
 if TYPE_CHECKING:
     from earlyjax.plan import RecordPlan
+    from earlyjax.task_protocol import Task
 
-# The metrics with a random stream, in the order their keys are split (fixed: adding a metric
-# must not change the others' values), then those without one.
-KEYED = ("fisher", "avg_sharpness", "worst_sharpness", "hessian", "feature_rank")
-RECORDABLE = (*KEYED, "feature_eigenvalue")
 BN_MODES = ("eval", "batch")
 RECORD_STREAM = 0x5EC0  # folded into the run's key, apart from the training steps' keys
 
 
+@dataclasses.dataclass(frozen=True)
+class MetricContext:
+    """What a metric evaluates: the parameters, what the task holds fixed, the metric set (in
+    batches and as flat inputs), the metric's own random key (None for an unkeyed metric),
+    the trainable mask, the record plan, the mesh and the task."""
+
+    params: Any
+    fixed: Any
+    batches: Any
+    flat_x: Any
+    key: jax.Array | None
+    trainable: Any
+    record: RecordPlan
+    mesh: Mesh | None
+    task: Task
+    shared: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def logits_fn(self, p, x):
+        return self.task.metric_logits(p, self.fixed, x)
+
+    def loss_fn(self, p, batch):
+        return self.task.metric_loss(p, self.fixed, batch)
+
+    def features(self) -> jax.Array:
+        """The task's features, computed once for the metrics that read them."""
+        if "features" not in self.shared:
+            self.shared["features"] = self.task.metric_features(
+                self.params, self.fixed, self.flat_x
+            )
+        return self.shared["features"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _FullLoss:
+    """The metric loss over {"params", "fixed"} (S_worst perturbs only the trainable params).
+    Equal for equal tasks, so Auto-PGD's host programs, cached per loss, serve the whole run."""
+
+    task: Task
+
+    def __call__(self, full, batch):
+        return self.task.metric_loss(full["params"], full["fixed"], batch)
+
+
+def _fisher(c: MetricContext) -> jax.Array:
+    return metrics.fisher_trace(
+        c.logits_fn, c.params, c.flat_x, c.key, trainable=c.trainable, mesh=c.mesh
+    )
+
+
+def _avg_sharpness(c: MetricContext) -> jax.Array:
+    r = c.record
+    return metrics.average_sharpness(
+        c.loss_fn, c.params, c.batches, c.key, rho=r.rho, n_samples=r.avg_samples,
+        samples_per_pass=r.samples_per_pass, trainable=c.trainable, mesh=c.mesh,
+    )  # fmt: skip
+
+
+def _worst_sharpness(c: MetricContext) -> jax.Array:
+    full = {"params": c.params, "fixed": c.fixed}
+    mask = {"params": c.trainable, "fixed": jax.tree.map(lambda _: False, c.fixed)}
+    value, _ = metrics.worst_sharpness(
+        _FullLoss(c.task), full, c.batches, c.key, rho=c.record.rho,
+        n_iters=c.record.worst_iters, trainable=mask, mesh=c.mesh,
+    )  # fmt: skip
+    return value
+
+
+def _hessian(c: MetricContext) -> jax.Array:
+    return metrics.hessian_top_eigenvalue(
+        c.loss_fn, c.params, c.batches, c.key, n_iters=c.record.hessian_iters,
+        trainable=c.trainable, mesh=c.mesh,
+    )  # fmt: skip
+
+
+class Metric(NamedTuple):
+    """A recordable metric: its function of the context, whether it has a random stream, and
+    whether its iterations can be driven from Python (Auto-PGD: where that is faster,
+    `metrics.apgd_runs_on_host`, it is computed after the compiled recorder)."""
+
+    compute: Callable[[MetricContext], jax.Array]
+    keyed: bool = True
+    host_loop: bool = False
+
+
+# The recordable metrics. Those with a random stream come first, in the order their keys are
+# split (fixed: adding a metric must not change the others' values; a new keyed metric goes
+# after the keyed ones), then those without one. feature_rank holds a key it does not use.
+METRICS: dict[str, Metric] = {
+    "fisher": Metric(_fisher),
+    "avg_sharpness": Metric(_avg_sharpness),
+    "worst_sharpness": Metric(_worst_sharpness, host_loop=True),
+    "hessian": Metric(_hessian),
+    "feature_rank": Metric(lambda c: metrics.feature_rank(c.features())),
+    "feature_eigenvalue": Metric(lambda c: metrics.feature_top_eigenvalue(c.features()), False),
+}
+KEYED = tuple(name for name, metric in METRICS.items() if metric.keyed)
+RECORDABLE = tuple(METRICS)
+
+
 def make_recorder(
-    task, record: RecordPlan, unfreezing: GradualUnfreezing, mesh: Mesh | None = None
+    task: Task, record: RecordPlan, unfreezing: GradualUnfreezing, mesh: Mesh | None = None
 ) -> Callable[[object], dict[str, float]]:
     """Returns recorder(train_state) -> {metric: value} for the metrics `record` names.
 
@@ -62,108 +159,56 @@ def make_recorder(
     """
     if mesh is not None and mesh.size == 1:
         mesh = None
-    names = record.metrics
+    # On a CPU Auto-PGD runs fastest with its iterations driven from Python (XLA:CPU's slow
+    # convolution gradients in loop bodies, `metrics.apgd_runs_on_host`), which cannot happen
+    # inside the compiled recorder: S_worst is then computed after it, from its outputs.
+    after = tuple(
+        name
+        for name in record.metrics
+        if METRICS[name].host_loop and metrics.apgd_runs_on_host(mesh)
+    )
+    inside = tuple(name for name in METRICS if name in record.metrics and name not in after)
     # An argument of the compiled recorder, not a constant baked into it.
     metric_batches = dict(task.metric_batches(record.set_size, record.batch_size))
     if mesh is not None:
         metric_batches = parallel.put_replicated(metric_batches, mesh)
     param_groups = None  # group index per parameter leaf, from the first call's params
-    # On a CPU Auto-PGD runs fastest with its iterations driven from Python (XLA:CPU's slow
-    # convolution gradients in loop bodies, `metrics.apgd_runs_on_host`), which cannot happen
-    # inside the compiled recorder: S_worst is then computed after it, from its outputs.
-    worst_after = "worst_sharpness" in names and metrics.apgd_runs_on_host(mesh)
-
-    def worst_loss(full, batch):  # one function for the run, so its compiled step is reused
-        return task.metric_loss(full["params"], full["fixed"], batch)
-
-    def worst_sharpness(params, fixed, batches, key, trainable):
-        full = {"params": params, "fixed": fixed}
-        mask = {"params": trainable, "fixed": jax.tree.map(lambda _: False, fixed)}
-        value, _ = metrics.worst_sharpness(
-            worst_loss,
-            full,
-            batches,
-            key,
-            rho=record.rho,
-            n_iters=record.worst_iters,
-            trainable=mask,
-            mesh=mesh,
-        )
-        return value
 
     @jax.jit
     def record_fn(params, model_state, opt_state, step, rng, metric_batches):
         fixed, batches, flat_x = task.metric_inputs(params, model_state, metric_batches, record.bn)
-
-        def logits_fn(p, x):
-            return task.metric_logits(p, fixed, x)
-
-        def loss_fn(p, batch):
-            return task.metric_loss(p, fixed, batch)
-
         release = unfreezing.get_schedule(opt_state)
         trainable = freezing.trainable_mask(param_groups, release, step)
         key = jax.random.fold_in(jax.random.fold_in(rng, RECORD_STREAM), step)
         keys = dict(zip(KEYED, jax.random.split(key, len(KEYED)), strict=True))
-        out = {}
-        if "fisher" in names:
-            out["fisher"] = metrics.fisher_trace(
-                logits_fn, params, flat_x, keys["fisher"], trainable=trainable, mesh=mesh
-            )
-        if "avg_sharpness" in names:
-            out["avg_sharpness"] = metrics.average_sharpness(
-                loss_fn,
-                params,
-                batches,
-                keys["avg_sharpness"],
-                rho=record.rho,
-                n_samples=record.avg_samples,
-                samples_per_pass=record.samples_per_pass,
-                trainable=trainable,
-                mesh=mesh,
-            )
-        if "worst_sharpness" in names and not worst_after:
-            out["worst_sharpness"] = worst_sharpness(
-                params, fixed, batches, keys["worst_sharpness"], trainable
-            )
-        if "hessian" in names:
-            out["hessian"] = metrics.hessian_top_eigenvalue(
-                loss_fn,
-                params,
-                batches,
-                keys["hessian"],
-                n_iters=record.hessian_iters,
-                trainable=trainable,
-                mesh=mesh,
-            )
-        if "feature_rank" in names or "feature_eigenvalue" in names:
-            features = task.metric_features(params, fixed, flat_x)
-            if "feature_rank" in names:
-                out["feature_rank"] = metrics.feature_rank(features)
-            if "feature_eigenvalue" in names:
-                out["feature_eigenvalue"] = metrics.feature_top_eigenvalue(features)
-        worst_inputs = None
-        if worst_after:
-            leaves = jax.tree.leaves((params, fixed))
-            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-            worst_inputs = (finite, (fixed, batches, keys["worst_sharpness"], trainable))
-        return out, worst_inputs
+        context = MetricContext(params, fixed, batches, flat_x, None, trainable, record, mesh, task)
+        out = {
+            name: METRICS[name].compute(dataclasses.replace(context, key=keys.get(name)))
+            for name in inside
+        }
+        if not after:
+            return out, None
+        # What the metrics computed after this need, and whether the weights are finite.
+        leaves = jax.tree.leaves((params, fixed))
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+        return out, (finite, {name: (fixed, batches, keys[name], trainable) for name in after})
 
     def recorder(state) -> dict[str, float]:
         nonlocal param_groups
         if param_groups is None:
             param_groups = unfreezing.groups(state.params)
         rng = jax.random.wrap_key_data(state.rng)
-        values, worst_inputs = record_fn(
+        values, later = record_fn(
             state.params, state.model_state, state.opt_state, state.step, rng, metric_batches
         )
-        if worst_inputs is not None:
-            finite, inputs = worst_inputs
+        finite, inputs = later if later is not None else (True, {})
+        for name, (fixed, batches, key, trainable) in inputs.items():
+            context = MetricContext(
+                state.params, fixed, batches, None, key, trainable, record, mesh, task
+            )
             # Non-finite weights give NaN, as inside the compiled recorder (the run's loss
             # check then stops it), rather than the eager call's refusal of its inputs.
-            values["worst_sharpness"] = (
-                worst_sharpness(state.params, *inputs) if bool(finite) else jnp.nan
-            )
+            values[name] = METRICS[name].compute(context) if bool(finite) else jnp.nan
         return {k: float(v) for k, v in sorted(jax.device_get(values).items())}
 
     return recorder

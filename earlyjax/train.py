@@ -59,7 +59,7 @@ from earlyjax.periodic import (
 )
 from earlyjax.plan import RunPlan, make_plan, total_steps
 from earlyjax.recording import make_recorder
-from earlyjax.tasks import TASKS, ImageClassification
+from earlyjax.tasks import TASKS, ImageClassification, Task
 from earlyjax.tasks.image_classification import ModelDoesNotFit
 from earlyjax.validation import check_task_name, validate, validate_task
 from earlyjax.workdir_lock import workdir_lock
@@ -121,12 +121,12 @@ class _StopSignals:
 class Setup(NamedTuple):
     """The static pieces of a run, built once: the task, the plan and the optimizer."""
 
-    task: Any
+    task: Task
     plan: RunPlan
     optimizer: optax.GradientTransformationExtraArgs
 
 
-def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None = None):
+def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None = None) -> Task:
     """The task of the config: image classification on `dataset` (loaded from the config when
     None), or NLI or QA with XLM-R + LoRA, which load their own data. The fields it reads are
     checked first (`earlyjax.validation.validate_task`: ConfigError), so a bad value is named
@@ -135,7 +135,7 @@ def build_task(config: ml_collections.ConfigDict, dataset: Dataset | None = None
     return _build_task(config, dataset)
 
 
-def _build_task(config: ml_collections.ConfigDict, dataset: Dataset | None):
+def _build_task(config: ml_collections.ConfigDict, dataset: Dataset | None) -> Task:
     """`build_task` for a config that `earlyjax.validation.validate` has checked."""
     if config.task != "image_classification":
         return TASKS[config.task].build(config)
@@ -169,7 +169,7 @@ def setup(
     config: ml_collections.ConfigDict,
     dataset: Dataset | None = None,
     mesh: Mesh | None = None,
-    task=None,
+    task: Task | None = None,
 ) -> tuple[Setup, TrainState]:
     """The task (`task`, or built from the config and `dataset`), the checked plan, the
     optimizer and the initial train state (deterministic in the seed); ConfigError for a
@@ -207,7 +207,7 @@ def _setup(config, dataset, mesh, task) -> tuple[Setup, TrainState]:
     return Setup(task, plan, optimizer), state
 
 
-def train_step(task, optimizer, model_state_groups, state: TrainState, batch: dict):
+def train_step(task: Task, optimizer, model_state_groups, state: TrainState, batch: dict):
     """One update: (state, batch) -> (state, {"loss", and the task's stats, e.g. accuracy}).
 
     Pure. The step's randomness is fold_in(rng, step). `model_state_groups` (group index per
@@ -269,7 +269,7 @@ def train_and_evaluate(
     workdir: str,
     *,
     dataset: Dataset | None = None,
-    task=None,
+    task: Task | None = None,
     mesh: Mesh | None = None,
     extra_actions: Sequence[PeriodicAction] = (),
 ) -> dict | None:
@@ -294,7 +294,7 @@ def train_and_evaluate(
         return _train_and_evaluate(config, workdir, cleanup, dataset, task, mesh, extra_actions)
 
 
-def _train_and_evaluate(config, workdir, cleanup, dataset, task, mesh, extra_actions):
+def _train_and_evaluate(config, workdir, cleanup, dataset, task: Task | None, mesh, extra_actions):
     validate(config)  # the run's one check of the config's values, before anything is touched
     check_workdir_path(workdir)
     finished = _finished_results(config, workdir)

@@ -32,12 +32,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from absl import app, flags, logging
 
 from earlyjax.config import Field
 from experiments import cli
 from experiments.cli import apply_overrides
+
+if TYPE_CHECKING:
+    from earlyjax.task_protocol import Task
 
 SWEEP_FILE = "sweep.json"
 
@@ -201,7 +205,7 @@ def run_sequential(config, sweep_dir: str, points: Sequence[Point]) -> None:
     points differ in fields the task does not read (k, seed, learning rate)."""
     from earlyjax.train import build_task, train_and_evaluate
 
-    task = None
+    task: Task | None = None
     for i, point in enumerate(points):
         if is_done(sweep_dir, point):
             print(f"[{i + 1}/{len(points)}] {point.name}: done, skipped")

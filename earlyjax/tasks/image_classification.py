@@ -10,7 +10,6 @@ BatchNorm running statistics are the task's model state.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,10 +20,9 @@ import optax
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from earlyjax.data.base import Dataset, Split
+from earlyjax.data.base import Dataset
 from earlyjax.data.pipeline import (
     channel_stats,
-    evaluate,
     metric_set,
     normalize,
     random_crop_flip,
@@ -32,6 +30,7 @@ from earlyjax.data.pipeline import (
 )
 from earlyjax.models import HEAD, MODELS, build_model
 from earlyjax.models.init import BN_MOMENTUM
+from earlyjax.tasks.base import ClassificationTask
 
 
 class ModelDoesNotFit(ValueError):
@@ -39,7 +38,7 @@ class ModelDoesNotFit(ValueError):
 
 
 @dataclass(frozen=True, eq=False)
-class ImageClassification:
+class ImageClassification(ClassificationTask):
     """A classifier trained with cross-entropy on `dataset`; see the module docstring."""
 
     dataset: Dataset
@@ -101,8 +100,8 @@ class ImageClassification:
     def _inputs(self, images: jax.Array) -> jax.Array:
         return normalize(images, jnp.asarray(self.mean), jnp.asarray(self.std))
 
-    def loss(self, params, model_state, batch: dict, key: jax.Array, train: bool):
-        """Mean cross-entropy of a batch; aux ({"accuracy"}, updated BatchNorm statistics)."""
+    def logits(self, params, model_state, batch: dict, key: jax.Array | None, train: bool):
+        """(logits, BatchNorm statistics: updated in train mode); augmented with `augment`."""
         images = batch["image"]
         if train and self.augment:
             images = random_crop_flip(key, images)
@@ -111,12 +110,8 @@ class ImageClassification:
             logits, updates = self.model.apply(
                 variables, self._inputs(images), train=True, mutable=["batch_stats"]
             )
-            model_state = updates["batch_stats"]
-        else:
-            logits = self.model.apply(variables, self._inputs(images), train=False)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        return loss, ({"accuracy": accuracy}, model_state)
+            return logits, updates["batch_stats"]
+        return self.model.apply(variables, self._inputs(images), train=False), model_state
 
     def train_batches(self, seed, batch_size, start_step, stop_step, mesh: Mesh | None):
         return train_batches(
@@ -128,52 +123,28 @@ class ImageClassification:
             mesh=mesh,
         )
 
-    # --- evaluators ---------------------------------------------------------------------
+    # --- the evaluation sets (the evaluation itself: ClassificationTask) -------------------
 
-    @functools.cached_property
-    def _eval_sums(self):
-        @jax.jit
-        def sums(params, model_state, batch):
-            x = self._inputs(batch["image"])
-            logits = self.model.apply({"params": params, "batch_stats": model_state}, x)
-            losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-            correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
-            return correct.sum(), (losses * batch["mask"]).sum(), batch["mask"].sum()
-
-        return sums
-
-    def evaluate_split(self, params, model_state, split: Split, batch_size, mesh=None) -> dict:
-        """Accuracy (%) and mean loss of the model in eval mode over a whole split."""
-        return evaluate(self._eval_sums, params, model_state, split, batch_size, mesh)
-
-    def evaluate_id(self, params, model_state, batch_size, mesh=None) -> dict:
-        """The clean test set: {"accuracy", "loss"}."""
-        return self.evaluate_split(params, model_state, self.dataset.test, batch_size, mesh)
-
-    def evaluate_ood(self, params, model_state, batch_size, mesh=None):
-        """Mean OOD accuracy (%) over every (corruption, severity) (None without OOD splits)
-        and the per-cell table {corruption: {severity: accuracy}}."""
-        table: dict[str, dict[str, float]] = {}
-        for (corruption, severity), split in sorted(self.dataset.ood.items()):
-            acc = self.evaluate_split(params, model_state, split, batch_size, mesh)["accuracy"]
-            table.setdefault(corruption, {})[str(severity)] = acc
-        cells = [acc for row in table.values() for acc in row.values()]
-        return (float(np.mean(cells)) if cells else None), table
-
-    def final_results(self, params, model_state, batch_size, mesh=None) -> dict:
-        """The task's fields of results.json: ID accuracy and loss, the OOD mean and table,
-        and what that mean covers (the OOD set's name and every corruption/severity cell)."""
-        id_metrics = self.evaluate_id(params, model_state, batch_size, mesh)
-        ood_mean, ood_table = self.evaluate_ood(params, model_state, batch_size, mesh)
+    def eval_sets(self) -> dict:
+        """The clean test set (under None), then every (corruption, severity) split."""
         return {
-            "dataset": self.dataset.name,
-            "id_accuracy": id_metrics["accuracy"],
-            "id_loss": id_metrics["loss"],
-            "ood_accuracy": ood_mean,
-            "ood_table": ood_table,
-            "ood_set": self.dataset.ood_set,
-            "ood_cells": [f"{c}/{s}" for c, s in sorted(self.dataset.ood)],
+            None: self.dataset.test,
+            **{cell: self.dataset.ood[cell] for cell in self.ood_names()},
         }
+
+    def ood_names(self) -> list[tuple[str, int]]:
+        return sorted(self.dataset.ood)
+
+    def cell_name(self, name: tuple[str, int]) -> str:
+        corruption, severity = name
+        return f"{corruption}/{severity}"
+
+    def ood_table(self, scores: dict) -> dict[str, dict[str, float]]:
+        """{corruption: {severity: accuracy}}."""
+        table: dict[str, dict[str, float]] = {}
+        for (corruption, severity), accuracy in scores.items():
+            table.setdefault(corruption, {})[str(severity)] = accuracy
+        return table
 
     # --- what the early-period metrics need ------------------------------------------------
 

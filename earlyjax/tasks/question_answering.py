@@ -42,6 +42,7 @@ from earlyjax.data import squad, synthetic_nli, synthetic_qa, text_tfds
 from earlyjax.data.pipeline import eval_batches
 from earlyjax.data.text import load_tokenizer
 from earlyjax.parallel import global_batch, replicated
+from earlyjax.tasks.base import ClassificationTask
 from earlyjax.tasks.xlmr_task import XLMRTask, build_model, lora_blocks
 
 ID_SPLIT = "xquad/en"
@@ -77,7 +78,7 @@ def _features(tok, examples: text_tfds.QAExamples, max_length: int, stride: int)
 
 
 @dataclass(frozen=True, eq=False)
-class QuestionAnswering(XLMRTask):
+class QuestionAnswering(XLMRTask, ClassificationTask):
     """See the module docstring."""
 
     evals: dict[str, EvalSplit] = dataclasses.field(default_factory=dict)
@@ -86,6 +87,8 @@ class QuestionAnswering(XLMRTask):
     name: ClassVar[str] = "qa"
     HEAD: ClassVar[dict] = {"head_type": "span"}
     LABELS: ClassVar[tuple[str, ...]] = ("start", "end")
+    SCORE: ClassVar[str] = "f1"  # the headline score, in results' id/ood "accuracy" fields
+    ID_EXTRA: ClassVar[tuple[str, ...]] = ("exact_match",)
 
     @classmethod
     def build(cls, config) -> QuestionAnswering:
@@ -150,10 +153,13 @@ class QuestionAnswering(XLMRTask):
 
         return logits
 
-    def evaluate_split(self, params, model_state, name: str, batch_size, mesh=None) -> dict:
+    def evaluate_split(
+        self, params, model_state, split: str | EvalSplit, batch_size, mesh=None
+    ) -> dict:
         """{"f1", "exact_match"} (percent, per example the best over its references) and the
-        mean span loss per window, of one evaluation set."""
-        split = self.evals[name]
+        mean span loss per window, of one evaluation set (or its name)."""
+        if isinstance(split, str):
+            split = self.evals[split]
         starts, ends, loss = [], [], 0.0
         for batch in eval_batches(split.inputs, batch_size):
             valid = int(batch["mask"].sum())
@@ -171,31 +177,27 @@ class QuestionAnswering(XLMRTask):
         scores = squad.score(answers, split.examples.answer_texts, split.normalization)
         return {**scores, "loss": loss / len(split.features.input_ids)}
 
-    def evaluate_id(self, params, model_state, batch_size, mesh=None) -> dict:
-        """The ID (English) set: {"f1", "exact_match", "loss"}."""
-        return self.evaluate_split(params, model_state, self.id_split, batch_size, mesh)
+    # --- the evaluation sets and results' layout (the rest: ClassificationTask) ------------
 
-    def final_results(self, params, model_state, batch_size, mesh=None) -> dict:
-        """F1 (the headline score, in the id/ood "accuracy" fields with `score: "f1"`) and
-        exact match of every evaluation set; the OOD mean over the non-English sets."""
-        scores = {
-            name: self.evaluate_split(params, model_state, name, batch_size, mesh)
-            for name in sorted(self.evals)
-        }
-        table = {name: scores[name]["f1"] for name in sorted(self.ood_splits)}
-        return {
-            "dataset": self.dataset_name,
-            "score": "f1",
-            "id_set": f"{self.id_split}, English" if "/" in self.id_split else "English test set",
-            "id_accuracy": scores[self.id_split]["f1"],
-            "id_exact_match": scores[self.id_split]["exact_match"],
-            "id_loss": scores[self.id_split]["loss"],
-            "ood_accuracy": float(np.mean(list(table.values()))) if table else None,
-            "ood_table": table,
-            "ood_set": self.ood_set,
-            "ood_cells": sorted(table),
-            "scores": scores,
-        }
+    @property
+    def id_name(self) -> str:
+        return self.id_split
+
+    def eval_sets(self) -> dict[str, EvalSplit]:
+        """Every set, by name (MLQA's English too: scored, outside the ID and OOD means)."""
+        return {name: self.evals[name] for name in sorted(self.evals)}
+
+    def ood_names(self) -> list[str]:
+        return sorted(self.ood_splits)
+
+    def header(self) -> dict:
+        """F1 is the headline score, in the id/ood "accuracy" fields."""
+        english = f"{self.id_split}, English" if "/" in self.id_split else "English test set"
+        return {"score": self.SCORE, "id_set": english}
+
+    def footer(self, scores: dict) -> dict:
+        """F1, exact match and loss of every evaluation set."""
+        return {"scores": scores}
 
     # --- what the early-period metrics need (the rest: XLMRTask) ---------------------------
 

@@ -16,26 +16,24 @@ set): `earlyjax.tasks.xlmr_task`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from earlyjax.data import synthetic_nli, text_tfds
-from earlyjax.data.pipeline import evaluate
 from earlyjax.data.text import encode_pairs, load_tokenizer
 from earlyjax.models.xlmr import XLMR
+from earlyjax.tasks.base import ClassificationTask
 from earlyjax.tasks.xlmr_task import XLMRTask, build_model, lora_blocks
 
 NUM_LABELS = 3
 
 
 @dataclass(frozen=True, eq=False)
-class TextClassification(XLMRTask):
+class TextClassification(XLMRTask, ClassificationTask):
     """See the module docstring."""
 
     test: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -74,51 +72,23 @@ class TextClassification(XLMRTask):
         """The same task with no OOD languages (a run that only needs its metrics)."""
         return dataclasses.replace(self, ood={}, ood_set=None)
 
-    def loss(self, params, model_state, batch: dict, key: jax.Array, train: bool):
-        """Mean cross-entropy; aux ({"accuracy"}, the backbone unchanged). Dropout in training."""
+    def logits(self, params, model_state, batch: dict, key: jax.Array | None, train: bool):
+        """(logits, the backbone unchanged); dropout in training."""
         logits = self.apply(params, model_state, batch["input_ids"], batch["attention_mask"],
-                              key if train else None)  # fmt: skip
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        return loss, ({"accuracy": accuracy}, model_state)
+                            key if train else None)  # fmt: skip
+        return logits, model_state
 
-    # --- evaluators ---------------------------------------------------------------------
+    # --- the evaluation sets (the evaluation itself: ClassificationTask) -------------------
 
-    @functools.cached_property
-    def _eval_sums(self):
-        @jax.jit
-        def sums(params, backbone, batch):
-            logits = self.apply(params, backbone, batch["input_ids"], batch["attention_mask"])
-            losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-            correct = (jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]
-            return correct.sum(), (losses * batch["mask"]).sum(), batch["mask"].sum()
+    def header(self) -> dict:
+        return {"id_set": "English test set"}
 
-        return sums
+    def eval_sets(self) -> dict:
+        """English (the training language's test set, under None), then every other language."""
+        return {None: self.test, **{lang: self.ood[lang] for lang in self.ood_names()}}
 
-    def evaluate_split(self, params, model_state, split, batch_size, mesh=None) -> dict:
-        return evaluate(self._eval_sums, params, model_state, split, batch_size, mesh)
-
-    def evaluate_id(self, params, model_state, batch_size, mesh=None) -> dict:
-        """English (the training language's test set): {"accuracy", "loss"}."""
-        return self.evaluate_split(params, model_state, self.test, batch_size, mesh)
-
-    def final_results(self, params, model_state, batch_size, mesh=None) -> dict:
-        """ID (English) accuracy and loss, accuracy per other language and their mean."""
-        id_metrics = self.evaluate_id(params, model_state, batch_size, mesh)
-        table = {
-            lang: self.evaluate_split(params, model_state, split, batch_size, mesh)["accuracy"]
-            for lang, split in sorted(self.ood.items())
-        }
-        return {
-            "dataset": self.dataset_name,
-            "id_set": "English test set",
-            "id_accuracy": id_metrics["accuracy"],
-            "id_loss": id_metrics["loss"],
-            "ood_accuracy": float(np.mean(list(table.values()))) if table else None,
-            "ood_table": table,
-            "ood_set": self.ood_set,
-            "ood_cells": sorted(table),
-        }
+    def ood_names(self) -> list[str]:
+        return sorted(self.ood)
 
     # --- what the early-period metrics need (the rest: XLMRTask) ---------------------------
 
