@@ -49,7 +49,7 @@ from earlyjax.config import (
 from earlyjax.data import load_dataset
 from earlyjax.data.base import Dataset
 from earlyjax.interventions import build_optimizer
-from earlyjax.metric_log import FINAL_KIND, MetricLog, read_json, write_atomically
+from earlyjax.metric_log import FINAL_KIND, MetricLog, RunFileError, read_json, write_atomically
 from earlyjax.periodic import (
     Checkpoint,
     EvaluateID,
@@ -343,6 +343,8 @@ def _finished_results(config, workdir: str) -> dict | None:
     _prepare_workdir(config, workdir, write=False)  # refuses a different config
     fix = "delete it and rerun to evaluate the run again from its last checkpoint"
     results = read_json(path, "the finished run's results", fix)
+    if "ood_set" not in results:
+        raise RunFileError(f"{path} (the finished run's results) has no ood_set; {fix}")
     print(f"{workdir} already holds a finished run; not training again ({path})")
     return results
 
@@ -493,7 +495,7 @@ def format_results(results: dict) -> str:
         lines.append(f"OOD {label} n/a (no OOD splits)")
     else:
         cells = sum(len(r) if isinstance(r, dict) else 1 for r in results["ood_table"].values())
-        ood_set = results.get("ood_set")  # absent from results.json files of older versions
+        ood_set = results["ood_set"]  # None for a Dataset built by hand
         what = (
             f"the {cells} splits of {ood_set}"
             if ood_set
