@@ -214,14 +214,15 @@ def run_sequential(config, sweep_dir: str, points: Sequence[Point]) -> None:
 
 def child_command(
     config_arg: str,
-    overrides: Sequence[tuple[str, object]],
+    override_args: Sequence[str],
     sweep_dir: str,
     point: Point,
 ) -> list[str]:
     """The `python -m experiments.main` command that runs `point` in its own process.
 
-    `overrides` are the sweep's own `--config.x=v` (cli.config_overrides()); the point's come
-    after them, so they win. Each value is written so that the child parses it back to itself.
+    `override_args` are the sweep's own `--config.x=v` arguments as the user gave them
+    (cli.config_override_args()), passed on unchanged; the point's overrides come after them,
+    so they win, each written so that the child parses it back to itself.
     """
     return [
         sys.executable,
@@ -229,17 +230,18 @@ def child_command(
         "experiments.main",
         f"--config={config_arg}",
         f"--workdir={os.path.join(sweep_dir, point.name)}",
-        *cli.override_args([*overrides, *point.overrides]),
+        *override_args,
+        *cli.override_args(point.overrides),
     ]
 
 
 def run_processes(
     config_arg: str,
-    overrides: Sequence[tuple[str, object]],
+    override_args: Sequence[str],
     sweep_dir: str,
     points: Sequence[Point],
     n: int,
-    command: Callable[[str, Sequence[tuple[str, object]], str, Point], list[str]] = child_command,
+    command: Callable[[str, Sequence[str], str, Point], list[str]] = child_command,
 ) -> None:
     """Runs the points as `python -m experiments.main` processes (`command`), n at a time.
 
@@ -258,7 +260,7 @@ def run_processes(
         while (todo or running) and not signals.received:
             while todo and free:
                 slot, point = free.pop(0), todo.pop(0)
-                cmd = command(config_arg, overrides, sweep_dir, point)
+                cmd = command(config_arg, override_args, sweep_dir, point)
                 gpu = gpu_for_slot(slot, os.environ.get("CUDA_VISIBLE_DEVICES"))
                 env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu) if n > 1 else None
                 print(f"start {point.name} (slot {slot})", flush=True)
@@ -408,7 +410,8 @@ def main(argv: list[str]) -> None:
     write_manifest(sweep_dir, manifest(config, points))
     todo = [p for _, p in selected]
     if flags.FLAGS.processes > 1:
-        run_processes(_config_arg(), cli.config_overrides(), sweep_dir, todo, flags.FLAGS.processes)
+        args = cli.config_override_args()
+        run_processes(_config_arg(), args, sweep_dir, todo, flags.FLAGS.processes)
     else:
         with cli.errors_as_one_line():
             run_sequential(config, sweep_dir, todo)
