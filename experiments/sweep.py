@@ -383,6 +383,24 @@ def max_removal_step(config, intervention, num_train: int | None = None) -> int:
     return max(1, intervention.max_fitting_k(total_steps(config, num_train or 1)))
 
 
+def plan(args: Sequence[str]) -> tuple[str, list[Point]]:
+    """The sweep folder and the whole grid (what --dry_run lists, in its order) of
+    `python -m experiments.sweep ARGS`, without running anything; launch/slurm.py makes its
+    array job of them. A flag that does not parse, or a bad grid, is a SystemExit with one
+    line. The flags are parsed into absl's FLAGS and unparsed again before returning."""
+    try:
+        rest = cli.parse_flags(cli.rewrite_config_argument(["sweep", *args]))
+        if len(rest) > 1:
+            raise SystemExit(f"unexpected arguments: {rest[1:]}")
+        if flags.FLAGS.config is None or not flags.FLAGS.sweep_dir:
+            raise SystemExit("--config and --sweep_dir are required")
+        return flags.FLAGS.sweep_dir, build_points(flags.FLAGS.config)
+    except (flags.Error, ValueError) as e:
+        raise SystemExit(str(e)) from None
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
