@@ -1,7 +1,9 @@
 """Runs that never lie and never lose work: a crash mid-write, a run killed before results.json,
 unreadable workdir files and OOD splits that do not fit the ID data."""
 
+import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -186,6 +188,26 @@ def test_a_checkpoint_with_corrupted_bytes_is_refused_naming_it(tmp_path):
     with pytest.raises(CheckpointError, match="SHA-256"):  # nothing older to fall back to
         ckpt.restore_latest(state)
     assert os.path.isdir(tmp_path / "checkpoints" / "7")  # and nothing moved
+    ckpt.close()
+
+
+def test_a_checkpoint_without_a_digest_is_refused_in_one_line(tmp_path):
+    """Every released version records the digest: a checkpoint without one is refused."""
+    state = {"w": np.arange(10, dtype=np.float32)}
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"))
+    ckpt.save(3, state, {"note": 1})
+    ckpt.close()
+    paths = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "checkpoints" / "3") for f in fs]
+    (meta,) = [p for p in paths if b"state_sha256" in pathlib.Path(p).read_bytes()]
+    with open(meta) as f:
+        saved = json.load(f)
+    del saved["state_sha256"]
+    with open(meta, "w") as f:
+        json.dump(saved, f)
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"))
+    with pytest.raises(CheckpointError, match=r"checkpoints/3 has no SHA-256 digest") as info:
+        ckpt.restore(3, state)
+    assert "\n" not in str(info.value)
     ckpt.close()
 
 

@@ -157,6 +157,7 @@ def test_format_results_of_a_dataset_built_by_hand_without_an_ood_set_name():
         "ood_accuracy": 50.0,
         "ood_table": {"fog": {"1": 40.0, "2": 60.0}},
         "ood_set": None,
+        "final_solution": None,
     }
     assert format_results(results).splitlines()[1] == (
         "OOD accuracy: 50.00%  (mean over 2 corruption x severity splits)"
