@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, message_factory
 from tensorboardX.summary import scalar
 
 from earlyjax.checkpoint import CheckpointError
@@ -220,12 +220,8 @@ def _event_messages() -> tuple[type, type]:
             message.field.add(name=field, number=number, type=kind, label=F.LABEL_OPTIONAL)
     value = proto.message_type[2].field[0]  # Summary.value: repeated Value
     value.label, value.type_name = F.LABEL_REPEATED, ".earlyjax.tb.Value"
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(proto.SerializeToString())
-    return tuple(
-        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"earlyjax.tb.{name}"))
-        for name in ("Event", "Summary")
-    )
+    classes = message_factory.GetMessages([proto])  # in a pool of their own
+    return classes["earlyjax.tb.Event"], classes["earlyjax.tb.Summary"]
 
 
 _Event, _Summary = _event_messages()

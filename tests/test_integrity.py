@@ -5,12 +5,14 @@ import json
 import os
 import pathlib
 import shutil
+import struct
 
 import numpy as np
 import pytest
 from workdir_checks import assert_tensorboard_matches_log
 
 from earlyjax import data as data_module
+from earlyjax import metric_log
 from earlyjax.checkpoint import Checkpointer, CheckpointError
 from earlyjax.data.base import Dataset, Split
 from earlyjax.data.local_files import DatasetFileError
@@ -152,6 +154,25 @@ def test_unreadable_config_or_results_json_is_one_clear_line(finished_run, tmp_p
     with pytest.raises(RunFileError, match=rf"^{path} \(.*\) is not valid JSON") as info:
         train_and_evaluate(config, workdir)
     assert "\n" not in str(info.value) and isinstance(info.value, CheckpointError)
+
+
+def test_event_files_are_tfrecords_of_tensorboard_events(tmp_path):
+    """The CRC-32C is the standard one (check value of "123456789": 0xE3069283), masked as
+    TFRecord masks it; a flipped byte fails its record's checksum."""
+    x = 0xE3069283
+    assert metric_log._masked_crc32c(b"123456789") == (((x >> 15) | (x << 17)) + 0xA282EAD8) % 2**32
+    events = metric_log.EventFile(str(tmp_path))
+    events.write({"step": 3, "kind": "train", "loss": 0.5, "ok": True, "note": "text"})
+    events.close()
+    assert metric_log.read_event_scalars(str(tmp_path)) == [("train/loss", 3, 0.5)]
+    data = bytearray(pathlib.Path(events.path).read_bytes())
+    (length,) = struct.unpack_from("<Q", data)
+    first = metric_log._Event.FromString(bytes(data[12 : 12 + length]))
+    assert first.file_version == "brain.Event:2"
+    data[-6] ^= 0xFF
+    pathlib.Path(events.path).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="fails its checksum"):
+        metric_log.read_event_scalars(str(tmp_path))
 
 
 # ----------------------------------------------------------------------------------------------
