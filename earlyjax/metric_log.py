@@ -11,7 +11,10 @@ duplicates.
 TensorBoard events from the log (a new event file, then the older ones are removed), so after
 any crash and resume TensorBoard holds every logged step exactly once. Events are written and
 flushed in the calling thread: a failed write (a full disk) raises OSError there instead of
-killing a background writer thread and blocking the run.
+killing a background writer thread and blocking the run (as tensorboardX's SummaryWriter
+would). So the files are written here, with public APIs only: TFRecords (a CRC-32C defined
+here) of TensorBoard's Event messages (defined here through protobuf's descriptor API) holding
+the Summary of tensorboardX's public `summary.scalar`.
 
 A crash in the middle of a write leaves an incomplete last line: on resume it is moved to
 `metrics.jsonl.incomplete-line` (its bytes as they were) with one printed line, and
