@@ -112,8 +112,15 @@ class Checkpointer:
             ) from e
         _check_shapes(restored.state, like, path)
         meta = dict(restored.meta)
-        saved = meta.pop(DIGEST_KEY, None)  # None: written before digests were recorded
-        if saved is not None and saved != state_digest(restored.state):
+        saved = meta.pop(DIGEST_KEY, None)
+        if saved is None:
+            problem = f"the checkpoint at {path} has no SHA-256 digest of its contents"
+            raise CheckpointError(
+                f"{problem}: it was not written by a released version. Nothing was changed: use "
+                "a fresh --workdir.",
+                problem,
+            )
+        if saved != state_digest(restored.state):
             problem = (
                 f"the checkpoint at {path} is corrupt: its contents do not match the SHA-256 "
                 "digest recorded when it was saved"

@@ -185,10 +185,9 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def differing_fields(saved: dict, current: dict) -> list[str]:
-    """Fields (dotted) whose values differ between two configs, ignoring RESUMABLE_CHANGES.
-
-    A field that an older saved config lacks counts as its default (`default_config`)."""
-    a = {**flatten(default_config().to_dict()), **flatten(saved)}
+    """Fields (dotted) whose values differ between two configs, ignoring RESUMABLE_CHANGES
+    (a field that one of them lacks differs: `<missing>`)."""
+    a = flatten(saved)
     b = flatten(current)
     names = sorted(set(a) | set(b))
     return [

@@ -11,7 +11,10 @@ duplicates.
 TensorBoard events from the log (a new event file, then the older ones are removed), so after
 any crash and resume TensorBoard holds every logged step exactly once. Events are written and
 flushed in the calling thread: a failed write (a full disk) raises OSError there instead of
-killing a background writer thread and blocking the run.
+killing a background writer thread and blocking the run (as tensorboardX's SummaryWriter
+would). So the files are written here, with public APIs only: TFRecords (a CRC-32C defined
+here) of TensorBoard's Event messages (defined here through protobuf's descriptor API) holding
+the Summary of tensorboardX's public `summary.scalar`.
 
 A crash in the middle of a write leaves an incomplete last line: on resume it is moved to
 `metrics.jsonl.incomplete-line` (its bytes as they were) with one printed line, and
@@ -32,8 +35,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from tensorboardX.proto import event_pb2
-from tensorboardX.record_writer import masked_crc32c
+from google.protobuf import descriptor_pb2, message_factory
 from tensorboardX.summary import scalar
 
 from earlyjax.checkpoint import CheckpointError
@@ -163,15 +165,69 @@ def _replace_contents(path: str, lines: list[bytes]) -> None:
 EVENT_FILE_PREFIX = "events.out.tfevents."
 
 
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """The masked CRC-32C (Castagnoli) of `data`, as TFRecord files check their records."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
 def _tfrecord(data: bytes) -> bytes:
     """One TFRecord: length, its masked CRC-32C, the data, the data's masked CRC-32C."""
     header = struct.pack("<Q", len(data))
     return (
         header
-        + struct.pack("<I", masked_crc32c(header))
+        + struct.pack("<I", _masked_crc32c(header))
         + data
-        + struct.pack("<I", masked_crc32c(data))
+        + struct.pack("<I", _masked_crc32c(data))
     )
+
+
+def _event_messages() -> tuple[type, type]:
+    """The protobuf classes of TensorBoard's `Event` and `Summary` messages, with the fields
+    that metric logs use (tensorboard/compat/proto/event.proto and summary.proto): an Event's
+    wall_time (1), step (2), file_version (3) and summary (5, here its serialized bytes: the
+    same wire format); a Summary's values (1), each a tag (1) and a simple_value (2)."""
+    F = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="earlyjax/tensorboard_event.proto", package="earlyjax.tb", syntax="proto3"
+    )
+    fields = {
+        "Event": [
+            ("wall_time", 1, F.TYPE_DOUBLE),
+            ("step", 2, F.TYPE_INT64),
+            ("file_version", 3, F.TYPE_STRING),
+            ("summary", 5, F.TYPE_BYTES),
+        ],
+        "Value": [("tag", 1, F.TYPE_STRING), ("simple_value", 2, F.TYPE_FLOAT)],
+        "Summary": [("value", 1, F.TYPE_MESSAGE)],
+    }
+    for name, message_fields in fields.items():
+        message = proto.message_type.add(name=name)
+        for field, number, kind in message_fields:
+            message.field.add(name=field, number=number, type=kind, label=F.LABEL_OPTIONAL)
+    value = proto.message_type[2].field[0]  # Summary.value: repeated Value
+    value.label, value.type_name = F.LABEL_REPEATED, ".earlyjax.tb.Value"
+    classes = message_factory.GetMessages([proto])  # in a pool of their own
+    return classes["earlyjax.tb.Event"], classes["earlyjax.tb.Summary"]
+
+
+_Event, _Summary = _event_messages()
 
 
 class EventFile:
@@ -184,10 +240,10 @@ class EventFile:
         self.path = _free_name(os.path.join(directory, name))
         self._file = open(self.path, "wb")  # noqa: SIM115 (open for the run; closed in close)
         with naming_the_file(self.path):
-            self._put(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+            self._put(_Event(wall_time=time.time(), file_version="brain.Event:2"))
             self._file.flush()
 
-    def _put(self, event: event_pb2.Event) -> None:
+    def _put(self, event) -> None:
         self._file.write(_tfrecord(event.SerializeToString()))
 
     def write(self, record: dict) -> None:
@@ -196,8 +252,8 @@ class EventFile:
             if name in ("step", "kind") or isinstance(value, bool):
                 continue
             if isinstance(value, (int, float, np.integer, np.floating)):
-                summary = scalar(f"{record['kind']}/{name}", float(value))
-                self._put(event_pb2.Event(wall_time=now, step=record["step"], summary=summary))
+                summary = scalar(f"{record['kind']}/{name}", float(value)).SerializeToString()
+                self._put(_Event(wall_time=now, step=record["step"], summary=summary))
         self._file.flush()
 
     def close(self) -> None:
@@ -205,19 +261,29 @@ class EventFile:
 
 
 def read_event_scalars(directory: str) -> list[tuple[str, int, float]]:
-    """(tag, step, value) of every scalar in the event files of `directory`, in file order."""
+    """(tag, step, value) of every scalar in the event files of `directory`, in file order.
+
+    Each record's checksums are checked (ValueError naming the file if one does not match)."""
     out = []
     for name in sorted(os.listdir(directory)):
         if not name.startswith(EVENT_FILE_PREFIX):
             continue
-        with open(os.path.join(directory, name), "rb") as f:
+        path = os.path.join(directory, name)
+        with open(path, "rb") as f:
             data = f.read()
         offset = 0
         while offset + 12 <= len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            header, (length,) = data[offset : offset + 8], struct.unpack_from("<Q", data, offset)
+            body = data[offset + 12 : offset + 12 + length]
+            crcs = struct.unpack_from("<I", data, offset + 8) + struct.unpack_from(
+                "<I", data, offset + 12 + length
+            )
+            if crcs != (_masked_crc32c(header), _masked_crc32c(body)):
+                raise ValueError(f"{path}: the record at byte {offset} fails its checksum")
+            event = _Event.FromString(body)
             offset += 12 + length + 4
-            out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+            values = _Summary.FromString(event.summary).value
+            out += [(v.tag, event.step, v.simple_value) for v in values]
     return out
 
 

@@ -39,12 +39,12 @@ from tqdm import tqdm
 
 from earlyjax import freezing, parallel
 from earlyjax.adaptive import AdaptiveRemoval
-from earlyjax.checkpoint import Checkpointer
+from earlyjax.checkpoint import Checkpointer, CheckpointError
 from earlyjax.config import ConfigError, differing_fields
 from earlyjax.data import load_dataset
 from earlyjax.data.base import Dataset
 from earlyjax.interventions import build_optimizer
-from earlyjax.metric_log import FINAL_KIND, MetricLog, read_json, write_atomically
+from earlyjax.metric_log import FINAL_KIND, MetricLog, RunFileError, read_json, write_atomically
 from earlyjax.periodic import (
     Checkpoint,
     EvaluateID,
@@ -350,6 +350,9 @@ def _finished_results(config, workdir: str) -> dict | None:
     _prepare_workdir(config, workdir, write=False)  # refuses a different config
     fix = "delete it and rerun to evaluate the run again from its last checkpoint"
     results = read_json(path, "the finished run's results", fix)
+    missing = [key for key in ("ood_set", "final_solution") if key not in results]
+    if missing:
+        raise RunFileError(f"{path} (the finished run's results) has no {missing[0]}; {fix}")
     print(f"{workdir} already holds a finished run; not training again ({path})")
     return results
 
@@ -367,7 +370,12 @@ def _open_run(run_setup: Setup, state: TrainState, workdir: str, mesh, cleanup):
         start, state, meta = restored
         # Train stats of the steps since the last report, so that a resumed run writes
         # exactly the lines an uninterrupted run writes.
-        pending = list(meta.get("pending_stats", []))
+        if "pending_stats" not in meta:
+            raise CheckpointError(
+                f"the checkpoint at step {start} in {workdir} has no "
+                "pending_stats: not written by a released version; use a fresh --workdir"
+            )
+        pending = list(meta["pending_stats"])
         print(f"resumed from the checkpoint at step {start} in {workdir}")
     # Without a checkpoint, lines of an earlier attempt (even at step 0) are set aside.
     log = MetricLog(workdir, resume_step=start if start else -1, enabled=is_writer)
@@ -500,7 +508,7 @@ def format_results(results: dict) -> str:
         lines.append(f"OOD {label} n/a (no OOD splits)")
     else:
         cells = sum(len(r) if isinstance(r, dict) else 1 for r in results["ood_table"].values())
-        ood_set = results.get("ood_set")  # absent from results.json files of older versions
+        ood_set = results["ood_set"]  # None for a Dataset built by hand
         what = (
             f"the {cells} splits of {ood_set}"
             if ood_set
@@ -514,7 +522,7 @@ def format_results(results: dict) -> str:
         else:
             row = f"{row:5.1f}"
         lines.append(f"  {name:<18} {row}")
-    final = results.get("final_solution")
+    final = results["final_solution"]
     if final:
         values = ", ".join(f"{name} {value:.4g}" for name, value in sorted(final.items()))
         lines.append(f"Final solution (metric set): {values}")

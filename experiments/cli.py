@@ -88,17 +88,27 @@ def _config_fields(tree, prefix=""):
             yield from _config_fields(value, name + ".")
 
 
-# The `--config.x=v` overrides of the last parse_flags, parsed: (field, value) in command order.
+# The `--config.x=v` overrides of the last parse_flags, in command order: parsed, (field,
+# value), and as the user wrote them, ("field", "text").
 _OVERRIDES: list[tuple[str, object]] = []
+_OVERRIDE_TEXTS: list[tuple[str, str]] = []
 _OVERRIDE_ARG = re.compile(r"^--?(no)?config\.(.+)$")
 
 
 def config_overrides() -> list[tuple[str, object]]:
     """The `--config.x=v` overrides of the command line, as (field, value) pairs in order.
 
-    Set by parse_flags; `override_args` turns them back into arguments (for a child process).
-    """
+    Set by parse_flags (the values typed by each field, as set in the config)."""
     return list(_OVERRIDES)
+
+
+def config_override_args() -> list[str]:
+    """The `--config.x=v` overrides of the command line as the user wrote them, for a child
+    process: `--config.field=text` with the text unchanged (`1e-3` stays `1e-3`), in command
+    order. `--config.x v` becomes `--config.x=v`; a bare `--config.x` / `--noconfig.x` (a bool)
+    becomes `--config.x=true` / `false`. Set by parse_flags, which has checked that they parse.
+    """
+    return [f"--config.{field}={text}" for field, text in _OVERRIDE_TEXTS]
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -109,7 +119,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     included). `none` (any case) sets a nullable field (None by default, such as `unfreeze.k`)
     to None; other fields parse it like any value (`data.ood_source=none` is the string).
     Unknown fields and values that do not parse exit with a message that names the fix.
-    sys.argv is left as it is; `config_overrides()` returns what was parsed.
+    sys.argv is left as it is; `config_overrides()` returns what was parsed and
+    `config_override_args()` the overrides as given (for a child process).
     """
     argv = [argv[0], *flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)]
     rest, raw = split_config_args(argv)
@@ -123,6 +134,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if raw and config is None:
         raise SystemExit(f"--config.{raw[0][0]} needs a config to override: add --config=FILE")
     _OVERRIDES[:] = parse_overrides(config, raw) if raw else []
+    _OVERRIDE_TEXTS[:] = raw
     if _OVERRIDES:
         apply_overrides(config, _OVERRIDES)
     return unparsed
@@ -287,7 +299,9 @@ def format_value(value: object) -> str:
 
 
 def override_args(overrides: Sequence[tuple[str, object]]) -> list[str]:
-    """[(field, value), ...] -> the `--config.field=value` arguments that set them."""
+    """[(field, value), ...] -> the `--config.field=value` arguments that set them (for values
+    made by a program, such as a sweep's grid points; a user's own overrides are passed on as
+    given, `config_override_args`)."""
     return [f"--config.{field}={format_value(value)}" for field, value in overrides]
 
 

@@ -219,14 +219,15 @@ def run_sequential(config, sweep_dir: str, points: Sequence[Point]) -> None:
 
 def child_command(
     config_arg: str,
-    overrides: Sequence[tuple[str, object]],
+    override_args: Sequence[str],
     sweep_dir: str,
     point: Point,
 ) -> list[str]:
     """The `python -m experiments.main` command that runs `point` in its own process.
 
-    `overrides` are the sweep's own `--config.x=v` (cli.config_overrides()); the point's come
-    after them, so they win. Each value is written so that the child parses it back to itself.
+    `override_args` are the sweep's own `--config.x=v` arguments as the user gave them
+    (cli.config_override_args()), passed on unchanged; the point's overrides come after them,
+    so they win, each written so that the child parses it back to itself.
     """
     return [
         sys.executable,
@@ -234,17 +235,18 @@ def child_command(
         "experiments.main",
         f"--config={config_arg}",
         f"--workdir={os.path.join(sweep_dir, point.name)}",
-        *cli.override_args([*overrides, *point.overrides]),
+        *override_args,
+        *cli.override_args(point.overrides),
     ]
 
 
 def run_processes(
     config_arg: str,
-    overrides: Sequence[tuple[str, object]],
+    override_args: Sequence[str],
     sweep_dir: str,
     points: Sequence[Point],
     n: int,
-    command: Callable[[str, Sequence[tuple[str, object]], str, Point], list[str]] = child_command,
+    command: Callable[[str, Sequence[str], str, Point], list[str]] = child_command,
 ) -> None:
     """Runs the points as `python -m experiments.main` processes (`command`), n at a time.
 
@@ -263,7 +265,7 @@ def run_processes(
         while (todo or running) and not signals.received:
             while todo and free:
                 slot, point = free.pop(0), todo.pop(0)
-                cmd = command(config_arg, overrides, sweep_dir, point)
+                cmd = command(config_arg, override_args, sweep_dir, point)
                 gpu = gpu_for_slot(slot, os.environ.get("CUDA_VISIBLE_DEVICES"))
                 env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu) if n > 1 else None
                 print(f"start {point.name} (slot {slot})", flush=True)
@@ -386,6 +388,24 @@ def max_removal_step(config, intervention, num_train: int | None = None) -> int:
     return max(1, intervention.max_fitting_k(total_steps(config, num_train or 1)))
 
 
+def plan(args: Sequence[str]) -> tuple[str, list[Point]]:
+    """The sweep folder and the whole grid (what --dry_run lists, in its order) of
+    `python -m experiments.sweep ARGS`, without running anything; launch/slurm.py makes its
+    array job of them. A flag that does not parse, or a bad grid, is a SystemExit with one
+    line. The flags are parsed into absl's FLAGS and unparsed again before returning."""
+    try:
+        rest = cli.parse_flags(cli.rewrite_config_argument(["sweep", *args]))
+        if len(rest) > 1:
+            raise SystemExit(f"unexpected arguments: {rest[1:]}")
+        if flags.FLAGS.config is None or not flags.FLAGS.sweep_dir:
+            raise SystemExit("--config and --sweep_dir are required")
+        return flags.FLAGS.sweep_dir, build_points(flags.FLAGS.config)
+    except (flags.Error, ValueError) as e:
+        raise SystemExit(str(e)) from None
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -413,7 +433,8 @@ def main(argv: list[str]) -> None:
     write_manifest(sweep_dir, manifest(config, points))
     todo = [p for _, p in selected]
     if flags.FLAGS.processes > 1:
-        run_processes(_config_arg(), cli.config_overrides(), sweep_dir, todo, flags.FLAGS.processes)
+        args = cli.config_override_args()
+        run_processes(_config_arg(), args, sweep_dir, todo, flags.FLAGS.processes)
     else:
         with cli.errors_as_one_line():
             run_sequential(config, sweep_dir, todo)

@@ -6,7 +6,8 @@ Every launcher takes its own options, then `--`, then the program and its flags:
     python launch/X.py [launcher options] -- sweep --config=... --sweep_dir=... --k=none,10
 
 `main` is `python -m experiments.main`, `sweep` is `python -m experiments.sweep`; the flags go
-to them unchanged. Standard library only, and no JAX import, so a dry run starts in an instant.
+to them unchanged. Standard library only, and no JAX import, so a dry run starts in an instant
+(slurm.py imports experiments.sweep, and so JAX, for a sweep's grid).
 """
 
 from __future__ import annotations

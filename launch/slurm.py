@@ -5,9 +5,10 @@
     python launch/slurm.py --partition=gpu --gpus=4 --nodes=2 --submit \\
         -- main --config=cifar10_rn18.py --workdir=runs/c10_k100 --config.unfreeze.k=100
 
-A sweep becomes an array job with one task per grid point (`--array=0-(N-1)`, N from the
-sweep's own `--dry_run`); task i runs `experiments.sweep ... --only=i`. One experiment is a
-plain job; with `--nodes` > 1 it runs one process per node with `--distributed`.
+A sweep becomes an array job with one task per grid point (`--array=0-(N-1)`, the grid from
+`experiments.sweep.plan`, called with the sweep's flags); task i runs
+`experiments.sweep ... --only=i`. One experiment is a plain job; with `--nodes` > 1 it runs one
+process per node with `--distributed`.
 
 Preemption and time limits: the job is `--requeue`able, and Slurm sends USR1 to the batch
 shell `--signal_seconds` before the time limit; the script traps it and requeues itself
@@ -20,20 +21,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 
-from _common import LaunchError, Program, Runner, fail, split_argv
-
-GRID_LINE = re.compile(r"\s*(\d+)\s+(todo|done)\s+(\S+)\s*")
+from _common import REPO_ROOT, LaunchError, Program, Runner, fail, split_argv
 
 
 @dataclass(frozen=True)
 class GridPoint:
-    """One line of the sweep's `--dry_run`: its index, whether it is done, its run name."""
+    """One point of the sweep's grid: its index, whether it is done, its run name."""
 
     index: int
     done: bool
@@ -41,25 +38,22 @@ class GridPoint:
 
 
 def sweep_grid(program: Program) -> list[GridPoint]:
-    """The sweep's grid, from `python -m experiments.sweep ... --dry_run` (one source of truth)."""
+    """The sweep's grid, from the sweep's own `experiments.sweep.plan` (one source of truth),
+    called here with the same flags: a bad sweep flag fails before anything is written."""
     for flag in ("only", "dry_run"):
         if program.has_flag(flag):
             raise LaunchError(f"--{flag} is set by the launcher; leave it out of the sweep flags")
-    cmd = program.command(sys.executable, "--dry_run")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise LaunchError(
-            f"the sweep's dry run failed (exit code {proc.returncode}): "
-            f"{proc.stderr.strip() or proc.stdout.strip()}"
-        )
-    grid = []
-    for line in proc.stdout.splitlines():
-        if match := GRID_LINE.fullmatch(line):
-            index, state, name = match.groups()
-            grid.append(GridPoint(int(index), state == "done", name))
-    if not grid or [p.index for p in grid] != list(range(len(grid))):
-        raise LaunchError(f"no grid in the output of `{shlex.join(cmd)}`:\n{proc.stdout}")
-    return grid
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    from experiments import sweep  # absl, ml_collections and JAX: only for a sweep
+
+    try:
+        sweep_dir, points = sweep.plan(program.args)
+    except SystemExit as e:
+        raise LaunchError(f"the sweep's flags do not make a grid: {e.code}") from None
+    if not points:
+        raise LaunchError("the sweep's grid is empty")
+    return [GridPoint(i, sweep.is_done(sweep_dir, p), p.name) for i, p in enumerate(points)]
 
 
 def sbatch_header(opts: argparse.Namespace, log_dir: str, array: str | None) -> list[str]:

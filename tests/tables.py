@@ -11,7 +11,7 @@ def markdown_rows(markdown: str) -> list[dict[str, str]]:
 
 def suptitle(fig) -> str:
     """A matplotlib figure's title, line breaks as spaces (long titles are wrapped)."""
-    return " ".join(fig._suptitle.get_text().split())
+    return " ".join(fig.get_suptitle().split())
 
 
 def legend(ax) -> list[str]:

@@ -1,14 +1,18 @@
 """Runs that never lie and never lose work: a crash mid-write, a run killed before results.json,
 unreadable workdir files and OOD splits that do not fit the ID data."""
 
+import json
 import os
+import pathlib
 import shutil
+import struct
 
 import numpy as np
 import pytest
 from workdir_checks import assert_tensorboard_matches_log
 
 from earlyjax import data as data_module
+from earlyjax import metric_log
 from earlyjax.checkpoint import Checkpointer, CheckpointError
 from earlyjax.data.base import Dataset, Split
 from earlyjax.data.local_files import DatasetFileError
@@ -152,6 +156,25 @@ def test_unreadable_config_or_results_json_is_one_clear_line(finished_run, tmp_p
     assert "\n" not in str(info.value) and isinstance(info.value, CheckpointError)
 
 
+def test_event_files_are_tfrecords_of_tensorboard_events(tmp_path):
+    """The CRC-32C is the standard one (check value of "123456789": 0xE3069283), masked as
+    TFRecord masks it; a flipped byte fails its record's checksum."""
+    x = 0xE3069283
+    assert metric_log._masked_crc32c(b"123456789") == (((x >> 15) | (x << 17)) + 0xA282EAD8) % 2**32
+    events = metric_log.EventFile(str(tmp_path))
+    events.write({"step": 3, "kind": "train", "loss": 0.5, "ok": True, "note": "text"})
+    events.close()
+    assert metric_log.read_event_scalars(str(tmp_path)) == [("train/loss", 3, 0.5)]
+    data = bytearray(pathlib.Path(events.path).read_bytes())
+    (length,) = struct.unpack_from("<Q", data)
+    first = metric_log._Event.FromString(bytes(data[12 : 12 + length]))
+    assert first.file_version == "brain.Event:2"
+    data[-6] ^= 0xFF
+    pathlib.Path(events.path).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="fails its checksum"):
+        metric_log.read_event_scalars(str(tmp_path))
+
+
 # ----------------------------------------------------------------------------------------------
 # checkpoints: bytes corrupted in place (size unchanged) are caught by the saved digest
 # ----------------------------------------------------------------------------------------------
@@ -186,6 +209,26 @@ def test_a_checkpoint_with_corrupted_bytes_is_refused_naming_it(tmp_path):
     with pytest.raises(CheckpointError, match="SHA-256"):  # nothing older to fall back to
         ckpt.restore_latest(state)
     assert os.path.isdir(tmp_path / "checkpoints" / "7")  # and nothing moved
+    ckpt.close()
+
+
+def test_a_checkpoint_without_a_digest_is_refused_in_one_line(tmp_path):
+    """Every released version records the digest: a checkpoint without one is refused."""
+    state = {"w": np.arange(10, dtype=np.float32)}
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"))
+    ckpt.save(3, state, {"note": 1})
+    ckpt.close()
+    paths = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "checkpoints" / "3") for f in fs]
+    (meta,) = [p for p in paths if b"state_sha256" in pathlib.Path(p).read_bytes()]
+    with open(meta) as f:
+        saved = json.load(f)
+    del saved["state_sha256"]
+    with open(meta, "w") as f:
+        json.dump(saved, f)
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"))
+    with pytest.raises(CheckpointError, match=r"checkpoints/3 has no SHA-256 digest") as info:
+        ckpt.restore(3, state)
+    assert "\n" not in str(info.value)
     ckpt.close()
 
 

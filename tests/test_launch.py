@@ -203,6 +203,39 @@ def test_slurm_multi_node_run_is_distributed_with_all_gpus_per_process(launch, t
     assert "--distributed" not in proc.stdout and "srun" not in proc.stdout
 
 
+def test_slurm_takes_the_grid_from_the_sweeps_plan_not_from_printed_text(tmp_path, monkeypatch):
+    """sweep_grid calls experiments.sweep.plan in-process (no subprocess, no parsing of the
+    dry run's output): the same points in the same order, a finished one marked done."""
+    from absl import flags
+
+    from experiments import sweep
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "launch"))
+    import slurm
+    from _common import Program
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("the grid came from a subprocess")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    args = ("--config=quickstart.py", f"--sweep_dir={tmp_path}", "--k=none,5", "--seeds=0,1")
+    sweep_dir, points = sweep.plan(args)
+    assert not flags.FLAGS.is_parsed()  # plan leaves absl's flags as it found them
+    os.makedirs(tmp_path / points[2].name)
+    (tmp_path / points[2].name / "results.json").write_text("{}")
+    grid = slurm.sweep_grid(Program("sweep", args))
+    assert sweep_dir == str(tmp_path)
+    assert [(g.index, g.done, g.name) for g in grid] == [
+        (0, False, "k=none_seed=0"),
+        (1, False, "k=none_seed=1"),
+        (2, True, "k=5_seed=0"),
+        (3, False, "k=5_seed=1"),
+    ]
+    with pytest.raises(slurm.LaunchError, match="--lr_switch value 'x:1'"):
+        slurm.sweep_grid(Program("sweep", (*args, "--lr_switch=x:1")))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -14,6 +14,7 @@ import pytest
 from earlyjax.config import ConfigError, default_config
 from earlyjax.data import load_dataset, ood_corruptions, ood_set_name
 from earlyjax.data.corruptions import CIFAR10_C_BENCHMARK, CIFAR10_C_CORRUPTIONS
+from earlyjax.metric_log import RunFileError
 from earlyjax.train import format_results, train_and_evaluate
 from earlyjax.validation import validate
 
@@ -150,16 +151,34 @@ def test_results_json_and_summary_say_what_the_ood_mean_covers(tiny_config, tmp_
     )
 
 
-def test_format_results_of_an_older_results_file_without_ood_set():
+def test_format_results_of_a_dataset_built_by_hand_without_an_ood_set_name():
     results = {
         "id_accuracy": 90.0,
         "dataset": "digits",
         "ood_accuracy": 50.0,
         "ood_table": {"fog": {"1": 40.0, "2": 60.0}},
+        "ood_set": None,
+        "final_solution": None,
     }
     assert format_results(results).splitlines()[1] == (
         "OOD accuracy: 50.00%  (mean over 2 corruption x severity splits)"
     )
+
+
+def test_a_finished_run_whose_results_lack_ood_set_is_refused_in_one_line(
+    tiny_config, tiny_dataset, tmp_path
+):
+    """results.json without `ood_set` was never released: refused, naming the file and the fix."""
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny_config, workdir, dataset=tiny_dataset)
+    path = os.path.join(workdir, "results.json")
+    with open(path) as f:
+        results = json.load(f)
+    del results["ood_set"]
+    with open(path, "w") as f:
+        json.dump(results, f)
+    with pytest.raises(RunFileError, match="has no ood_set; delete it and rerun"):
+        train_and_evaluate(tiny_config, workdir, dataset=tiny_dataset)
 
 
 def test_a_bad_selection_is_refused_before_anything_is_written(tiny_config, tmp_path):

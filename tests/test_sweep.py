@@ -184,19 +184,19 @@ def test_cli_only_lists_and_runs_just_those_indices(tmp_path):
     assert not os.path.exists(tmp_path / "sweep.json")
 
 
-def test_child_command_passes_every_override_on_so_the_child_parses_it_back():
+def test_child_command_passes_the_users_overrides_as_given_then_the_points():
     from experiments.configs import quickstart
     from experiments.sweep import child_command
 
-    overrides = [
-        ("unfreeze.k", None),
-        ("data.ood_source", "none"),
-        ("optimizer.lr", 0.1 + 0.2),
-        ("data.ood_severities", (2,)),
-        ("seed", 5),
+    given = [
+        "--config.unfreeze.k=none",
+        "--config.data.ood_source=none",
+        "--config.optimizer.lr=1e-3",
+        "--config.data.ood_severities=2,4",
+        "--config.seed=5",
     ]
-    point = Point("k=3_seed=1", (("unfreeze.k", 3), ("seed", 1)))
-    cmd = child_command("/c/quickstart.py", overrides, "/sweep", point)
+    point = Point("k=3_seed=1", (("unfreeze.k", 3), ("seed", 1), ("optimizer.lr_scale", 0.1)))
+    cmd = child_command("/c/quickstart.py", given, "/sweep", point)
     assert cmd[:5] == [
         sys.executable,
         "-m",
@@ -205,28 +205,40 @@ def test_child_command_passes_every_override_on_so_the_child_parses_it_back():
         "--workdir=/sweep/k=3_seed=1",
     ]
     assert cmd[5:] == [
-        "--config.unfreeze.k=none",
-        "--config.data.ood_source=none",
-        "--config.optimizer.lr=0.30000000000000004",
-        "--config.data.ood_severities=(2,)",
-        "--config.seed=5",
+        *given,
         "--config.unfreeze.k=3",
         "--config.seed=1",
+        "--config.optimizer.lr_scale=0.1",
     ]
     config = quickstart.get_config()
     config.lock()
     rest, raw = cli.split_config_args(cmd[4:])
     assert rest == [cmd[4]]
-    assert cli.parse_overrides(config, raw) == [*overrides, *point.overrides]
+    assert cli.parse_overrides(config, raw) == [
+        ("unfreeze.k", None),
+        ("data.ood_source", "none"),
+        ("optimizer.lr", 1e-3),
+        ("data.ood_severities", (2, 4)),
+        ("seed", 5),
+        *point.overrides,
+    ]
 
 
-def test_processes_pass_a_none_override_to_every_child(tmp_path, monkeypatch):
-    """--processes=N with --config.unfreeze.k=none: the children train k=None, as recorded."""
+def test_processes_pass_the_users_overrides_to_every_child_as_given(tmp_path, monkeypatch):
+    """--processes=N: each child gets the sweep's `--config.x=v` texts as typed (`1e-3`, not
+    `0.001`; `2,4`, not `(2, 4)`), then its point's; `none` trains k=None, as recorded."""
     from experiments import sweep
 
     config = os.path.join(ROOT, "experiments", "configs", "quickstart.py")
     argv = ["sweep", f"--config={config}", f"--sweep_dir={tmp_path}"]
-    argv += ["--config.unfreeze.k=none", "--seeds=0,1", "--processes=2"]
+    given = [
+        "--config.unfreeze.k=none",
+        "--config.optimizer.lr=1e-3",
+        "--config.data.ood_severities=2,4",
+        "--config.seed",  # the two-argument spelling: passed on as --config.seed=7
+        "7",
+    ]
+    argv += [*given, "--seeds=0,1", "--processes=2"]
     monkeypatch.setattr(sys, "argv", list(argv))
     monkeypatch.setattr(cli, "enable_compilation_cache", lambda: None)
     commands = []
@@ -252,6 +264,12 @@ def test_processes_pass_a_none_override_to_every_child(tmp_path, monkeypatch):
     with open(tmp_path / sweep.SWEEP_FILE) as f:
         assert json.load(f)["config"]["unfreeze"]["k"] is None
     assert len(commands) == 2
-    for cmd in commands:
-        assert "--config.unfreeze.k=none" in cmd
+    as_given = [
+        "--config.unfreeze.k=none",
+        "--config.optimizer.lr=1e-3",  # the text as typed, not 0.001
+        "--config.data.ood_severities=2,4",  # not (2, 4)
+        "--config.seed=7",
+    ]
+    for cmd, seed in zip(commands, (0, 1), strict=True):
+        assert cmd[5:] == [*as_given, f"--config.seed={seed}"], cmd
         assert any(a.startswith("--config=") and a.endswith("quickstart.py") for a in cmd)

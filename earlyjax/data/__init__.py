@@ -221,8 +221,8 @@ def _load_ood(data: ml_collections.ConfigDict, test: Split) -> dict:
 
 
 def _corruption_spec(data: ml_collections.ConfigDict) -> str | tuple[str, ...]:
-    """data.ood_corruptions (a config without the field means "benchmark")."""
-    spec = data.get("ood_corruptions", "benchmark")
+    """data.ood_corruptions, a tuple when it names corruptions."""
+    spec = data.ood_corruptions
     return tuple(spec) if isinstance(spec, list) else spec
 
 

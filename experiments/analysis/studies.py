@@ -57,8 +57,8 @@ class Study:
     def from_json(cls, d: dict) -> Study:
         tuples = ("outputs", "seeds", "k", "lr_scale")
         fields = {k: tuple(v) if k in tuples else v for k, v in d.items()}
-        fields["lr_switch"] = tuple(tuple(x) for x in d.get("lr_switch", ()))
-        fields["overrides"] = tuple(tuple(x) for x in d.get("overrides", ()))
+        fields["lr_switch"] = tuple(tuple(x) for x in d["lr_switch"])
+        fields["overrides"] = tuple(tuple(x) for x in d["overrides"])
         return cls(**fields)
 
 
