@@ -40,6 +40,7 @@ import dataclasses
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 from absl import app, flags, logging
@@ -47,6 +48,9 @@ from absl import app, flags, logging
 from earlyjax.config import Field
 from experiments import analysis, cli
 from experiments.cli import apply_overrides
+
+if TYPE_CHECKING:
+    from earlyjax.task_protocol import Task
 
 SIGNAL_METRICS = analysis.DYNAMICS_METRICS  # the paper's three: tr(F), S_avg, S_worst
 RANDOM_K_STREAM = 0xA070  # the random k depend on this and the candidate range only
@@ -72,7 +76,7 @@ flags.DEFINE_list(
 )
 
 
-def run(config, workdir: str, overrides, task) -> dict:
+def run(config, workdir: str, overrides, task: Task) -> dict:
     """One run of the pipeline: the config with `overrides`, on the pipeline's one task."""
     from earlyjax.train import train_and_evaluate
 
@@ -135,7 +139,7 @@ def plan(
     config,
     metrics,
     n_random: int,
-    task,
+    task: Task,
     intervention: str = "gradual_unfreezing",
     max_random_k: int | None = None,
 ):

@@ -23,7 +23,7 @@ For tr(F) the model's predictive distribution is over (start, end) pairs, start 
 independent given the window: its logits over the T x T grid are start_s + end_e
 (`metric_logits`), so Eq. 2 samples both ends and differentiates log p(start) + log p(end).
 S_avg and S_worst perturb the training loss. Feature rank and feature λ_max are the
-classification head's and are refused here (`earlyjax.config`).
+classification head's and are refused here (`earlyjax.validation`).
 """
 
 from __future__ import annotations
