@@ -35,9 +35,35 @@ BACKBONE = "backbone"
 HEADS = ("classification", "span")
 
 
+# The fields of a config.json that fix the shapes of the checkpoint's tensors: one without
+# any of them is refused, not filled in with a guess.
+SHAPE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+# transformers' `XLMRobertaConfig` class defaults of the other fields: what its `from_pretrained`
+# gives a config.json that leaves one out (xlm-roberta-base's own config.json sets
+# layer_norm_eps 1e-5, the dataclass default below, but the class default is 1e-12).
+HF_DEFAULTS = {
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 1,
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class XLMRConfig:
-    """The fields of a Hugging Face `XLMRobertaConfig` this encoder uses."""
+    """The fields of a Hugging Face `XLMRobertaConfig` this encoder uses.
+
+    The defaults are xlm-roberta-base's config.json (for models built in code, e.g. tests);
+    `from_json` instead fills a field its config.json lacks with transformers' class default.
+    """
 
     vocab_size: int = 250002
     hidden_size: int = 768
@@ -56,6 +82,12 @@ class XLMRConfig:
         """The config of a checkpoint folder's `config.json`; refuses what this encoder lacks."""
         with open(path) as f:
             raw = json.load(f)
+        missing = [field for field in SHAPE_FIELDS if field not in raw]
+        if missing:
+            raise ValueError(
+                f"{path}: no {', '.join(missing)}; a checkpoint's config.json gives the shape "
+                "of its tensors, so it must set every one of " + ", ".join(SHAPE_FIELDS)
+            )
         unsupported = {
             "hidden_act": (raw.get("hidden_act", "gelu"), "gelu"),
             "position_embedding_type": (raw.get("position_embedding_type", "absolute"), "absolute"),
@@ -71,7 +103,7 @@ class XLMRConfig:
                 f"num_attention_heads {raw['num_attention_heads']}"
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        return cls(**{**HF_DEFAULTS, **{k: v for k, v in raw.items() if k in names}})
 
 
 @dataclasses.dataclass(frozen=True)
