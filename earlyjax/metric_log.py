@@ -257,7 +257,8 @@ class EventFile:
         self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        with naming_the_file(self.path):
+            self._file.close()
 
 
 def read_event_scalars(directory: str) -> list[tuple[str, int, float]]:
@@ -319,7 +320,7 @@ class MetricLog:
         if tail is not None:
             # Kept byte for byte before the log is rewritten without it: nothing is lost.
             aside = _free_name(f"{self.path}.incomplete-line")
-            with open(aside, "wb") as f:
+            with naming_the_file(aside), open(aside, "wb") as f:
                 f.write(data[tail:])
             print(
                 f"{self.path}: dropped an incomplete last line ({len(data) - tail} bytes, left "
@@ -332,7 +333,7 @@ class MetricLog:
         if later:
             suffix = f"after-{step}" if step >= 0 else "before-first-checkpoint"
             aside = _free_name(f"{self.path}.orphaned-{suffix}")
-            with open(aside, "wb") as f:
+            with naming_the_file(aside), open(aside, "wb") as f:
                 f.writelines(later)
         if later or tail is not None:
             _replace_contents(self.path, keep)

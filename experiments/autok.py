@@ -300,10 +300,9 @@ def pipeline(
 
 def write_summary(summary: dict, out: str) -> None:
     """out/autok.json, atomically (the file `experiments.analysis.read_autok` reads)."""
-    path = os.path.join(out, "autok.json")
-    with open(path + ".tmp", "w") as fh:
-        json.dump(summary, fh, indent=2)
-    os.replace(path + ".tmp", path)
+    from earlyjax.metric_log import write_atomically  # noqa: PLC0415 (it imports jax)
+
+    write_atomically(os.path.join(out, "autok.json"), json.dumps(summary, indent=2).encode())
 
 
 def write_outputs(summary: dict, out: str, figure2: bool = True) -> None:

@@ -144,6 +144,8 @@ def manifest(config, points: Sequence[Point]) -> dict:
 
 def write_manifest(sweep_dir: str, content: dict) -> None:
     """Writes `sweep.json`, or checks that the folder's is the same sweep (SystemExit if not)."""
+    from earlyjax.metric_log import naming_the_file  # noqa: PLC0415 (it imports jax)
+
     path = os.path.join(sweep_dir, SWEEP_FILE)
     if os.path.exists(path):
         with open(path) as f:
@@ -157,7 +159,7 @@ def write_manifest(sweep_dir: str, content: dict) -> None:
     os.makedirs(sweep_dir, exist_ok=True)
     # A unique temporary name: array tasks of one sweep may write the manifest at the same time.
     fd, tmp = tempfile.mkstemp(prefix=SWEEP_FILE + ".", suffix=".tmp", dir=sweep_dir)
-    with os.fdopen(fd, "w") as f:
+    with naming_the_file(tmp), os.fdopen(fd, "w") as f:
         json.dump(content, f, indent=2)
     os.replace(tmp, path)
 

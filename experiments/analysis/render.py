@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Sequence
 
+from earlyjax.metric_log import naming_the_file
 from experiments.analysis.runs import ABSENT, SHOWN_ELSEWHERE, fmt_value, ood_set
 
 # --------------------------------------------------------------------------------------------
@@ -95,11 +96,13 @@ def write_table(rows: list[dict], out_dir: str, name: str, caption: str | None =
     caption = caption or CAPTIONS.get(name, name)
     os.makedirs(out_dir, exist_ok=True)
     columns = list(dict.fromkeys(c for r in rows for c in r))
-    pd.DataFrame(rows, columns=columns).to_csv(os.path.join(out_dir, name + ".csv"), index=False)
+    stem = os.path.join(out_dir, name)
+    with naming_the_file(stem + ".csv"):
+        pd.DataFrame(rows, columns=columns).to_csv(stem + ".csv", index=False)
     markdown = to_markdown(rows) + f"\n\n{caption}"
-    with open(os.path.join(out_dir, name + ".md"), "w") as f:
+    with naming_the_file(stem + ".md"), open(stem + ".md", "w") as f:
         f.write(markdown + "\n")
-    with open(os.path.join(out_dir, name + ".tex"), "w") as f:
+    with naming_the_file(stem + ".tex"), open(stem + ".tex", "w") as f:
         f.write(to_latex(rows, caption, name))
     return markdown
 
@@ -196,7 +199,8 @@ def save_figure(fig, stem: str) -> list[str]:
     os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):
-        fig.savefig(f"{stem}.{ext}", dpi=150)
+        with naming_the_file(f"{stem}.{ext}"):
+            fig.savefig(f"{stem}.{ext}", dpi=150)
         paths.append(f"{stem}.{ext}")
     return paths
 

@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Sequence
 
+from earlyjax.metric_log import write_atomically
 from experiments.analysis.registry import OUTPUTS, Source, output_paths
 
 PAPER_FILE = "paper.json"
@@ -100,9 +101,7 @@ def write_paper_file(out: str, grid: str, studies: Sequence[Study]) -> None:
                 )
         return
     os.makedirs(out, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(content, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_atomically(path, json.dumps(content, indent=2).encode())
 
 
 def read_paper_file(out: str) -> list[Study]:

@@ -75,10 +75,13 @@ def _save_no_clobber(path: str, arr: Array) -> None:
     d = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npy")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, arr)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk: name the file (data sits below metric_log)
+            raise e if e.filename else OSError(e.errno, e.strerror, tmp) from e
         try:
             os.link(tmp, path)  # atomic and fails if `path` exists
         except FileExistsError:
