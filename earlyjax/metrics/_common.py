@@ -172,7 +172,27 @@ def check_batches(batches: PyTree) -> int:
         ) from err
     if n_batches < 1:
         raise ValueError("batches is empty (leading axis 0); pass at least one batch")
+    if any(jnp.ndim(leaf) >= 2 and jnp.shape(leaf)[1] == 0 for leaf in leaves):
+        raise ValueError(
+            f"batches holds empty batches (axis 1, the batch size, is 0: {_layout(batches)}); "
+            "a mean loss over no examples is NaN: pass at least one example per batch"
+        )
     return int(n_batches)
+
+
+def check_inputs(fn_name: str, x: Any) -> jax.Array:
+    """`x` as an array of inputs [N, ...] with N >= 1 (a pytree such as params is refused)."""
+    try:
+        x = jnp.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"x must be an array of inputs [N, ...], got a {type(x).__name__} "
+            f"({_layout(x)}); the order is {fn_name}(logits_fn, params, x, key): are params and "
+            "x swapped?"
+        ) from err
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must be a batch [N, ...] with N >= 1, got shape {x.shape}")
+    return x
 
 
 def check_finite(name: str, tree: PyTree) -> None:
@@ -226,17 +246,18 @@ def _abstract(tree: PyTree, drop_leading: bool = False) -> PyTree:
     return jax.tree.map(spec, tree)
 
 
-def _probe(user_fn, params: PyTree, x: Any, batches: PyTree) -> Exception | None:
-    """The error of one abstract call of the user's function (None if it succeeds)."""
+def _probe(user_fn, params: PyTree, x: Any, batches: PyTree) -> tuple[Exception | None, Any]:
+    """(the error, None) of one abstract call of the user's function, or (None, its output's
+    shapes) if it succeeds."""
     try:
         if x is not None:
             one = jax.ShapeDtypeStruct((1, *jnp.shape(x)[1:]), jnp.result_type(x))
-            jax.eval_shape(user_fn, _abstract(params), one)
-        else:
-            jax.eval_shape(user_fn, _abstract(params), _abstract(batches, drop_leading=True))
+            return None, jax.eval_shape(user_fn, _abstract(params), one)
+        return None, jax.eval_shape(
+            user_fn, _abstract(params), _abstract(batches, drop_leading=True)
+        )
     except Exception as e:
-        return e
-    return None
+        return e, None
 
 
 def call_fitting_inputs(
@@ -246,17 +267,31 @@ def call_fitting_inputs(
 
     When `run()` raises, `user_fn` is called once abstractly (`jax.eval_shape`, no
     computation) the way the metric calls it: `logits_fn(params, x[:1])` (`x` given) or
-    `loss_fn(params, batches[0])`. If that fails too, the inputs do not fit the model (images
-    of another size, batches without the leading batch-index axis, a label count that differs
-    from the image count): ValueError naming the argument, its shapes and the expected layout,
-    chained to the original error. Otherwise the original error is raised unchanged.
+    `loss_fn(params, batch)` on batch 0. If that fails too, the inputs do not fit the model
+    (images of another size, batches without the leading batch-index axis, a label count that
+    differs from the image count, or a function taking (x, params) / (batch, params)):
+    ValueError naming the argument, its shapes and the expected layout, chained to the original
+    error. A `logits_fn` that runs but returns no [1, C] logits is named too. Otherwise the
+    original error is raised unchanged.
     """
     try:
         return run()
     except Exception as err:
-        problem = _probe(user_fn, params, x, batches)
+        problem, out = _probe(user_fn, params, x, batches)
+        fn, data = ("logits_fn", "x[:1]") if x is not None else ("loss_fn", "batch")
+        if problem is None and x is not None and len(getattr(out, "shape", ())) != 2:
+            raise ValueError(
+                f"{fn_name}: logits_fn must return logits [N, C] (one row of class scores per "
+                f"example); logits_fn(params, x[:1]) returned "
+                f"{jax.tree.map(lambda o: f'shape {o.shape}', out)}"
+            ) from err
         if problem is None or isinstance(problem, jax.errors.JAXTypeError):
             raise
+        if _probe(lambda p, d: user_fn(d, p), params, x, batches)[0] is None:
+            raise ValueError(
+                f"{fn_name}: {fn}({data}, params) works but {fn}(params, {data}) does not: "
+                f"{fn} must take params first, as {fn}(params, {data.removesuffix('[:1]')})"
+            ) from err
         lines = [line for line in str(problem).splitlines() if line.strip()]
         cause = f"{type(problem).__name__}: {lines[0][:300] if lines else ''}"
         if x is not None:

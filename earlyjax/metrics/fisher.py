@@ -24,6 +24,7 @@ from earlyjax.metrics._common import (
     active_indices,
     call_fitting_inputs,
     check_finite,
+    check_inputs,
     check_key,
     check_mesh,
     check_positive_int,
@@ -114,9 +115,7 @@ def fisher_trace(
         raise ValueError("exact=True applies to estimator='eq2' only; drop one of the two")
     if not callable(logits_fn):
         raise ValueError(f"logits_fn must be callable as logits_fn(params, x), got {logits_fn!r}")
-    x = jnp.asarray(x)
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise ValueError(f"x must be a batch [N, ...] with N >= 1, got shape {x.shape}")
+    x = check_inputs("fisher_trace", x)
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size, "e.g. 32 (or None for the default)")
     key = check_key(key)
