@@ -3,9 +3,10 @@
 * `features`: question + context tokenised as a pair with a checkpoint's `tokenizer.json`
   (the `tokenizers` library), the context cut into windows of `max_length` tokens (the
   paper: 384) that overlap by `stride` tokens (128), each labelled with the answer's start and
-  end token, or with the first token (<s>) when the answer is not wholly inside the window;
+  end token, or with the first token (<s>) when the answer is not wholly inside the window
+  (as Hugging Face's `run_qa.py`, but for one case: see `features`);
 * `best_answers`: the n-best span decoding of start/end logits over every window of an
-  example, back to a substring of the context;
+  example, back to a substring of the context ("" where no span is valid: see there);
 * `exact_match`, `f1` and `score`: the official answer normalisation and scores. SQuAD v1.1's
   (lower case, no punctuation, no English articles, single spaces) for SQuAD and XQuAD; MLQA's
   per language (`lang`): Unicode punctuation, the language's articles (en, es, de, vi, ar),
@@ -64,6 +65,12 @@ def features(
 
     `tokenizer` is a `tokenizers.Tokenizer` whose post-processor adds the special tokens of a
     pair (XLM-R: <s> q </s></s> c </s>); it is copied, not changed.
+
+    The labels are Hugging Face `run_qa.py`'s (`prepare_train_features`) but for an answer that
+    starts at a window's last context token: ours label that token, so the window decodes to
+    the answer; run_qa's start loop runs past the context (the special and padding tokens'
+    offsets (0, 0) are <= any start) and labels the window's last token, outside the context,
+    which decodes to no answer. Ours is the span the window holds, so it is kept.
     """
     _check_room(tokenizer, questions, max_length, stride)
     tok = padded_copy(tokenizer, max_length)
@@ -130,7 +137,12 @@ def best_answers(
 ) -> list[str]:
     """The answer text of every example: over all its windows, the `n_best` highest start and
     end logits are paired into spans inside the context with start <= end and at most
-    `max_answer_tokens` tokens; the span of highest start + end logit wins ("" if none)."""
+    `max_answer_tokens` tokens; the span of highest start + end logit wins.
+
+    With no valid span in any window the answer is "", where Hugging Face's
+    `postprocess_qa_predictions` answers the string "empty". Kept on purpose: SQuAD's scorer
+    gives "" 0 F1 and 0 EM against any answer (EM 1 only for one that normalises to ""),
+    while "empty" would earn F1 from a reference that holds the word "empty"."""
     rows = np.arange(len(feats.example))[:, None]
     starts = np.argsort(start_logits, axis=1)[:, ::-1][:, :n_best]  # [R, n]
     ends = np.argsort(end_logits, axis=1)[:, ::-1][:, :n_best]

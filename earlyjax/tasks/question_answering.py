@@ -15,9 +15,12 @@ Trained on English SQuAD v1.1, evaluated per language with F1 and exact match (T
 The model is XLM-R with a span head (start and end logits over the window's tokens); the loss
 is the mean of the start and end cross-entropies (Hugging Face's). A window whose context
 does not hold the whole answer is labelled with <s> (token 0) at both ends, as Hugging
-Face's `run_qa` labels it. Predictions take the best span over all windows of an example
-(`squad.best_answers`: n-best 20, at most 30 tokens). Training "accuracy" is the share of
-windows whose argmax start and end both equal the labels; evaluation logs F1 and EM.
+Face's `run_qa` labels it (one difference: an answer that starts at a window's last context
+token is labelled there, where run_qa's label runs past the context; `squad.features`).
+Predictions take the best span over all windows of an example (`squad.best_answers`: n-best
+20, at most 30 tokens; "" where no span is valid, where run_qa's answer is "empty"). Training
+"accuracy" is the share of windows whose argmax start and end both equal the labels;
+evaluation logs F1 and EM.
 
 For tr(F) the model's predictive distribution is over (start, end) pairs, start and end
 independent given the window: its logits over the T x T grid are start_s + end_e
