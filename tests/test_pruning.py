@@ -183,3 +183,26 @@ def test_readme_example_runs_on_a_flax_model():
     assert abs(pruning.density(mask, prunable) - 0.8**3) < 0.05
     kernel = np.asarray(at_k["head"]["fc1"]["kernel"])
     assert np.all(kernel[~mask["head"]["fc1"]["kernel"]] == 0.0)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11"])
+def test_default_exclusions_on_the_real_models(name):
+    from earlyjax.models import build_model
+
+    model, _ = build_model(name, num_classes=10, width=4)
+    params = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.ones((1, 32, 32, 3)), train=False)
+    )["params"]
+    flat = jax.tree_util.tree_flatten_with_path(
+        prunable_mask(params, pruning.default_exclusions(name))
+    )[0]
+    kept = {
+        pruning.path_str(p) for p, ok in flat if not ok and pruning.path_str(p).endswith("kernel")
+    }
+    pruned = {pruning.path_str(p) for p, ok in flat if ok}
+    assert all(p.endswith("/kernel") for p in pruned)  # never a bias or a BatchNorm leaf
+    if name == "resnet18":  # everything, the first conv, the shortcuts and the output layer too
+        assert not kept and {"stem/conv/kernel", "head/fc/kernel"} <= pruned
+        assert "layer2/block0/shortcut_conv/kernel" in pruned
+    else:
+        assert kept == {"head/fc3/kernel"} and "head/fc1/kernel" in pruned
