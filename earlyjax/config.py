@@ -158,7 +158,7 @@ def _model_defaults() -> ml_collections.ConfigDict:
     g = ml_collections.ConfigDict()
     g.name = "resnet18"
     g.width = 64
-    g.init = "pytorch"  # pytorch | flax
+    g.init = "pytorch"  # pytorch | flax | kaiming_normal | open_lth (earlyjax/models/init.py)
     # nli (model.name "xlmr"): a Hugging Face XLM-R folder; None: random, `width` x `layers`.
     g.checkpoint = config_dict.placeholder(str)
     g.layers = 4

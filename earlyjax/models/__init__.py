@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from flax import linen as nn
 
+from earlyjax.models.lenet import LENET_BLOCKS, LeNet300100
 from earlyjax.models.resnet import RESNET18_BLOCKS, ResNet18
+from earlyjax.models.resnet20 import RESNET20_BLOCKS, ResNet20
 from earlyjax.models.vgg import VGG11, VGG11_BLOCKS
 
 HEAD = "head"
-MODELS = {"resnet18": (ResNet18, RESNET18_BLOCKS), "vgg11": (VGG11, VGG11_BLOCKS)}
+# name -> (module class, block names bottom-up). resnet20 and lenet300_100 are open_lth's
+# `cifar_resnet_20` (width 16) and `mnist_lenet_300_100` (width 64) of Frankle et al. 2020.
+MODELS = {
+    "resnet18": (ResNet18, RESNET18_BLOCKS),
+    "vgg11": (VGG11, VGG11_BLOCKS),
+    "resnet20": (ResNet20, RESNET20_BLOCKS),
+    "lenet300_100": (LeNet300100, LENET_BLOCKS),
+}
 
 
 def build_model(
@@ -23,4 +32,16 @@ def build_model(
     return module_cls(num_classes=num_classes, width=width, init_style=init), blocks
 
 
-__all__ = ["HEAD", "MODELS", "RESNET18_BLOCKS", "VGG11", "VGG11_BLOCKS", "ResNet18", "build_model"]
+__all__ = [
+    "HEAD",
+    "LENET_BLOCKS",
+    "MODELS",
+    "RESNET18_BLOCKS",
+    "RESNET20_BLOCKS",
+    "VGG11",
+    "VGG11_BLOCKS",
+    "LeNet300100",
+    "ResNet18",
+    "ResNet20",
+    "build_model",
+]

@@ -34,9 +34,9 @@ class BasicBlock(nn.Module):
             init=self.init_style,
             name="conv1",
         )
-        y = nn.relu(batch_norm(y, train=train, name="bn1"))
+        y = nn.relu(batch_norm(y, train=train, name="bn1", init=self.init_style))
         y = conv(y, self.features, 3, use_bias=False, init=self.init_style, name="conv2")
-        y = batch_norm(y, train=train, name="bn2")
+        y = batch_norm(y, train=train, name="bn2", init=self.init_style)
         if self.strides != 1 or x.shape[-1] != self.features:
             x = conv(
                 x,
@@ -47,7 +47,7 @@ class BasicBlock(nn.Module):
                 init=self.init_style,
                 name="shortcut_conv",
             )
-            x = batch_norm(x, train=train, name="shortcut_bn")
+            x = batch_norm(x, train=train, name="shortcut_bn", init=self.init_style)
         return nn.relu(y + x)
 
 
@@ -60,20 +60,24 @@ class Stem(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = conv(x, self.features, 3, use_bias=False, init=self.init_style, name="conv")
-        return nn.relu(batch_norm(x, train=train, name="bn"))
+        return nn.relu(batch_norm(x, train=train, name="bn", init=self.init_style))
 
 
 class ResLayer(nn.Module):
-    """One of `layer1`..`layer4`: two BasicBlocks, the first one strided."""
+    """One of `layer1`..`layer4`: `num_blocks` BasicBlocks (two in ResNet-18, three in ResNet-20's
+    stages), the first one strided."""
 
     features: int
     strides: int
     init_style: str
+    num_blocks: int = 2
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = BasicBlock(self.features, self.strides, self.init_style, name="block0")(x, train)
-        return BasicBlock(self.features, 1, self.init_style, name="block1")(x, train)
+        for i in range(self.num_blocks):
+            strides = self.strides if i == 0 else 1
+            x = BasicBlock(self.features, strides, self.init_style, name=f"block{i}")(x, train)
+        return x
 
 
 class Head(nn.Module):

@@ -37,7 +37,7 @@ class ConvBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = conv(x, self.features, 3, use_bias=True, init=self.init_style, name="conv")
-        x = nn.relu(batch_norm(x, train=train, name="bn"))
+        x = nn.relu(batch_norm(x, train=train, name="bn", init=self.init_style))
         if self.pool:
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         return x

@@ -1,10 +1,12 @@
-"""Image classification (the paper's §4 "Simple Setup"): ResNet-18 / VGG-11 on MNIST,
-CIFAR-10/100 or the embedded digits, evaluated on the clean test set (ID) and every
-corruption x severity split of the OOD set (MNIST-C, CIFAR-10/100-C or generated ones).
+"""Image classification (the paper's §4 "Simple Setup"): ResNet-18 / VGG-11 (or Frankle et
+al. 2020's ResNet-20 / LeNet-300-100) on MNIST, CIFAR-10/100 or the embedded digits, evaluated
+on the clean test set (ID) and every corruption x severity split of the OOD set (MNIST-C,
+CIFAR-10/100-C or generated ones).
 
 Inputs are uint8 images normalised per channel with the training set's statistics; with
 `augment`, the train step applies a pad-4 random crop and horizontal flip. The model's
-BatchNorm running statistics are the task's model state.
+BatchNorm running statistics are the task's model state (empty for a model without
+BatchNorm, e.g. LeNet-300-100).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class ImageClassification(ClassificationTask):
             logits, updates = self.model.apply(
                 variables, self._inputs(images), train=True, mutable=["batch_stats"]
             )
-            return logits, updates["batch_stats"]
+            return logits, updates.get("batch_stats", {})
         return self.model.apply(variables, self._inputs(images), train=False), model_state
 
     def train_batches(self, seed, batch_size, start_step, stop_step, mesh: Mesh | None):
@@ -185,4 +187,4 @@ def metric_set_statistics(model, params, batch_stats, x: jax.Array):
     _, updates = model.apply(
         {"params": params, "batch_stats": zeros}, x, train=True, mutable=["batch_stats"]
     )
-    return jax.tree.map(lambda s: s / (1.0 - BN_MOMENTUM), updates["batch_stats"])
+    return jax.tree.map(lambda s: s / (1.0 - BN_MOMENTUM), updates.get("batch_stats", {}))
