@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 import pytest
-from workdir_checks import assert_tensorboard_matches_log
+from helpers import assert_tensorboard_matches_log
 
 from earlyjax import data as data_module
 from earlyjax import metric_log

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from workdir_checks import assert_tensorboard_matches_log
+from helpers import assert_tensorboard_matches_log
 
 from earlyjax import checkpoint, metric_log
 from earlyjax.metric_log import read_records

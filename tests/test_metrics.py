@@ -7,13 +7,19 @@ steps; λ_max vs a dense `jax.hessian`; feature rank vs matrices of known spectr
 
 import math
 
-import flax.linen as nn
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_models import mlp_logits, mlp_loss
+from helpers import (
+    classification_batches,
+    cnn_logits,
+    cnn_params,
+    mlp_logits,
+    mlp_loss,
+    mlp_params,
+)
 
 from earlyjax.metrics import (
     apgd_checkpoints,
@@ -26,54 +32,6 @@ from earlyjax.metrics import (
     worst_sharpness,
 )
 from earlyjax.metrics.sharpness import _apgd_trajectory
-
-N_CLASSES = 3
-
-
-# ----------------------------------------------------------------------------------------------
-# Tiny models
-# ----------------------------------------------------------------------------------------------
-
-
-def mlp_params(seed=0, d_in=4, hidden=6):
-    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
-    return {
-        "dense1": {
-            "kernel": jax.random.normal(k1, (d_in, hidden)) * 0.8,
-            "bias": jax.random.normal(k3, (hidden,)) * 0.1,
-        },
-        "head": {
-            "kernel": jax.random.normal(k2, (hidden, N_CLASSES)) * 0.8,
-            "bias": jnp.array([0.1, -0.2, 0.05]),
-        },
-    }
-
-
-class TinyCNN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.Conv(3, (3, 3), name="conv")(x)
-        x = nn.relu(x)
-        x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(N_CLASSES, name="head")(x)
-
-
-CNN = TinyCNN()
-
-
-def cnn_logits(params, x):
-    return CNN.apply({"params": params}, x)
-
-
-def cnn_params():
-    return CNN.init(jax.random.key(1), jnp.zeros((1, 5, 5, 2)))["params"]
-
-
-def classification_batches(n_batches=2, batch_size=6, d_in=4, seed=2):
-    kx, ky = jax.random.split(jax.random.key(seed))
-    x = jax.random.normal(kx, (n_batches, batch_size, d_in))
-    y = jax.random.randint(ky, (n_batches, batch_size), 0, N_CLASSES)
-    return x, y
 
 
 def n_params(tree):

@@ -3,9 +3,9 @@
 import os
 
 import pytest
+from helpers import metric_records
 
 from earlyjax.config import ConfigError
-from earlyjax.metric_log import read_records
 from earlyjax.periodic import StopAt
 from earlyjax.plan import record_steps
 from earlyjax.train import train_and_evaluate
@@ -32,16 +32,10 @@ def recording_config(tiny_config):
     return c
 
 
-def records(workdir):
-    return [
-        r for r in read_records(os.path.join(workdir, "metrics.jsonl")) if r["kind"] == "record"
-    ]
-
-
 def test_records_follow_the_schedule_and_survive_resume(recording_config, tiny_dataset, tmp_path):
     full, split = str(tmp_path / "full"), str(tmp_path / "split")
     results = train_and_evaluate(recording_config, full, dataset=tiny_dataset)
-    got = records(full)
+    got = metric_records(full, "record")
     assert [r["step"] for r in got] == [0, 2, 4]
     # k=2, L=5: layer4 is released at step 1, layer3 at step 3.
     assert [r["trainable"] for r in got] == [
@@ -54,7 +48,7 @@ def test_records_follow_the_schedule_and_survive_resume(recording_config, tiny_d
 
     train_and_evaluate(recording_config, split, dataset=tiny_dataset, extra_actions=[StopAt(3)])
     train_and_evaluate(recording_config, split, dataset=tiny_dataset)
-    assert records(split) == got  # same values, no duplicate or missing line
+    assert metric_records(split, "record") == got  # same values, no duplicate or missing line
 
     from experiments.analysis import figure2
 

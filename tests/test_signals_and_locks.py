@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from workdir_checks import assert_tensorboard_matches_log
+from helpers import assert_tensorboard_matches_log
 
 from earlyjax.workdir_lock import WorkdirBusy, workdir_lock
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from workdir_checks import assert_tensorboard_matches_log
+from helpers import assert_tensorboard_matches_log, restore_latest
 
 from earlyjax.checkpoint import Checkpointer, CheckpointError
 from earlyjax.config import ConfigError
@@ -22,13 +22,6 @@ from earlyjax.train import (
     setup,
     train_and_evaluate,
 )
-
-
-def final_params(workdir, like_state):
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    state, _ = ckpt.restore(ckpt.latest_step(), like_state)
-    ckpt.close()
-    return state
 
 
 def snapshot(workdir):
@@ -79,7 +72,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tiny_config, tiny_dataset,
     resumed = train_and_evaluate(tiny_config, split, dataset=tiny_dataset)
 
     _, like = setup(tiny_config, tiny_dataset)
-    a, b = final_params(full, like), final_params(split, like)
+    a, b = restore_latest(full, like), restore_latest(split, like)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert read_records(os.path.join(full, "metrics.jsonl")) == read_records(
