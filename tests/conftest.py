@@ -6,6 +6,8 @@ import os
 import helpers
 import pytest
 
+from earlyjax.train import train_and_evaluate
+
 SHARED = helpers.ROOT.parent / "shared"
 
 # tests/multidevice/ needs 4 devices, which must be configured before JAX starts: it runs in a
@@ -122,3 +124,38 @@ def mock_tfds(monkeypatch):
 
     monkeypatch.setattr(mocking, "_getitems", _unbound_getitems)
     return functools.partial(tfds.testing.mock_data, policy=tfds.testing.MockPolicy.USE_CODE)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_dataset):
+    from earlyjax.config import default_config
+
+    c = default_config()
+    c.model.width = 4
+    c.batch_size = 32
+    c.total_steps = 6
+    c.log_every = 3
+    c.checkpoint_every = 0
+    c.eval_batch_size = 64
+    c.progress_bar = False
+    c.unfreeze.k = 2
+    c.unfreeze.allow_late_release = True
+    c.data.ood_source = "none"
+    workdir = str(tmp_path_factory.mktemp("finished") / "run")
+    results = train_and_evaluate(c, workdir, dataset=tiny_dataset)
+    return c, workdir, results
+
+
+@pytest.fixture
+def recording_config(tiny_config):
+    c = tiny_config
+    c.total_steps = 6
+    c.log_every = 3
+    c.checkpoint_every = 3
+    c.record.every = 2
+    c.record.until = 4
+    c.record.set_size = 64
+    c.record.batch_size = 32
+    c.record.metrics = ("fisher", "avg_sharpness")
+    c.record.avg_samples = 2
+    return c

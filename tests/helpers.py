@@ -12,6 +12,8 @@ import collections
 import json
 import os
 import pathlib
+import shutil
+import time
 
 import flax.linen as nn
 import jax
@@ -295,3 +297,35 @@ def suptitle(fig) -> str:
 def legend(ax) -> list[str]:
     """The texts of a matplotlib axis's legend."""
     return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def mask_without_dense1_kernel(params):
+    mask = jax.tree.map(lambda _: True, params)
+    mask["dense1"]["kernel"] = False
+    return mask
+
+
+def copy_run(finished_run, tmp_path):
+    config, workdir, results = finished_run
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    return config, copy, results
+
+
+def snapshot(workdir):
+    """Every file under workdir with its bytes, to prove nothing was changed."""
+    out = {}
+    for root, _, files in os.walk(workdir):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, workdir)] = f.read()
+    return out
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)

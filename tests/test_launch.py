@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED = ("gcloud", "sbatch", "scontrol", "ssh", "nvidia-smi")
 
 

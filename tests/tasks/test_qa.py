@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import small_qa_config, tiny_tokenizer
+from helpers import FIXTURES, small_qa_config, tiny_tokenizer
 
 from earlyjax.config import ConfigError
 from earlyjax.data import text_tfds
@@ -21,7 +21,7 @@ from earlyjax.train import format_results, train_and_evaluate
 from earlyjax.validation import validate
 from experiments.configs.squad_xlmr import get_config as squad_config
 
-SPAN_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_xlmr", "span")
+SPAN_FIXTURE = os.path.join(FIXTURES, "tiny_xlmr", "span")
 
 
 def test_qa_runs_end_to_end_with_recording_and_scores_per_language(tmp_path):

@@ -124,3 +124,20 @@ def test_errors_of_the_metric_itself_are_not_relabelled():
             classification_batches(),
             jax.random.key(0),
         )
+
+
+def test_user_errors_name_the_value_and_the_fix():
+    params, batches, key = mlp_params(), classification_batches(), jax.random.key(0)
+    x = batches[0][0]
+    with pytest.raises(ValueError, match="structure of params"):
+        fisher_trace(mlp_logits, params, x, key, trainable={"dense1": True, "head": True})
+    with pytest.raises(ValueError, match="estimator"):
+        fisher_trace(mlp_logits, params, x, key, estimator="empirical")
+    with pytest.raises(ValueError, match="n_iters"):
+        worst_sharpness(mlp_loss, params, batches, key, n_iters=0)
+    with pytest.raises(ValueError, match="rho"):
+        average_sharpness(mlp_loss, params, batches, key, rho=-0.01)
+    with pytest.raises(ValueError, match="leading batch-index axis"):
+        average_sharpness(mlp_loss, params, (x, jnp.zeros((3,), jnp.int32)), key)
+    with pytest.raises(ValueError, match="threshold"):
+        feature_rank(jnp.ones((4, 3)), threshold=1.5)

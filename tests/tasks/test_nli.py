@@ -10,14 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import small_nli_config
+from helpers import FIXTURES, small_nli_config
 
 from earlyjax.config import ConfigError
 from earlyjax.metric_log import read_records
 from earlyjax.periodic import StopAt
 from earlyjax.train import make_train_step, setup, train_and_evaluate
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_xlmr", "classification")
+FIXTURE = os.path.join(FIXTURES, "tiny_xlmr", "classification")
 
 
 def test_lora_layers_release_top_down_and_the_backbone_never_moves():

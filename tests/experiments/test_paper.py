@@ -6,7 +6,7 @@ import os
 import shutil
 
 import pytest
-from helpers import legend, markdown_rows, read_text, suptitle
+from helpers import FIXTURES, legend, markdown_rows, read_text, suptitle
 from synthetic_runs import (
     autok_summary,
     curve,
@@ -19,7 +19,7 @@ from experiments import analysis, paper
 from experiments.paper import Study
 
 CONFIG = "digits_tiny.py"
-SPAN_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_xlmr", "span")
+SPAN_FIXTURE = os.path.join(FIXTURES, "tiny_xlmr", "span")
 SEEDS = (0, 1)
 RECORDED = ("fisher", "avg_sharpness", "worst_sharpness", "feature_rank")
 
