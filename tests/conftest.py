@@ -6,8 +6,6 @@ import os
 import helpers
 import pytest
 
-from earlyjax.train import train_and_evaluate
-
 SHARED = helpers.ROOT.parent / "shared"
 
 # tests/multidevice/ needs 4 devices, which must be configured before JAX starts: it runs in a
@@ -128,7 +126,9 @@ def mock_tfds(monkeypatch):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_dataset):
+    """A finished 6-step run, once per module: (config, workdir, results)."""
     from earlyjax.config import default_config
+    from earlyjax.train import train_and_evaluate
 
     c = default_config()
     c.model.width = 4

@@ -96,6 +96,13 @@ def classification_batches(n_batches=2, batch_size=6, d_in=4, seed=2):
     return x, y
 
 
+def mask_without_dense1_kernel(params):
+    """A trainable mask of `mlp_params` with dense1's kernel frozen."""
+    mask = jax.tree.map(lambda _: True, params)
+    mask["dense1"]["kernel"] = False
+    return mask
+
+
 def smooth_resnet(monkeypatch=None) -> None:
     """GELU for ReLU in earlyjax's models (they call `flax.linen.relu` at trace time), so that a
     run's gradients are smooth in its inputs: ReLU's gate can flip on a pre-activation within
@@ -205,6 +212,34 @@ def restore_latest(workdir, like_state):
     return state
 
 
+def copy_run(finished_run, tmp_path):
+    """(config, a copy of the `finished_run` fixture's workdir under tmp_path, results)."""
+    config, workdir, results = finished_run
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    return config, copy, results
+
+
+def snapshot(workdir):
+    """Every file under workdir with its bytes, to prove nothing was changed."""
+    out = {}
+    for root, _, files in os.walk(workdir):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, workdir)] = f.read()
+    return out
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Polls `predicate` every 50 ms; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
 def logged_scalars(workdir) -> dict[tuple[str, int], float]:
     """{(tag, step): value} of every numeric value in metrics.jsonl, as TensorBoard tags them."""
     from earlyjax.metric_log import METRICS_FILE, read_records
@@ -297,35 +332,3 @@ def suptitle(fig) -> str:
 def legend(ax) -> list[str]:
     """The texts of a matplotlib axis's legend."""
     return [t.get_text() for t in ax.get_legend().get_texts()]
-
-
-def mask_without_dense1_kernel(params):
-    mask = jax.tree.map(lambda _: True, params)
-    mask["dense1"]["kernel"] = False
-    return mask
-
-
-def copy_run(finished_run, tmp_path):
-    config, workdir, results = finished_run
-    copy = str(tmp_path / "copy")
-    shutil.copytree(workdir, copy)
-    return config, copy, results
-
-
-def snapshot(workdir):
-    """Every file under workdir with its bytes, to prove nothing was changed."""
-    out = {}
-    for root, _, files in os.walk(workdir):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, workdir)] = f.read()
-    return out
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
