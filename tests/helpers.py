@@ -30,13 +30,14 @@ FIXTURES = ROOT / "tests" / "fixtures"
 N_CLASSES = 3
 
 
-def mlp_params(seed=0, d_in=4, hidden=6, scale=0.8):
-    """{"dense1", "head"} of a d_in -> hidden -> N_CLASSES tanh MLP, kernels ~ N(0, scale²)."""
+def mlp_params(seed=0, d_in=4, hidden=6, scale=0.8, bias_scale=0.1):
+    """{"dense1", "head"} of a d_in -> hidden -> N_CLASSES tanh MLP, kernels ~ N(0, scale²),
+    dense1's bias ~ N(0, bias_scale²) (0: a zero-initialised bias)."""
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
     return {
         "dense1": {
             "kernel": jax.random.normal(k1, (d_in, hidden)) * scale,
-            "bias": jax.random.normal(k3, (hidden,)) * 0.1,
+            "bias": jax.random.normal(k3, (hidden,)) * bias_scale,
         },
         "head": {
             "kernel": jax.random.normal(k2, (hidden, N_CLASSES)) * scale,

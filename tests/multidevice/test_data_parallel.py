@@ -249,7 +249,7 @@ def test_a_batch_that_does_not_split_is_refused(tiny_config, tiny_dataset, tmp_p
 
 
 # helpers.py's tiny models, with batches of 12 that split over 4 devices.
-MLP = functools.partial(mlp_params, d_in=5, hidden=7, scale=0.7)
+MLP = functools.partial(mlp_params, d_in=5, hidden=7, scale=0.7, bias_scale=0.0)
 MLP_DATA = functools.partial(classification_batches, batch_size=12, d_in=5, seed=3)
 CNN = functools.partial(cnn_params, seed=2, image_shape=(6, 6, 2))
 CNN_DATA = functools.partial(classification_batches, batch_size=12, d_in=(6, 6, 2), seed=4)
@@ -329,7 +329,7 @@ def test_worst_sharpness_delta_comes_back_per_batch_on_4_devices():
     for a, b in zip(jax.tree.leaves(delta), jax.tree.leaves(ref_delta), strict=True):
         assert a.shape == b.shape and a.shape[0] == 6
     # Relative to each leaf's scale (measured gap <= 6e-8 of it), not entry by entry: entries
-    # near 0 make per-entry relative gaps meaningless.
+    # near 0 make per-entry relative gaps meaningless. A zero-initialised bias stays exactly 0.
     assert_close_to_scale(delta, ref_delta, 1e-5, what="delta")
     assert float(value) == pytest.approx(float(ref_value), rel=1e-5, abs=1e-6)
 
