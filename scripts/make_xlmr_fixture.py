@@ -9,7 +9,7 @@ attention and the heads are far from uniform, shared by `XLMRobertaForSequenceCl
 (3 labels; folder `classification/`) and `XLMRobertaForQuestionAnswering` (folder `span/`),
 each saved with `save_pretrained` (config.json + model.safetensors). `reference.npz` holds a
 batch of token ids with padding, its attention mask, and both models' eval-mode outputs:
-`tests/test_xlmr.py` checks that `earlyjax.models.xlmr.XLMR` reproduces them.
+`tests/models/test_xlmr.py` checks that `earlyjax.models.xlmr.XLMR` reproduces them.
 """
 
 from __future__ import annotations

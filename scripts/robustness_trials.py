@@ -25,7 +25,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]  # this checkout's earlyjax, not another
 
-from workdir_checks import assert_tensorboard_matches_log  # noqa: E402
+from helpers import assert_tensorboard_matches_log  # noqa: E402
 
 from earlyjax.metric_log import read_records  # noqa: E402
 

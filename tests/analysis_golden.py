@@ -2,9 +2,9 @@
 every output of the registry, and what the analysis writes and prints from it.
 
 `tests/fixtures/make_analysis_golden.py` writes the record to
-`tests/fixtures/analysis_golden/`; `tests/test_analysis_golden.py` runs the analysis again and
-compares: every table file byte for byte, every figure's data (per axes: title, labels, scales,
-each line's label and data, each collection's paths and offsets, texts, legend), and the
+`tests/fixtures/analysis_golden/`; `tests/experiments/test_analysis_golden.py` runs the analysis
+again and compares: every table file byte for byte, every figure's data (per axes: title, labels,
+scales, each line's label and data, each collection's paths and offsets, texts, legend), and the
 printed lines (the output folder written as <OUT>, the input folder as <DIR>).
 """
 

@@ -2,11 +2,11 @@
 
 import functools
 import os
-import pathlib
 
+import helpers
 import pytest
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+SHARED = helpers.ROOT.parent / "shared"
 
 # tests/multidevice/ needs 4 devices, which must be configured before JAX starts: it runs in a
 # subprocess of its own (tests/test_multidevice.py), which sets this variable.
@@ -43,27 +43,24 @@ def tiny_dataset():
     return Dataset("digits", 10, train, test, ood)
 
 
-@pytest.fixture
-def tiny_config():
-    from earlyjax.config import default_config
+@pytest.fixture(name="tiny_config")
+def _tiny_config():
+    """A tiny, fast config (`helpers.tiny_config`), fresh for each test."""
+    return helpers.tiny_config()
 
-    c = default_config()
-    c.model.width = 4
-    c.batch_size = 32
-    c.total_steps = 8
-    c.log_every = 3
-    c.checkpoint_every = 0
-    c.eval_batch_size = 64
-    c.progress_bar = False
-    c.optimizer.lr = 0.05
-    c.optimizer.momentum = 0.9
-    c.optimizer.weight_decay = 0.01
-    c.unfreeze.k = 2
-    # 8 steps with k = 2 and L = 5 releases the stem after the end (k * L >= steps): these short
-    # runs exercise the loop mid-schedule on purpose (test_train tests the refusal itself).
-    c.unfreeze.allow_late_release = True
-    c.data.ood_source = "none"
-    return c
+
+@pytest.fixture(name="smooth_resnet")
+def _smooth_resnet(monkeypatch):
+    """ResNet-18 with GELU for ReLU for the duration of one test (`helpers.smooth_resnet`)."""
+    helpers.smooth_resnet(monkeypatch)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """TFDS splits read 2 examples at a time: several batched reads per tiny mock split."""
+    from earlyjax.data import tfds_source
+
+    monkeypatch.setattr(tfds_source, "READ_CHUNK", 2)
 
 
 @pytest.fixture
@@ -125,3 +122,40 @@ def mock_tfds(monkeypatch):
 
     monkeypatch.setattr(mocking, "_getitems", _unbound_getitems)
     return functools.partial(tfds.testing.mock_data, policy=tfds.testing.MockPolicy.USE_CODE)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_dataset):
+    """A finished 6-step run, once per module: (config, workdir, results)."""
+    from earlyjax.config import default_config
+    from earlyjax.train import train_and_evaluate
+
+    c = default_config()
+    c.model.width = 4
+    c.batch_size = 32
+    c.total_steps = 6
+    c.log_every = 3
+    c.checkpoint_every = 0
+    c.eval_batch_size = 64
+    c.progress_bar = False
+    c.unfreeze.k = 2
+    c.unfreeze.allow_late_release = True
+    c.data.ood_source = "none"
+    workdir = str(tmp_path_factory.mktemp("finished") / "run")
+    results = train_and_evaluate(c, workdir, dataset=tiny_dataset)
+    return c, workdir, results
+
+
+@pytest.fixture
+def recording_config(tiny_config):
+    c = tiny_config
+    c.total_steps = 6
+    c.log_every = 3
+    c.checkpoint_every = 3
+    c.record.every = 2
+    c.record.until = 4
+    c.record.set_size = 64
+    c.record.batch_size = 32
+    c.record.metrics = ("fisher", "avg_sharpness")
+    c.record.avg_samples = 2
+    return c

@@ -5,7 +5,7 @@
 Each process has the CPU devices XLA_FLAGS gives it; with NUM_PROCESSES > 1 they form one
 JAX cluster through `jax.distributed.initialize` (gloo collectives on CPU), as the hosts of a
 TPU pod slice or a multi-node GPU job do. The model is ResNet-18 with GELU for ReLU
-(`float_drift.smooth_resnet`), so that the runs the test compares differ by rounding alone.
+(`helpers.smooth_resnet`), so that the runs the test compares differ by rounding alone.
 """
 
 import sys
@@ -25,22 +25,17 @@ def tiny_data():
     return Dataset("digits", 10, train, test, {})
 
 
-def tiny_config():
+def worker_config():
+    """`helpers.tiny_config` for 6 steps, checkpointing and recording every 3."""
+    from helpers import tiny_config
+
     from earlyjax.config import default_config
 
-    c = default_config()
-    c.model.width = 4
-    c.batch_size = 32
+    c = tiny_config()
     c.eval_batch_size = 32
-    c.total_steps = 6
-    c.log_every = 3
+    c.total_steps = 6  # mid-schedule on purpose (allow_late_release)
     c.checkpoint_every = 3
-    c.progress_bar = False
-    c.optimizer.lr = 0.05
-    c.optimizer.momentum = 0.9
-    c.unfreeze.k = 2
-    c.unfreeze.allow_late_release = True  # 6 steps, mid-schedule on purpose
-    c.data.ood_source = "none"
+    c.optimizer.weight_decay = default_config().optimizer.weight_decay
     c.record.every = 3
     c.record.until = 6
     c.record.set_size = 64
@@ -50,7 +45,7 @@ def tiny_config():
 
 
 def main(coordinator: str, num_processes: int, process_id: int, workdir: str) -> None:
-    from float_drift import smooth_resnet
+    from helpers import smooth_resnet
 
     smooth_resnet()
     if num_processes > 1:
@@ -58,7 +53,7 @@ def main(coordinator: str, num_processes: int, process_id: int, workdir: str) ->
         jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
     from earlyjax.train import train_and_evaluate
 
-    train_and_evaluate(tiny_config(), workdir, dataset=tiny_data())
+    train_and_evaluate(worker_config(), workdir, dataset=tiny_data())
     print(f"process {jax.process_index()} of {jax.process_count()}: {jax.device_count()} devices")
 
 

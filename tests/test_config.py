@@ -2,6 +2,7 @@
 and its values checked once per run (`earlyjax.validation.validate`)."""
 
 import collections
+import importlib
 import os
 import pathlib
 import subprocess
@@ -11,6 +12,7 @@ import textwrap
 import pytest
 
 from earlyjax.config import Field, default_config, flatten
+from earlyjax.train import total_steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -125,3 +127,48 @@ def test_setup_and_build_task_on_their_own_check_once(monkeypatch, tiny_config, 
     calls.clear()
     build_task(tiny_config, tiny_dataset)
     assert calls == {"validate_task": 1, "check_data_config": 1}
+
+
+# Table 5 of the paper (SGD, constant learning rate, batch 128), per config file.
+TABLE_5 = {
+    "mnist_rn18": dict(
+        dataset="mnist", model="resnet18", lr=0.01, momentum=0.9, wd=0.01, epochs=10,
+        augment=False, num_train=60000, steps=10 * 469,
+    ),
+    "cifar10_rn18": dict(
+        dataset="cifar10", model="resnet18", lr=0.1, momentum=0.0, wd=0.0, epochs=200,
+        augment=True, num_train=50000, steps=200 * 391,
+    ),
+    "cifar10_vgg11": dict(
+        dataset="cifar10", model="vgg11", lr=0.15, momentum=0.0, wd=0.0, epochs=200,
+        augment=True, num_train=50000, steps=200 * 391,
+    ),
+    "cifar100_rn18": dict(
+        dataset="cifar100", model="resnet18", lr=0.01, momentum=0.9, wd=5e-4, epochs=200,
+        augment=True, num_train=50000, steps=200 * 391,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_5))
+def test_paper_configs_are_table_5(name):
+    row = TABLE_5[name]
+    c = importlib.import_module(f"experiments.configs.{name}").get_config()
+    assert c.data.name == row["dataset"]
+    assert c.model.name == row["model"]
+    assert c.model.width == 64
+    assert c.model.init == "pytorch"
+    o = c.optimizer
+    assert (o.lr, o.momentum, o.weight_decay) == (row["lr"], row["momentum"], row["wd"])
+    assert o.lr_scale == 1.0
+    assert o.lr_switch is None  # constant learning rate
+    assert c.batch_size == 128
+    assert c.data.augment is row["augment"]
+    assert c.unfreeze.k is None  # standard training unless --config.unfreeze.k is given
+    assert not c.unfreeze.head_only and c.unfreeze.adaptive is None
+    assert c.num_epochs == row["epochs"]
+    assert c.total_steps is None  # the run length comes from the epochs
+    # ceil(N / 128) steps per epoch (drop_last=False): 469 for MNIST, 391 for CIFAR.
+    steps = total_steps(c, row["num_train"])
+    assert steps == row["steps"]
+    assert c.optimizer.lr * c.optimizer.lr_scale == pytest.approx(row["lr"])  # all run

@@ -8,10 +8,8 @@ import optax
 import pytest
 
 from earlyjax import freezing
-from earlyjax.freezing import NEVER
 from earlyjax.interventions import (
     GradualUnfreezing,
-    LRSwitch,
     build_optimizer,
     schedule_factor,
 )
@@ -243,49 +241,3 @@ def test_labels_follow_namespaces_and_reject_strays():
         freezing.group_labels({**params, "extra": {"w": jnp.zeros(1)}}, BLOCKS)
     with pytest.raises(ValueError, match=r"\['layer9'\] match no parameter"):
         gu_optimizer(params, freezing.release_steps_for(None, 4), blocks=(*BLOCKS, "layer9"))
-
-
-@pytest.mark.parametrize("direction,before,after", [("l2h", 0.01, 0.1), ("h2l", 0.1, 0.01)])
-def test_lr_switch_is_data_in_the_optimizer_state(direction, before, after):
-    """Plain SGD steps of size lr * factor: 0.1x before the switch for l2h, after it for h2l;
-    the switch step is read from the state, so moving it recompiles nothing."""
-    params = {"head": {"w": jnp.ones(3)}}
-    grads = {"head": {"w": jnp.ones(3)}}
-    unfreezing, switch = GradualUnfreezing(()), LRSwitch(direction)
-    schedules = [(unfreezing, unfreezing.schedule_for_k(None)), (switch, switch.schedule_for_k(5))]
-    opt = build_optimizer(params, schedules, lr=0.1)
-    traces = []
-
-    @jax.jit
-    def size(state, step):
-        traces.append(step)
-        updates, _ = opt.update(grads, state, params, step=step)
-        return -updates["head"]["w"][0]
-
-    state = opt.init(params)
-    got = [float(size(state, jnp.int32(s))) for s in (0, 4, 5, 50)]
-    np.testing.assert_allclose(got, [before, before, after, after], rtol=1e-6)
-    assert int(switch.get_schedule(state)[0]) == 5
-    held = switch.set_schedule(state, switch.held())  # the signal run: never switched
-    assert float(size(held, jnp.int32(10**6))) == pytest.approx(before)
-    assert len(traces) == 1
-    assert switch.remove_next(switch.held(), 7).tolist() == [7]
-    assert switch.removal_record(switch.held(), np.array([7])) == {
-        "intervention": "lr_switch",
-        "switch_step": 7,
-    }
-    with pytest.raises(ValueError, match="unknown LR switch 'up'"):
-        LRSwitch("up")
-    with pytest.raises(ValueError, match="needs a step k"):
-        switch.schedule_for_k(0)
-
-
-def test_gradual_unfreezing_removes_blocks_top_down():
-    unfreezing = GradualUnfreezing(BLOCKS)
-    held = unfreezing.held()
-    assert held.tolist() == [NEVER, NEVER, NEVER, 0] and unfreezing.parts_left(held) == 3
-    once = unfreezing.remove_next(held, 12)
-    assert once.tolist() == [NEVER, NEVER, 12, 0] and unfreezing.last_removal(once) == 12
-    assert unfreezing.remove_all(once, 20).tolist() == [20, 20, 12, 0]
-    assert unfreezing.removal_record(held, once)["blocks"] == ["layer2"]
-    assert unfreezing.max_fitting_k(100) == 33  # 33 * 3 = 99 < 100

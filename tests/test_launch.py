@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED = ("gcloud", "sbatch", "scontrol", "ssh", "nvidia-smi")
 
 
@@ -317,7 +317,7 @@ def test_slurm_requeue_resumes_a_real_run_from_its_sigterm_checkpoint(launch, tm
     (the stand-in scontrol then sends SIGTERM, as Slurm does); the run saves a checkpoint at the
     current step and exits 143; the requeued script resumes there and finishes, every step
     logged once, in the log and in TensorBoard."""
-    from workdir_checks import assert_tensorboard_matches_log
+    from helpers import assert_tensorboard_matches_log
 
     from earlyjax.metric_log import read_records
 

@@ -4,7 +4,7 @@ The processes form one JAX cluster through `jax.distributed.initialize` on local
 workdir (as hosts share a file system), place only their own rows of each batch, and only
 process 0 writes the metric log, config and results; orbax checkpoints are written by both.
 
-The model is ResNet-18 with GELU for ReLU (`float_drift.smooth_resnet`), and the runs are
+The model is ResNet-18 with GELU for ReLU (`helpers.smooth_resnet`), and the runs are
 compared relative to each leaf's scale, with a tolerance from the measured gap: two hosts reduce
 the batch in another order than one device, and with ReLU a gate flipped by that rounding moves
 a gradient by far more than rounding (tests/multidevice/test_data_parallel.py measures it).
@@ -16,13 +16,11 @@ import socket
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-from float_drift import assert_close_to_scale
+from helpers import ROOT, assert_close_to_scale, metric_records, restore_latest, smooth_resnet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
 # Measured, two hosts (2 devices each) vs one device after 6 steps: parameters 5.4e-6 of a leaf's
 # scale, logged losses 3.5e-8 and tr(F) 1.4e-7 relative. 2e-4 is 37x the largest, as for 8 steps
@@ -63,41 +61,31 @@ def finish(proc) -> str:
 
 def final_params(workdir):
     """The last checkpoint's parameters, restored onto this process's single device."""
-    import jax
-    from multihost_worker import tiny_config, tiny_data
+    from multihost_worker import tiny_data, worker_config
 
-    from earlyjax.checkpoint import Checkpointer
     from earlyjax.train import setup
 
-    _, like = setup(tiny_config(), tiny_data())
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    state, _ = ckpt.restore(ckpt.latest_step(), like)
-    ckpt.close()
-    return [np.asarray(x) for x in jax.tree.leaves(state.params)]
-
-
-def records(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+    _, like = setup(worker_config(), tiny_data())
+    return [np.asarray(x) for x in jax.tree.leaves(restore_latest(workdir, like).params)]
 
 
 @pytest.mark.slow  # ~65 s on 2 cores: two JAX processes, each compiling a ResNet
 def test_two_hosts_train_like_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(nn, "relu", jax.nn.gelu)  # as the workers' float_drift.smooth_resnet()
+    smooth_resnet(monkeypatch)  # as the workers do
     port = free_port()
     two_hosts, one_host = str(tmp_path / "two_hosts"), str(tmp_path / "one_host")
     hosts = [start(2, i, 2, two_hosts, port) for i in range(2)]
-    from multihost_worker import tiny_config, tiny_data
+    from multihost_worker import tiny_data, worker_config
 
     from earlyjax.train import train_and_evaluate
 
-    train_and_evaluate(tiny_config(), one_host, dataset=tiny_data())  # here, on one device
+    train_and_evaluate(worker_config(), one_host, dataset=tiny_data())  # here, on one device
     outputs = [finish(p) for p in hosts]
 
     assert "process 0 of 2: 4 devices" in outputs[0]
     assert "process 1 of 2: 4 devices" in outputs[1]
     assert_close_to_scale(final_params(two_hosts), final_params(one_host), TOL, what="param")
-    logged, ref = records(two_hosts), records(one_host)
+    logged, ref = metric_records(two_hosts), metric_records(one_host)
     # One writer: each line once, the same lines as the single process wrote.
     assert [(r["step"], r["kind"]) for r in logged] == [(r["step"], r["kind"]) for r in ref]
     for a, b in zip(logged, ref, strict=True):

@@ -129,9 +129,9 @@ def worst_sharpness(
     * P is solved to float32 resolution (`project_ellipsoid`); their bisection on the Lagrange
       multiplier stops once | ||δ ⊙ c⁻¹||₂ - ρ | <= 1e-5 (absolute), which can leave δ up to
       1e-5 outside or inside the surface, a relative 1e-3 at ρ = 0.01. Measured with
-      `their_apgd(..., tol=1e-5)` vs `tol=1e-12` (tests/test_metrics.py) on 10 random softmax
-      regressions (20 features, 10 classes, 64 points, 20 iterations): S_worst within ±0.08%
-      at ρ = 0.01, ±0.02% at ρ = 0.05.
+      `their_apgd(..., tol=1e-5)` vs `tol=1e-12` (tests/metrics/test_worst_sharpness.py) on 10
+      random softmax regressions (20 features, 10 classes, 64 points, 20 iterations): S_worst
+      within ±0.08% at ρ = 0.01, ±0.02% at ρ = 0.05.
     * Frozen leaves (`trainable`; their code has none) are not parameters at all: not
       perturbed and not in ||g||₂.
     * `random_init` is an extension: their random start (`rand_init=True`) fails

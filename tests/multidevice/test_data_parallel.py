@@ -39,15 +39,25 @@ In parentheses: the one-step tests without augmentation, where the broken step's
 crops (each device drawing offsets for its own 8 rows) do not add to the gap.
 """
 
+import functools
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from float_drift import EPS32, assert_close_to_scale
+from helpers import (
+    EPS32,
+    assert_close_to_scale,
+    classification_batches,
+    cnn_logits,
+    cnn_loss,
+    cnn_params,
+    mlp_logits,
+    mlp_loss,
+    mlp_params,
+)
 
 from earlyjax import parallel
 from earlyjax.checkpoint import Checkpointer
@@ -82,13 +92,6 @@ ONE_STEP_TOL = 1e-4
 # step), the trajectory does not amplify it. 2e-4 is 20x the largest; a broken data parallelism
 # moved the state by more than its scale (the module docstring).
 EIGHT_STEP_TOL = 2e-4
-
-
-@pytest.fixture
-def smooth_resnet(monkeypatch):
-    """ResNet-18 with GELU for ReLU (see the module docstring) for the duration of one test
-    (`float_drift.smooth_resnet`, undone afterwards)."""
-    monkeypatch.setattr(nn, "relu", jax.nn.gelu)
 
 
 def step_gradients(opt_state):
@@ -245,95 +248,45 @@ def test_a_batch_that_does_not_split_is_refused(tiny_config, tiny_dataset, tmp_p
 # ----------------------------------------------------------------------------------------------
 
 
-def mlp_params():
-    k1, k2 = jax.random.split(jax.random.key(0))
-    return {
-        "hidden": {"kernel": jax.random.normal(k1, (5, 7)) * 0.7, "bias": jnp.zeros((7,))},
-        "head": {"kernel": jax.random.normal(k2, (7, 3)) * 0.7, "bias": jnp.full((3,), 0.1)},
-    }
-
-
-def mlp_logits(params, x):
-    h = jnp.tanh(x @ params["hidden"]["kernel"] + params["hidden"]["bias"])
-    return h @ params["head"]["kernel"] + params["head"]["bias"]
-
-
-def mlp_loss(params, batch):
-    x, y = batch
-    logp = jax.nn.log_softmax(mlp_logits(params, x))
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
-
-
-class TinyCNN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
-        return nn.Dense(3, name="head")(jnp.mean(x, axis=(1, 2)))
-
-
-def cnn_params():
-    return TinyCNN().init(jax.random.key(2), jnp.zeros((1, 6, 6, 2)))["params"]
-
-
-def cnn_logits(params, x):
-    return TinyCNN().apply({"params": params}, x)
-
-
-def cnn_loss(params, batch):
-    x, y = batch
-    logp = jax.nn.log_softmax(cnn_logits(params, x))
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
-
-
-def images(n_batches=4, size=12):
-    kx, ky = jax.random.split(jax.random.key(4))
-    return (
-        jax.random.normal(kx, (n_batches, size, 6, 6, 2)),
-        jax.random.randint(ky, (n_batches, size), 0, 3),
-    )
-
-
-def batches(n_batches=4, size=12):
-    kx, ky = jax.random.split(jax.random.key(3))
-    return (
-        jax.random.normal(kx, (n_batches, size, 5)),
-        jax.random.randint(ky, (n_batches, size), 0, 3),
-    )
-
+# helpers.py's tiny models, with batches of 12 that split over 4 devices.
+MLP = functools.partial(mlp_params, d_in=5, hidden=7, scale=0.7, bias_scale=0.0)
+MLP_DATA = functools.partial(classification_batches, batch_size=12, d_in=5, seed=3)
+CNN = functools.partial(cnn_params, seed=2, image_shape=(6, 6, 2))
+CNN_DATA = functools.partial(classification_batches, batch_size=12, d_in=(6, 6, 2), seed=4)
 
 METRICS = {
     "fisher": lambda mesh: fisher_trace(
-        mlp_logits, mlp_params(), batches()[0].reshape(-1, 5), jax.random.key(1),
+        mlp_logits, MLP(), MLP_DATA(4)[0].reshape(-1, 5), jax.random.key(1),
         chunk_size=8, mesh=mesh,
     ),
     "fisher_exact": lambda mesh: fisher_trace(
-        mlp_logits, mlp_params(), batches()[0].reshape(-1, 5), jax.random.key(1),
+        mlp_logits, MLP(), MLP_DATA(4)[0].reshape(-1, 5), jax.random.key(1),
         exact=True, mesh=mesh,
     ),
     # Per-example gradients of a convolution: where XLA's automatic partitioning went wrong.
     "fisher_cnn": lambda mesh: fisher_trace(
-        cnn_logits, cnn_params(), images()[0].reshape(-1, 6, 6, 2), jax.random.key(1),
+        cnn_logits, CNN(), CNN_DATA(4)[0].reshape(-1, 6, 6, 2), jax.random.key(1),
         chunk_size=8, mesh=mesh,
     ),
     "avg_sharpness_cnn": lambda mesh: average_sharpness(
-        cnn_loss, cnn_params(), images(), jax.random.key(1), rho=0.05, n_samples=15, mesh=mesh
+        cnn_loss, CNN(), CNN_DATA(4), jax.random.key(1), rho=0.05, n_samples=15, mesh=mesh
     ),
     "worst_sharpness_cnn": lambda mesh: worst_sharpness(
-        cnn_loss, cnn_params(), images(n_batches=6), jax.random.key(1), rho=0.05, n_iters=4,
+        cnn_loss, CNN(), CNN_DATA(6), jax.random.key(1), rho=0.05, n_iters=4,
         mesh=mesh,
     )[0],
     "hessian_cnn": lambda mesh: hessian_top_eigenvalue(
-        cnn_loss, cnn_params(), images(), jax.random.key(1), n_iters=10, mesh=mesh
+        cnn_loss, CNN(), CNN_DATA(4), jax.random.key(1), n_iters=10, mesh=mesh
     ),
     "avg_sharpness": lambda mesh: average_sharpness(
-        mlp_loss, mlp_params(), batches(), jax.random.key(1), rho=0.05, n_samples=15, mesh=mesh
+        mlp_loss, MLP(), MLP_DATA(4), jax.random.key(1), rho=0.05, n_samples=15, mesh=mesh
     ),
     "worst_sharpness": lambda mesh: worst_sharpness(
-        mlp_loss, mlp_params(), batches(n_batches=6), jax.random.key(1), rho=0.05, n_iters=6,
+        mlp_loss, MLP(), MLP_DATA(6), jax.random.key(1), rho=0.05, n_iters=6,
         mesh=mesh,
     )[0],
     "hessian": lambda mesh: hessian_top_eigenvalue(
-        mlp_loss, mlp_params(), batches(), jax.random.key(1), n_iters=10, mesh=mesh
+        mlp_loss, MLP(), MLP_DATA(4), jax.random.key(1), n_iters=10, mesh=mesh
     ),
 }  # fmt: skip
 
@@ -362,11 +315,16 @@ def test_metric_work_is_split_across_devices(name):
 
 def test_worst_sharpness_delta_comes_back_per_batch_on_4_devices():
     value, delta = worst_sharpness(
-        mlp_loss, mlp_params(), batches(n_batches=6), jax.random.key(1), rho=0.05, n_iters=4,
+        mlp_loss, MLP(), MLP_DATA(6), jax.random.key(1), rho=0.05, n_iters=4,
         mesh=data_mesh(4),
     )  # fmt: skip
     ref_value, ref_delta = worst_sharpness(
-        mlp_loss, mlp_params(), batches(n_batches=6), jax.random.key(1), rho=0.05, n_iters=4
+        mlp_loss,
+        MLP(),
+        MLP_DATA(6),
+        jax.random.key(1),
+        rho=0.05,
+        n_iters=4,
     )
     for a, b in zip(jax.tree.leaves(delta), jax.tree.leaves(ref_delta), strict=True):
         assert a.shape == b.shape and a.shape[0] == 6
@@ -381,12 +339,11 @@ def test_the_transformer_tasks_agree_on_1_and_4_devices():
     """XLM-R + LoRA split over 4 devices: the training loss and gradients with dropout on (its
     masks come from the step's key, however the batch is split) and the QA task's F1 / EM,
     whose evaluation gathers each batch's span logits from the devices."""
-    from test_nli import small_config
-    from test_qa import small_config as qa_config
+    from helpers import small_nli_config, small_qa_config
 
     from earlyjax.tasks import QuestionAnswering, TextClassification
 
-    task = TextClassification.build(small_config())
+    task = TextClassification.build(small_nli_config())
     params, backbone = task.init(jax.random.key(0))
     key = jax.random.key(1)
     rows = {k: v[:64] for k, v in task.train.items()}
@@ -402,7 +359,7 @@ def test_the_transformer_tasks_agree_on_1_and_4_devices():
     assert float(loss4) == pytest.approx(float(loss1), rel=1e-6)
     assert_close_to_scale(grads4, grads1, ONE_STEP_TOL, what="gradient")
 
-    qa = QuestionAnswering.build(qa_config())
+    qa = QuestionAnswering.build(small_qa_config())
     params, backbone = qa.init(jax.random.key(0))
     one = qa.evaluate_split(params, backbone, "xa", 64)
     four = qa.evaluate_split(params, backbone, "xa", 64, mesh=data_mesh(4))

@@ -2,11 +2,13 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 from absl import flags
+from helpers import ROOT, read_text, wait_for
 
 from earlyjax.interventions import LRSwitch
 from earlyjax.periodic import StopAt
@@ -22,8 +24,6 @@ from experiments.sweep import (
     run_sequential,
     select_points,
 )
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_grid_is_the_cross_product_with_readable_names():
@@ -273,3 +273,59 @@ def test_processes_pass_the_users_overrides_to_every_child_as_given(tmp_path, mo
     for cmd, seed in zip(commands, (0, 1), strict=True):
         assert cmd[5:] == [*as_given, f"--config.seed={seed}"], cmd
         assert any(a.startswith("--config=") and a.endswith("quickstart.py") for a in cmd)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+DRIVER = """
+import sys
+from experiments.sweep import Point, run_processes
+sweep_dir = sys.argv[1]
+sleeper = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+def command(config_arg, overrides, sweep_dir, point):
+    return [sys.executable, "-c", sleeper, f"{sweep_dir}/{point.name}.pid"]
+run_processes("unused", [], sweep_dir, [Point("a", ()), Point("b", ())], 2, command=command)
+"""
+
+
+def _start_driver(sweep_dir: str) -> tuple[subprocess.Popen, list[int]]:
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, sweep_dir],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    paths = [os.path.join(sweep_dir, f"{name}.pid") for name in ("a", "b")]
+
+    def started():
+        return all(os.path.exists(p) and read_text(p) for p in paths)
+
+    wait_for(started, 60, "the sweep's children")
+    pids = [int(read_text(p)) for p in paths]
+    assert all(map(_alive, pids))
+    return driver, pids
+
+
+def test_sweep_children_die_with_a_killed_driver(tmp_path):
+    driver, children = _start_driver(str(tmp_path))
+    driver.kill()  # SIGKILL: the driver cannot pass anything on itself
+    driver.wait()
+    wait_for(lambda: not any(map(_alive, children)), 10, "the children to end")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sweep_driver_passes_signals_on_and_waits(tmp_path, signum):
+    driver, children = _start_driver(str(tmp_path))
+    driver.send_signal(signum)
+    _, err = driver.communicate(timeout=30)
+    assert driver.returncode == 128 + signum, err
+    assert "Traceback" not in err and "stopped the sweep" in err
+    assert not any(map(_alive, children))  # the driver waited for them

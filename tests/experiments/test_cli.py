@@ -7,11 +7,11 @@ import sys
 
 import pytest
 from absl import flags
+from helpers import ROOT
 
 from experiments import cli
 from experiments.configs import quickstart
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "experiments", "configs", "quickstart.py")
 
 
@@ -188,3 +188,43 @@ def test_written_overrides_parse_back_to_the_same_values():
     rest, raw = cli.split_config_args(["prog", *args])
     assert rest == ["prog"]
     assert cli.parse_overrides(config, raw) == values
+
+
+def test_cli_rejects_unknown_config_field(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.main",
+            "--config=quickstart.py",
+            f"--workdir={tmp_path / 'run'}",
+            "--config.optimizer.lrr=0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode != 0
+    assert "unknown config field: --config.optimizer.lrr (did you mean optimizer.lr" in proc.stderr
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_cli_sets_a_nullable_field_to_none_and_refuses_others():
+    script = (
+        "import sys; from absl import flags; from experiments import cli; "
+        "sys.argv = cli.rewrite_config_argument(sys.argv); cli.parse_flags(sys.argv); "
+        "print('k =', flags.FLAGS.config.unfreeze.k)"
+    )
+    root = ROOT
+
+    def parse(*args):
+        cmd = [sys.executable, "-c", script, "--config=quickstart.py", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=root)
+
+    assert "k = 10" in parse().stdout  # the quickstart's own k
+    proc = parse("--config.unfreeze.k=None")
+    assert proc.returncode == 0 and "k = None" in proc.stdout, proc.stderr
+    proc = parse("--config.batch_size=none")
+    assert proc.returncode != 0
+    assert "config field batch_size cannot be None; give a value" in proc.stderr

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny_text import tiny_tokenizer
+from helpers import tiny_tokenizer
 
 from earlyjax.data import squad
 

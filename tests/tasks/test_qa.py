@@ -11,29 +11,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_nli import small_config as nli_config
-from tiny_text import tiny_tokenizer
+from helpers import FIXTURES, small_qa_config, tiny_tokenizer
 
 from earlyjax.config import ConfigError
-from earlyjax.data import synthetic_qa, text_tfds
+from earlyjax.data import text_tfds
 from earlyjax.metric_log import read_records
 from earlyjax.tasks import QuestionAnswering
 from earlyjax.train import format_results, train_and_evaluate
 from earlyjax.validation import validate
 from experiments.configs.squad_xlmr import get_config as squad_config
 
-SPAN_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_xlmr", "span")
-
-
-def small_config():
-    c = nli_config()
-    c.task, c.data.name = "qa", "synthetic_qa"
-    c.data.max_length, c.data.doc_stride = synthetic_qa.MAX_LENGTH, synthetic_qa.STRIDE
-    return c
+SPAN_FIXTURE = os.path.join(FIXTURES, "tiny_xlmr", "span")
 
 
 def test_qa_runs_end_to_end_with_recording_and_scores_per_language(tmp_path):
-    c = small_config()
+    c = small_qa_config()
     c.record.metrics = ("fisher", "avg_sharpness")  # the span grid and the span loss
     results = train_and_evaluate(c, str(tmp_path / "run"))
     assert results["score"] == "f1" and results["release_steps"] == [3, 0]
@@ -52,7 +44,7 @@ def test_qa_runs_end_to_end_with_recording_and_scores_per_language(tmp_path):
 
 
 def test_every_context_spans_two_windows_and_each_answer_is_labelled_once():
-    task = QuestionAnswering.build(small_config())
+    task = QuestionAnswering.build(small_qa_config())
     windows = task.evals["en"].features
     assert np.all(np.bincount(windows.example) == 2)  # a 20-word context in 15-token windows
     labelled = np.bincount(windows.example, weights=windows.start > 0)
@@ -69,7 +61,7 @@ def test_every_context_spans_two_windows_and_each_answer_is_labelled_once():
 def test_the_fisher_distribution_is_the_product_of_start_and_end():
     # tr(F) samples (start, end) from logits start_s + end_e: the grid's log-probabilities are
     # log p(start) + log p(end), the span model's own distribution.
-    task = QuestionAnswering.build(small_config())
+    task = QuestionAnswering.build(small_qa_config())
     params, backbone = task.init(jax.random.key(0))
     x = jnp.stack([jnp.asarray(task.train[k][:4]) for k in ("input_ids", "attention_mask")], 1)
     grid = task.metric_logits(params, {"backbone": backbone}, x)
@@ -104,11 +96,11 @@ def test_the_paper_setting_reads_squad_xquad_and_mlqa(mock_tfds, tmp_path):
 def test_qa_configs_refuse_what_cannot_run(tmp_path):
     with pytest.raises(ConfigError, match="needs a pre-trained XLM-R: download"):
         train_and_evaluate(squad_config(), str(tmp_path / "a"))
-    c = small_config()
+    c = small_qa_config()
     c.record.metrics = ("fisher", "feature_rank")
     with pytest.raises(ConfigError, match="feature_rank: feature metrics are the classification"):
         validate(c)
-    c = small_config()
+    c = small_qa_config()
     c.data.doc_stride = c.data.max_length
     with pytest.raises(ConfigError, match="data.doc_stride=20 must be in"):
         validate(c)

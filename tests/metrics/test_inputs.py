@@ -1,12 +1,19 @@
 """The metrics' input checks: non-finite values and inputs that do not fit the model are one-line
 ValueErrors naming the argument, at the public functions, and checked only when concrete."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_models import mlp_logits, mlp_loss
+from helpers import (
+    classification_batches,
+    cnn_logits,
+    cnn_loss,
+    cnn_params,
+    mlp_logits,
+    mlp_loss,
+    mlp_params,
+)
 
 from earlyjax.metrics import (
     average_sharpness,
@@ -16,43 +23,7 @@ from earlyjax.metrics import (
     worst_sharpness,
 )
 
-N_CLASSES = 3
-
-
-def mlp_params():
-    k1, k2 = jax.random.split(jax.random.key(0))
-    return {
-        "dense1": {"kernel": jax.random.normal(k1, (4, 5)), "bias": jnp.zeros((5,))},
-        "head": {"kernel": jax.random.normal(k2, (5, N_CLASSES)), "bias": jnp.zeros((3,))},
-    }
-
-
-def batches(n_batches=2, batch_size=6, d_in=4):
-    kx, ky = jax.random.split(jax.random.key(1))
-    x = jax.random.normal(kx, (n_batches, batch_size, d_in))
-    return x, jax.random.randint(ky, (n_batches, batch_size), 0, N_CLASSES)
-
-
-class TinyCNN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Conv(3, (3, 3), name="conv")(x))
-        return nn.Dense(N_CLASSES, name="head")(jnp.mean(x, axis=(1, 2)))
-
-
-CNN = TinyCNN()
-
-
-def cnn_logits(params, x):
-    return CNN.apply({"params": params}, x)
-
-
-def cnn_loss(params, batch):
-    logp = jax.nn.log_softmax(cnn_logits(params, batch["image"]))
-    return -jnp.mean(jnp.take_along_axis(logp, batch["label"][:, None], axis=-1))
-
-
-CNN_PARAMS = CNN.init(jax.random.key(2), jnp.zeros((1, 5, 5, 1)))["params"]  # 5x5x1 images
+CNN_PARAMS = cnn_params(seed=2, image_shape=(5, 5, 1))  # 5x5x1 images
 
 
 def with_nan(params):
@@ -82,15 +53,15 @@ def one_line_error(call, match):
 @pytest.mark.parametrize("name", ["average_sharpness", "worst_sharpness", "hessian_top_eigenvalue"])
 def test_non_finite_params_and_batches_are_errors_naming_the_leaf(name):
     # worst_sharpness returned 0.0 for NaN parameters, the others NaN, without a word.
-    call = loss_metric_calls(mlp_loss, with_nan(mlp_params()), batches())[name]
+    call = loss_metric_calls(mlp_loss, with_nan(mlp_params()), classification_batches())[name]
     one_line_error(call, r"params\['dense1'\]\['kernel'\] holds non-finite values \(1 NaN")
-    x, y = batches()
+    x, y = classification_batches()
     call = loss_metric_calls(mlp_loss, mlp_params(), (x.at[1, 0, 0].set(jnp.inf), y))[name]
     one_line_error(call, r"batches\[0\] holds non-finite values \(0 NaN, 1 inf")
 
 
 def test_fisher_and_feature_rank_refuse_non_finite_inputs():
-    key, x = jax.random.key(0), batches()[0][0]
+    key, x = jax.random.key(0), classification_batches()[0][0]
     one_line_error(
         lambda: fisher_trace(mlp_logits, with_nan(mlp_params()), x, key),
         r"params\['dense1'\]\['kernel'\]",
@@ -106,7 +77,7 @@ def test_fisher_and_feature_rank_refuse_non_finite_inputs():
 
 def test_traced_values_are_not_checked():
     """Inside jit (the training run's recorder) the values are tracers: no check, no error."""
-    params, data = with_nan(mlp_params()), batches()
+    params, data = with_nan(mlp_params()), classification_batches()
 
     @jax.jit
     def inside(params, data):
@@ -136,7 +107,7 @@ def test_images_of_another_size_name_the_argument_and_the_layout():
 
 @pytest.mark.parametrize("name", ["average_sharpness", "worst_sharpness", "hessian_top_eigenvalue"])
 def test_batches_without_the_batch_axis_or_with_other_label_counts(name):
-    x, y = batches()
+    x, y = classification_batches()
     # One batch passed as `batches`: each "batch" is then one example (x[4], y[]).
     call = loss_metric_calls(mlp_loss, mlp_params(), (x[0], y[0]))[name]
     one_line_error(call, rf"^{name}: .*\[0\]: float32\[6, 4\], \[1\]: int32\[6\].*leading batch")
@@ -148,5 +119,25 @@ def test_errors_of_the_metric_itself_are_not_relabelled():
     """A loss_fn that fits the inputs but returns a vector keeps its own message."""
     with pytest.raises(ValueError, match="scalar mean loss"):
         average_sharpness(
-            lambda p, b: mlp_logits(p, b[0])[:, 0], mlp_params(), batches(), jax.random.key(0)
+            lambda p, b: mlp_logits(p, b[0])[:, 0],
+            mlp_params(),
+            classification_batches(),
+            jax.random.key(0),
         )
+
+
+def test_user_errors_name_the_value_and_the_fix():
+    params, batches, key = mlp_params(), classification_batches(), jax.random.key(0)
+    x = batches[0][0]
+    with pytest.raises(ValueError, match="structure of params"):
+        fisher_trace(mlp_logits, params, x, key, trainable={"dense1": True, "head": True})
+    with pytest.raises(ValueError, match="estimator"):
+        fisher_trace(mlp_logits, params, x, key, estimator="empirical")
+    with pytest.raises(ValueError, match="n_iters"):
+        worst_sharpness(mlp_loss, params, batches, key, n_iters=0)
+    with pytest.raises(ValueError, match="rho"):
+        average_sharpness(mlp_loss, params, batches, key, rho=-0.01)
+    with pytest.raises(ValueError, match="leading batch-index axis"):
+        average_sharpness(mlp_loss, params, (x, jnp.zeros((3,), jnp.int32)), key)
+    with pytest.raises(ValueError, match="threshold"):
+        feature_rank(jnp.ones((4, 3)), threshold=1.5)

@@ -10,38 +10,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import FIXTURES, small_nli_config
 
 from earlyjax.config import ConfigError
 from earlyjax.metric_log import read_records
 from earlyjax.periodic import StopAt
 from earlyjax.train import make_train_step, setup, train_and_evaluate
-from experiments.configs.quickstart_nli import get_config
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_xlmr", "classification")
-
-
-def small_config():
-    c = get_config()
-    c.model.width = 16
-    c.model.layers = 2
-    c.total_steps = 12
-    c.unfreeze.k = 4  # layers_1 trains with the head from step 0; layers_0 from step 3
-    c.log_every = 2
-    c.checkpoint_every = 0
-    c.record.every = 6
-    c.record.until = 6
-    c.record.metrics = ("fisher", "worst_sharpness")
-    c.record.set_size = 128
-    c.record.batch_size = 64
-    c.record.avg_samples = 2
-    c.record.worst_iters = 2
-    c.progress_bar = False
-    return c
+FIXTURE = os.path.join(FIXTURES, "tiny_xlmr", "classification")
 
 
 def test_lora_layers_release_top_down_and_the_backbone_never_moves():
     # App. A: the head and the last layer's adapters train from step 0, the others wait.
-    run_setup, state = setup(small_config())
+    run_setup, state = setup(small_nli_config())
     task = run_setup.task
     assert task.blocks == ("layers_0",) and task.head == ("layers_1", "head")
     backbone = jax.tree.map(np.array, state.model_state)
@@ -66,7 +47,7 @@ def test_lora_layers_release_top_down_and_the_backbone_never_moves():
 
 def test_quickstart_runs_end_to_end_with_recording_and_languages(tmp_path, apgd_step_calls):
     steps = apgd_step_calls
-    c = small_config()
+    c = small_nli_config()
     c.record.until = 0  # one recording: each trainable set compiles its own Auto-PGD step
     results = train_and_evaluate(c, str(tmp_path / "run"))
     assert sorted(results["ood_table"]) == ["xa", "xb", "xc"]
@@ -91,7 +72,7 @@ def test_quickstart_runs_end_to_end_with_recording_and_languages(tmp_path, apgd_
 def test_an_interrupted_run_resumes_to_the_run_it_would_have_been(tmp_path, capsys):
     # Dropout keys, data order and the release gates all derive from the step, so the resumed
     # run logs the same losses and ends at the same accuracies as an uninterrupted one.
-    c = small_config()
+    c = small_nli_config()
     c.total_steps, c.record.every = 8, 0
     train_and_evaluate(c, str(tmp_path / "killed"), extra_actions=[StopAt(4)])
     assert not (tmp_path / "killed" / "results.json").exists()
@@ -110,7 +91,7 @@ def test_an_interrupted_run_resumes_to_the_run_it_would_have_been(tmp_path, caps
 
 
 def test_nli_configs_refuse_what_cannot_run(tmp_path):
-    c = small_config()
+    c = small_nli_config()
     c.model.name = "resnet18"
     with pytest.raises(ConfigError, match="task nli needs --config.model.name=xlmr"):
         train_and_evaluate(c, str(tmp_path / "a"))
@@ -118,7 +99,7 @@ def test_nli_configs_refuse_what_cannot_run(tmp_path):
 
     with pytest.raises(ConfigError, match="needs a pre-trained XLM-R: download"):
         train_and_evaluate(mnli(), str(tmp_path / "b"))
-    c = small_config()
+    c = small_nli_config()
     c.model.checkpoint = FIXTURE  # a 64-token vocabulary: not the generated data's tokenizer
     with pytest.raises(ValueError, match="outside the model's vocabulary of 64"):
         setup(c)

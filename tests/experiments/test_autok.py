@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from test_nli import small_config
+from helpers import small_nli_config
 
 from earlyjax.metric_log import METRICS_FILE, read_records
 from earlyjax.train import build_task
@@ -216,7 +216,7 @@ def test_pipeline_runs_on_the_nli_task_through_the_same_code(tmp_path):
     """Auto-k on XLM-R + LoRA (the paper's Table 4): the task is built once from the config,
     the signal run holds every LoRA layer but the last (App. A's head group) and skips the OOD
     languages, the other runs are evaluated per language."""
-    c = pipeline_config(small_config())
+    c = pipeline_config(small_nli_config())
     c.model.layers = 3  # blocks layers_0, layers_1; head group layers_2 + head
     c.total_steps = 12
     c.record.every, c.record.until = 2, 4

@@ -16,10 +16,7 @@ from earlyjax.data.corruptions import (
     MNIST_C_CORRUPTIONS,
 )
 
-
-@pytest.fixture(autouse=True)
-def small_chunks(monkeypatch):
-    monkeypatch.setattr(ts, "READ_CHUNK", 3)  # several batched reads per split
+pytestmark = pytest.mark.usefixtures("small_chunks")
 
 
 @pytest.mark.parametrize(

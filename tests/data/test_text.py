@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny_text import tiny_tokenizer
+from helpers import tiny_tokenizer
 
 from earlyjax.data.text import encode_pairs, load_tokenizer
 

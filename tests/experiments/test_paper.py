@@ -6,6 +6,7 @@ import os
 import shutil
 
 import pytest
+from helpers import FIXTURES, legend, markdown_rows, read_text, suptitle
 from synthetic_runs import (
     autok_summary,
     curve,
@@ -13,13 +14,12 @@ from synthetic_runs import (
     write_run,
     write_transformer_autok_folders,
 )
-from tables import legend, markdown_rows, suptitle
 
 from experiments import analysis, paper
 from experiments.paper import Study
 
 CONFIG = "digits_tiny.py"
-SPAN_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_xlmr", "span")
+SPAN_FIXTURE = os.path.join(FIXTURES, "tiny_xlmr", "span")
 SEEDS = (0, 1)
 RECORDED = ("fisher", "avg_sharpness", "worst_sharpness", "feature_rank")
 
@@ -102,11 +102,6 @@ def paper_dir(tmp_path):
     return str(root)
 
 
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
 def test_analysis_all_writes_every_table_and_figure(paper_dir, tmp_path, figures, capsys):
     out = str(tmp_path / "out")
     analysis.main(["all", paper_dir, "--out", out])
@@ -130,7 +125,10 @@ def test_analysis_all_writes_every_table_and_figure(paper_dir, tmp_path, figures
         assert all(os.path.getsize(os.path.join(out, f)) > 100 for f in files), files
 
     # Table 1: per learning rate, standard and GU k=2 with the paired interval.
-    t1 = {(r["lr"], r["training"]): r for r in markdown_rows(read(os.path.join(out, "table1.md")))}
+    t1 = {
+        (r["lr"], r["training"]): r
+        for r in markdown_rows(read_text(os.path.join(out, "table1.md")))
+    }
     assert set(t1) == {("1*lr_d", "standard"), ("1*lr_d", "GU k=2"),
                        ("0.1*lr_d", "standard"), ("0.1*lr_d", "GU k=2")}  # fmt: skip
     assert t1["1*lr_d", "GU k=2"]["OOD"] == "56.00 ± 2.83"
@@ -139,21 +137,21 @@ def test_analysis_all_writes_every_table_and_figure(paper_dir, tmp_path, figures
     assert t1["1*lr_d", "GU k=2"]["n"] == "2"
 
     # Table 3: constant lr_d, constant 0.1·lr_d and the switch; no GU rows.
-    t3 = markdown_rows(read(os.path.join(out, "table3.md")))
+    t3 = markdown_rows(read_text(os.path.join(out, "table3.md")))
     assert [r["schedule"] for r in t3] == ["constant lr_d", "constant 0.1·lr_d", "lr_l2h @ 6"]
     assert t3[1]["OOD"] == "40.50 ± 0.71" and t3[2]["ΔOOD"] == "+10.00"
     # Table 3's extra rows: the LR switch step from each metric, with the WR interval.
-    extra = markdown_rows(read(os.path.join(out, "table3_autok.md")))
+    extra = markdown_rows(read_text(os.path.join(out, "table3_autok.md")))
     assert [r["method"] for r in extra] == [
         "standard", "lr_l2h, random k", "lr_l2h, k from tr(F)", "lr_l2h, k from S_avg",
         "lr_l2h, k from S_worst",
     ]  # fmt: skip
     assert extra[2]["WR (OOD) %"] == "62.50" and extra[2]["WR 95% CI"] == "[62.5, 62.5]"
-    assert "paired bootstrap over seeds" in read(os.path.join(out, "table3_autok.md"))
-    assert [r["method"] for r in markdown_rows(read(os.path.join(out, "table2.md")))][1] == (
+    assert "paired bootstrap over seeds" in read_text(os.path.join(out, "table3_autok.md"))
+    assert [r["method"] for r in markdown_rows(read_text(os.path.join(out, "table2.md")))][1] == (
         "GU, random k"
     )
-    assert "tr(F)" in read(os.path.join(out, "table6.md"))
+    assert "tr(F)" in read_text(os.path.join(out, "table6.md"))
 
     # Figures 2 and 10 split the learning rates; bands over the two seeds.
     fig2, fig10 = figures["fig2"], figures["fig10"]
@@ -302,7 +300,7 @@ def test_the_transformer_grid_needs_its_checkpoint_and_writes_tables_4_and_7(
     for output in ("table4", "table7", "table6", "fig6", "fig4", "fig9"):
         assert "not written" not in lines[output], lines[output]
     assert "no study of the grid feeds it" in lines["table1"]
-    assert "| XQuAD F1 X-ling" in read(root / "analysis" / "table7.md")
+    assert "| XQuAD F1 X-ling" in read_text(root / "analysis" / "table7.md")
     assert [ax.get_title() for ax in figures["fig4"].axes][2].startswith("|S_worst|")
 
 

@@ -8,6 +8,7 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import legend, markdown_rows, suptitle
 from synthetic_runs import (
     GENERATED,
     autok_summary,
@@ -16,7 +17,6 @@ from synthetic_runs import (
     write_run,
     write_transformer_autok_folders,
 )
-from tables import legend, markdown_rows, suptitle
 
 from experiments import analysis
 

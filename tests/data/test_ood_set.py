@@ -11,12 +11,16 @@ import os
 import numpy as np
 import pytest
 
+from earlyjax import data as data_module
 from earlyjax.config import ConfigError, default_config
 from earlyjax.data import load_dataset, ood_corruptions, ood_set_name
+from earlyjax.data.base import Dataset, Split
 from earlyjax.data.corruptions import CIFAR10_C_BENCHMARK, CIFAR10_C_CORRUPTIONS
+from earlyjax.data.local_files import DatasetFileError
 from earlyjax.metric_log import RunFileError
 from earlyjax.train import format_results, train_and_evaluate
 from earlyjax.validation import validate
+from experiments import cli
 
 
 def _data(name="digits", source="embedded", ood_source="generated", **fields):
@@ -189,3 +193,75 @@ def test_a_bad_selection_is_refused_before_anything_is_written(tiny_config, tmp_
     with pytest.raises(ConfigError, match="'speckle_noise'"):
         train_and_evaluate(tiny_config, str(workdir))
     assert not workdir.exists() and not (tmp_path / "cache").exists()
+
+
+def cifar_like(n, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    return Split(images, rng.integers(0, 10, n).astype(np.int32))
+
+
+@pytest.fixture
+def cifar10_local_ood(tmp_path, monkeypatch):
+    """A CIFAR-10 config reading OOD .npy files from tmp_path/c (ID data: 12 fake images)."""
+    from experiments.configs.cifar10_rn18 import get_config
+
+    monkeypatch.setattr(data_module, "_load_id", lambda data: (cifar_like(12), cifar_like(4, 1)))
+    config = get_config()
+    config.data.ood_source = "local"
+    config.data.ood_dir = str(tmp_path / "c")
+    config.data.ood_corruptions = "fog"
+    (tmp_path / "c").mkdir()
+    return config
+
+
+def write_c(directory, shape, labels):
+    n = len(labels)
+    np.save(directory / "labels.npy", np.tile(labels, 5).astype(np.int64))
+    np.save(directory / "fog.npy", np.zeros((5 * n, *shape), np.uint8))
+
+
+def test_ood_files_of_another_data_set_are_refused_before_anything_is_written(
+    cifar10_local_ood, tmp_path
+):
+    c_dir = tmp_path / "c"
+    write_c(c_dir, (28, 28, 1), np.arange(4))  # MNIST-C-sized images for a CIFAR-10 run
+    with pytest.raises(DatasetFileError) as info:
+        data_module.load_dataset(cifar10_local_ood.data)
+    msg = str(info.value)
+    assert "OOD split fog/severity 1" in msg and "(4, 28, 28, 1)" in msg and "32, 32, 3" in msg
+    assert f"--config.data.ood_dir={c_dir} must hold the CIFAR-10-C release" in msg
+    assert "\n" not in msg and issubclass(DatasetFileError, cli.user_errors())
+    workdir = tmp_path / "run"
+    with pytest.raises(DatasetFileError, match="fog/severity 1"):
+        train_and_evaluate(cifar10_local_ood, str(workdir))
+    assert not workdir.exists()
+    write_c(c_dir, (32, 32, 3), np.arange(4))
+    assert data_module.load_dataset(cifar10_local_ood.data).ood[("fog", 1)].images.shape == (
+        4,
+        32,
+        32,
+        3,
+    )
+
+
+def test_every_ood_split_is_checked_against_the_id_data():
+    """Whatever the source (a Dataset built by hand too): dtype, shape, label count and range."""
+    train, test = cifar_like(8), cifar_like(4, 1)
+
+    def build(images, labels, num_classes=10):
+        return Dataset("cifar10", num_classes, train, test, {("fog", 2): Split(images, labels)})
+
+    good = test.images
+    build(good, test.labels)
+    cases = [
+        (good.astype(np.float32), test.labels, r"images are float32 \(4, 32, 32, 3\)"),
+        (good[:, :28, :28], test.labels, r"images are uint8 \(4, 28, 28, 3\)"),
+        (good[:0], test.labels[:0], r"images are uint8 \(0, 32, 32, 3\).*n >= 1"),
+        (good, test.labels[:3], r"labels are int32 \(3,\), expected 4 integer labels"),
+        (good, test.labels.astype(np.float32), "labels are float32"),
+        (good, np.full(4, 10, np.int32), r"labels range over \[10, 10\].*10 classes"),
+    ]
+    for images, labels, match in cases:
+        with pytest.raises(DatasetFileError, match=r"cifar10 OOD split fog/severity 2: " + match):
+            build(images, labels)

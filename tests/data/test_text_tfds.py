@@ -7,13 +7,9 @@ import numpy as np
 import pytest
 
 from earlyjax.data import text_tfds
-from earlyjax.data import tfds_source as ts
 from earlyjax.data.tfds_source import TfdsNotPreparedError
 
-
-@pytest.fixture(autouse=True)
-def small_chunks(monkeypatch):
-    monkeypatch.setattr(ts, "READ_CHUNK", 2)  # several batched reads per split
+pytestmark = pytest.mark.usefixtures("small_chunks")
 
 
 class Records(list):

@@ -12,12 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import FIXTURES
 from safetensors.numpy import load_file, save_file
 
 from earlyjax.models.xlmr import XLMR, LoRAConfig
 from earlyjax.models.xlmr_checkpoint import load_checkpoint, read_config
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "tiny_xlmr")
+FIXTURE = os.path.join(FIXTURES, "tiny_xlmr")
 REFERENCE = np.load(os.path.join(FIXTURE, "reference.npz"))
 
 

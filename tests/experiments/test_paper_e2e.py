@@ -6,7 +6,7 @@ import os
 import textwrap
 
 import pytest
-from tables import markdown_rows
+from helpers import markdown_rows, read_text
 
 from experiments import analysis, paper
 
@@ -37,11 +37,6 @@ def get_grid():
 """
 
 
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
 def outputs(lines):
     return {ln.split(":")[0]: ln for ln in lines}
 
@@ -61,7 +56,7 @@ def test_micro_grid_end_to_end(tmp_path, capsys):
     for name in ("table1", "fig1", "fig2", "fig7", "fig5"):
         assert "not written" not in lines[name], lines[name]
     assert "no study of the grid feeds it" in lines["table2"]
-    rows = markdown_rows(read(os.path.join(out, "analysis", "table1.md")))
+    rows = markdown_rows(read_text(os.path.join(out, "analysis", "table1.md")))
     assert [(r["training"], r["n"]) for r in rows] == [("standard", "2"), ("GU k=2", "2")]
     runs = analysis.load_runs(os.path.join(out, "k"))
     assert {tuple(r["final_solution"]) for r in runs} == {("feature_eigenvalue",)}
@@ -78,16 +73,16 @@ def test_digits_grid_writes_every_image_table_and_figure(tmp_path, capsys):
     assert fed == set(paper.OUTPUTS) - {"table4", "table7", "fig4", "fig9"}  # images only
     for name, line in lines.items():
         assert ("not written" not in line) if name in fed else ("feeds it" in line), line
-    table1 = markdown_rows(read(os.path.join(out, "analysis", "table1.md")))
+    table1 = markdown_rows(read_text(os.path.join(out, "analysis", "table1.md")))
     assert [(r["lr"], r["training"]) for r in table1] == [
         (lr, t) for lr in ("0.1*lr_d", "1*lr_d") for t in ("standard", "GU k=2", "GU k=6")
     ]
     assert all(r["n"] == "2" and " ± " in r["OOD"] for r in table1)
-    table3 = markdown_rows(read(os.path.join(out, "analysis", "table3.md")))
+    table3 = markdown_rows(read_text(os.path.join(out, "analysis", "table3.md")))
     assert [r["schedule"] for r in table3] == [
         "constant lr_d", "constant 0.1·lr_d", "lr_h2l @ 6", "lr_l2h @ 6",
     ]  # fmt: skip
-    extra = markdown_rows(read(os.path.join(out, "analysis", "table3_autok.md")))
+    extra = markdown_rows(read_text(os.path.join(out, "analysis", "table3_autok.md")))
     assert extra[0]["method"] == "standard" and extra[1]["method"] == "lr_l2h, random k"
     assert {r["method"] for r in extra[2:]} <= {
         "lr_l2h, k from tr(F)", "lr_l2h, k from S_avg", "lr_l2h, k from S_worst",
