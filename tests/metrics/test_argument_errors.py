@@ -2,35 +2,20 @@
 one-line ValueErrors naming the argument: an empty batch for average_sharpness, a logits_fn
 that returns [N] (not [N, C]) or takes (x, params), and params and x swapped in the call."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
+from helpers import mlp_logits, mlp_loss, mlp_params
 
 from earlyjax.metrics import average_sharpness, fisher_trace
 
 KEY = jax.random.key(0)
 
 
-class MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.Dense(3)(nn.relu(nn.Dense(5)(x)))
-
-
-MODEL = MLP()
 X = jax.random.normal(jax.random.key(1), (6, 4))
-PARAMS = MODEL.init(KEY, X)["params"]
-
-
-def logits_fn(params, x):
-    return MODEL.apply({"params": params}, x)
-
-
-def loss_fn(params, batch):
-    x, y = batch
-    logp = jax.nn.log_softmax(logits_fn(params, x))
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+PARAMS = mlp_params()
+logits_fn = mlp_logits
+loss_fn = mlp_loss
 
 
 def one_line_error(call, *names):

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import numpy as np
-from tiny_text import tiny_tokenizer
+from helpers import tiny_tokenizer
 
 from earlyjax.data import squad
 
