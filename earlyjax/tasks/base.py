@@ -11,6 +11,7 @@ scored (`evaluate_split`: QA's F1 and exact match) and laid out (`ood_table`, `c
 
 from __future__ import annotations
 
+import abc
 import functools
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -25,7 +26,7 @@ from earlyjax.data.pipeline import evaluate
 from earlyjax.task_protocol import Batch, ModelState, Params
 
 
-class ClassificationTask:
+class ClassificationTask(abc.ABC):
     """The evaluation and results.json fields of a task scored per evaluation set.
 
     A subclass gives its sets (`eval_sets`, `id_name`, `ood_names`) and its
@@ -47,20 +48,24 @@ class ClassificationTask:
 
     # --- hooks ----------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def eval_sets(self) -> Mapping[Hashable, Any]:
         """Every set `final_results` evaluates, by name (the ID set under `id_name`)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def ood_names(self) -> Sequence[Hashable]:
         """The names of the OOD sets, in the order of the results' cells (sorted)."""
-        raise NotImplementedError
 
     def logits(
         self, params: Params, model_state: ModelState, batch: Batch, key: jax.Array | None,
         train: bool,
     ) -> tuple[jax.Array, ModelState]:  # fmt: skip
-        """(logits, new model_state) of a batch, in train mode with `train`."""
-        raise NotImplementedError
+        """(logits, new model_state) of a batch, in train mode with `train`, from which the
+        base builds `loss` and `evaluate_split`; a task that overrides both (QA) needs none."""
+        raise TypeError(
+            f"{type(self).__name__} gives no logits: override `logits`, or `loss` and "
+            "`evaluate_split`"
+        )
 
     def cell_name(self, name: Hashable) -> str:
         """An OOD set's name in the results' `ood_cells`."""
