@@ -104,17 +104,22 @@ def test_table3_separates_lr_switches(sweep_config, tmp_path):
     assert sorted(r["schedule"] for r in rows) == ["lr_h2l @ 2", "lr_l2h @ 2"]
 
 
-def test_cli_dry_run_lists_the_grid_and_refuses_bad_values(tmp_path):
-    cmd = [
+def dry_run_command(sweep_dir) -> list[str]:
+    """The sweep CLI's dry run of a 2 x 2 grid (k none/5, seeds 0/1) of the quickstart."""
+    return [
         sys.executable,
         "-m",
         "experiments.sweep",
         "--config=quickstart.py",
-        f"--sweep_dir={tmp_path}",
+        f"--sweep_dir={sweep_dir}",
         "--k=none,5",
         "--seeds=0,1",
         "--dry_run",
     ]
+
+
+def test_cli_dry_run_lists_the_grid_and_refuses_bad_values(tmp_path):
+    cmd = dry_run_command(tmp_path)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [
@@ -163,16 +168,7 @@ def test_process_slots_map_into_the_parents_visible_gpus():
 
 
 def test_cli_only_lists_and_runs_just_those_indices(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "experiments.sweep",
-        "--config=quickstart.py",
-        f"--sweep_dir={tmp_path}",
-        "--k=none,5",
-        "--seeds=0,1",
-        "--dry_run",
-    ]
+    cmd = dry_run_command(tmp_path)
     proc = subprocess.run(
         cmd + ["--only=3,1"], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
