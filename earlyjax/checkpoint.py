@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -56,12 +56,18 @@ def state_digest(state: Any) -> str:
 
 
 class Checkpointer:
-    """Saves and restores (state, meta) under `directory`, keeping the newest `keep`."""
+    """Saves and restores (state, meta) under `directory`, keeping the newest `keep` and those
+    at `named_steps` (rewinding points: earlyjax.branch)."""
 
-    def __init__(self, directory: str, keep: int = 2):
+    def __init__(self, directory: str, keep: int = 2, named_steps: Sequence[int] = ()):
         self.directory = os.path.abspath(directory)
+        policies = ocp.checkpoint_managers
+        keep_policy = policies.LatestN(keep)
+        if named_steps:
+            named = policies.CustomSteps(tuple(named_steps))
+            keep_policy = policies.AnyPreservationPolicy([keep_policy, named])
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+            preservation_policy=keep_policy,
             enable_async_checkpointing=False,
             create=True,
         )
@@ -70,6 +76,9 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         if step in self._manager.all_steps():

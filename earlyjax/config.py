@@ -37,6 +37,11 @@ class Field:
     RECORD_UNTIL = "record.until"
     RECORD_METRICS = "record.metrics"
     FINAL_METRICS = "final.metrics"
+    BRANCH_SOURCE = "branch.source"
+    BRANCH_STEP = "branch.step"
+    BRANCH_TRANSFORM = "branch.transform"
+    BRANCH_REINIT = "branch.reinit"
+    BRANCH_PRUNE_FROM = "branch.prune_from"
 
 
 # Fields that may change between a run and its resumption without changing its results.
@@ -46,6 +51,7 @@ RESUMABLE_CHANGES = frozenset(
         "keep_checkpoints",
         "progress_bar",
         "eval_batch_size",
+        "checkpoint_steps",
         Field.DATA_CACHE_DIR,
     }
 )
@@ -64,7 +70,10 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"  # sgd (PyTorch's; the image settings) | adamw (the XLM-R settings)
-    c.optimizer.schedule = "constant"  # constant | linear (to 0 at the last step, no warm-up)
+    # constant | linear (to 0 at the last step, no warm-up) | multistep (x gamma at milestones)
+    c.optimizer.schedule = "constant"
+    c.optimizer.milestone_epochs = ()  # multistep: epochs (fractions allowed) of each x gamma
+    c.optimizer.gamma = 0.1
     c.optimizer.lr = 0.1  # lr_d of Table 5
     c.optimizer.lr_scale = 1.0  # 1.0 (lr_d) or 0.1 (0.1*lr_d)
     c.optimizer.momentum = 0.0
@@ -116,6 +125,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.final = ml_collections.ConfigDict()
     c.final.metrics = ()
 
+    c.branch = _branch_defaults()
+
     c.batch_size = 128
     c.num_epochs = 1
     c.total_steps = config_dict.placeholder(int)  # overrides num_epochs when set
@@ -124,6 +135,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.log_every = 10
     c.checkpoint_every = 500
     c.keep_checkpoints = 2
+    # Named steps whose checkpoints are kept beside the newest `keep_checkpoints` (rewinding
+    # points and early-phase telemetry: e.g. (0, 50, 100, 250, 500, 1000, 2000)).
+    c.checkpoint_steps = ()
     c.progress_bar = True
     return c
 
@@ -150,6 +164,28 @@ def _data_defaults() -> ml_collections.ConfigDict:
     # qa: tokens shared by consecutive windows of a context; None: max_length // 3 (the
     # paper's 128 of 384)
     g.doc_stride = config_dict.placeholder(int)
+    return g
+
+
+def _branch_defaults() -> ml_collections.ConfigDict:
+    """The `branch` block of `default_config`: a run that starts from another run's checkpoint
+    (earlyjax/branch.py; Frankle et al. 2020's rewinding, perturbations and IMP levels)."""
+    g = ml_collections.ConfigDict()
+    g.source = config_dict.placeholder(str)  # the workdir branched from; None: a run from init
+    g.step = "end"  # the source's checkpoint: a step number ("500") or "end"
+    # A weight transform of earlyjax.weight_transforms.TRANSFORMS, applied at the branch point.
+    g.transform = "identity"
+    g.transform_scale = 1.0  # gaussian_noise: the noise std in units of sigma_init(layer)
+    # Parameter path prefixes initialised afresh at the branch (e.g. "head" after rotation
+    # pre-training, whose 4-way head the main task's replaces): comma-separated.
+    g.reinit = ""
+    # IMP: the workdir of the run whose final weights (and mask) are pruned for this branch's
+    # mask (the previous level); None: no mask.
+    g.prune_from = config_dict.placeholder(str)
+    g.prune_fraction = 0.2  # of the weights that remain, globally (open_lth: 0.2)
+    # Path prefixes never pruned: "default" (open_lth's for the model), "" (none) or
+    # comma-separated prefixes, e.g. "head".
+    g.prune_exclude = "default"
     return g
 
 

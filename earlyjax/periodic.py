@@ -25,7 +25,6 @@ import numpy as np
 
 from earlyjax.adaptive import AdaptiveRemoval
 from earlyjax.checkpoint import Checkpointer
-from earlyjax.interventions import schedule_factor
 from earlyjax.metric_log import MetricLog, read_records
 from earlyjax.plan import RunPlan
 
@@ -39,6 +38,9 @@ class TrainState(NamedTuple):
     model_state: Any  # e.g. BatchNorm running statistics
     opt_state: Any  # holds every intervention's schedule (earlyjax.interventions)
     rng: jax.Array  # uint32 key data; step s uses fold_in(rng, s)
+    # One bool array per params leaf (earlyjax.pruning): pruned weights, and their gradients,
+    # stay exactly 0. None: a dense run (its checkpoints hold no mask).
+    mask: Any = None
 
 
 class TrainingDiverged(FloatingPointError):
@@ -85,8 +87,7 @@ class Run:
         """The learning rate of the update at `step`."""
         switch = self.plan.lr_switch
         factor = 1.0 if switch is None else switch.host_factor(self.schedule(switch), step)
-        base = schedule_factor(self.plan.lr_schedule, step, self.plan.num_steps)
-        return self.plan.lr * base * factor
+        return self.plan.learning_rate(step) * factor
 
     def fetch_pending(self, step: int) -> list[dict]:
         """The pending train stats on the host; TrainingDiverged on a non-finite loss."""

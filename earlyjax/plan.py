@@ -22,7 +22,12 @@ from jax.sharding import Mesh
 from earlyjax import parallel
 from earlyjax.config import ConfigError, Field
 from earlyjax.data.pipeline import steps_per_epoch
-from earlyjax.interventions import GradualUnfreezing, Intervention, LRSwitch
+from earlyjax.interventions import (
+    GradualUnfreezing,
+    Intervention,
+    LRSwitch,
+    learning_rate_schedule,
+)
 
 if TYPE_CHECKING:
     from earlyjax.task_protocol import HasBlocks, Task
@@ -68,8 +73,10 @@ class RunPlan:
     batch_size: int
     eval_batch_size: int
     optimizer: str  # optimizer.name: sgd | adamw
-    lr_schedule: str  # optimizer.schedule: constant | linear
+    lr_schedule: str  # optimizer.schedule: constant | linear | multistep
     lr: float  # optimizer.lr * optimizer.lr_scale
+    milestones: tuple[int, ...]  # multistep: the steps of optimizer.milestone_epochs
+    gamma: float
     momentum: float
     weight_decay: float
     # Each intervention with its initial schedule; gradual unfreezing always comes first (all
@@ -83,10 +90,18 @@ class RunPlan:
     eval_every: int
     checkpoint_every: int
     keep_checkpoints: int
+    checkpoint_steps: tuple[int, ...]  # named steps kept beside the newest keep_checkpoints
     progress_bar: bool
     k: int | None  # unfreeze.k, as results.json reports it
     # The final-solution analysis (config.final): metrics of the trained model, or None.
     final: RecordPlan | None = None
+
+    def learning_rate(self, step: int) -> float:
+        """The base learning rate of the update at `step` (before an LR switch)."""
+        schedule = learning_rate_schedule(
+            self.lr_schedule, self.lr, self.num_steps, self.milestones, self.gamma
+        )
+        return float(schedule(step))
 
     @property
     def gradual_unfreezing(self) -> GradualUnfreezing:
@@ -175,6 +190,8 @@ def make_plan(config: ml_collections.ConfigDict, task: Task, mesh: Mesh | None =
     record = _record_plan(r, steps, tuple(r.metrics)) if steps else None
     final = _record_plan(r, (num_steps,), tuple(config.final.metrics))
     o = config.optimizer
+    per_epoch = steps_per_epoch(task.num_train, config.batch_size)
+    milestones = tuple(round(e * per_epoch) for e in o.milestone_epochs)
     return RunPlan(
         seed=config.seed,
         num_steps=num_steps,
@@ -183,6 +200,8 @@ def make_plan(config: ml_collections.ConfigDict, task: Task, mesh: Mesh | None =
         optimizer=o.name,
         lr_schedule=o.schedule,
         lr=o.lr * o.lr_scale,
+        milestones=milestones,
+        gamma=o.gamma,
         momentum=o.momentum,
         weight_decay=o.weight_decay,
         schedules=schedules,
@@ -194,6 +213,7 @@ def make_plan(config: ml_collections.ConfigDict, task: Task, mesh: Mesh | None =
         eval_every=config.eval_every,
         checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints,
+        checkpoint_steps=tuple(s for s in config.checkpoint_steps if s <= num_steps),
         progress_bar=config.progress_bar,
         k=config.unfreeze.k,
         final=final if final.metrics else None,

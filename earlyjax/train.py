@@ -37,7 +37,7 @@ import optax
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from earlyjax import freezing, parallel
+from earlyjax import branch, freezing, parallel
 from earlyjax.adaptive import AdaptiveRemoval
 from earlyjax.checkpoint import Checkpointer, CheckpointError
 from earlyjax.config import ConfigError, differing_fields
@@ -58,6 +58,7 @@ from earlyjax.periodic import (
     TrainState,
 )
 from earlyjax.plan import RunPlan, make_plan, total_steps
+from earlyjax.pruning import apply_mask, density, layer_densities
 from earlyjax.recording import make_recorder
 from earlyjax.tasks import TASKS, ImageClassification, Task
 from earlyjax.tasks.image_classification import ModelDoesNotFit
@@ -196,13 +197,20 @@ def _setup(config, dataset, mesh, task) -> tuple[Setup, TrainState]:
         name=plan.optimizer,
         lr_schedule=plan.lr_schedule,
         num_steps=plan.num_steps,
+        milestones=plan.milestones,
+        gamma=plan.gamma,
     )
+    # A pruned branch's state carries its mask (set when the branch is built: earlyjax.branch).
+    mask = None
+    if branch.is_pruned(config):
+        mask = jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
     state = TrainState(
         step=jnp.zeros([], jnp.int32),
         params=params,
         model_state=model_state,
         opt_state=optimizer.init(params),
         rng=jax.random.key_data(rng),
+        mask=mask,
     )
     return Setup(task, plan, optimizer), state
 
@@ -213,20 +221,26 @@ def train_step(task: Task, optimizer, model_state_groups, state: TrainState, bat
     Pure. The step's randomness is fold_in(rng, step). `model_state_groups` (group index per
     model-state leaf, or None) keeps the model state of still-frozen blocks as it was
     (unfreeze.freeze_bn_stats); otherwise every block's model state updates in train mode.
+    With a mask (a pruned run) the forward pass sees the masked weights, so a pruned weight's
+    gradient is exactly 0, and the updated weights are masked again.
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
+        if state.mask is not None:
+            params = apply_mask(params, state.mask)
         return task.loss(params, state.model_state, batch, key, train=True)
 
     (loss, (stats, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params, step=state.step)
     params = optax.apply_updates(state.params, updates)
+    if state.mask is not None:
+        params = apply_mask(params, state.mask)
     if model_state_groups is not None:
         release = freezing.get_release_steps(state.opt_state)
         live = freezing.trainable_mask(model_state_groups, release, state.step)
         model_state = jax.tree.map(jnp.where, live, model_state, state.model_state)
-    new_state = TrainState(state.step + 1, params, model_state, opt_state, state.rng)
+    new_state = TrainState(state.step + 1, params, model_state, opt_state, state.rng, state.mask)
     return new_state, {"loss": loss, **stats}
 
 
@@ -260,7 +274,9 @@ def periodic_actions(run_setup: Setup, mesh: Mesh | None) -> list[PeriodicAction
             actions.append(RemoveAdaptively(adaptive, plan.record.steps))
     if plan.eval_every:
         actions.append(EvaluateID(every=plan.eval_every))
-    actions.append(Checkpoint(every=plan.checkpoint_every, at_end=True))
+    actions.append(
+        Checkpoint(every=plan.checkpoint_every, steps=plan.checkpoint_steps, at_end=True)
+    )
     return actions
 
 
@@ -306,15 +322,21 @@ def _train_and_evaluate(config, workdir, cleanup, dataset, task: Task | None, me
         cleanup.enter_context(workdir_lock(workdir))
     mesh = mesh or parallel.data_mesh()
     run_setup, state = _setup(config, dataset, mesh, task)
+    point = branch.check_sources(config, run_setup.plan.num_steps)
     if is_writer and not locked:
         cleanup.enter_context(workdir_lock(workdir))
     _prepare_workdir(config, workdir, write=is_writer)  # a config that cannot run writes nothing
 
-    run, start = _open_run(run_setup, parallel.put_replicated(state, mesh), workdir, mesh, cleanup)
+    def first_state() -> TrainState:  # a fresh run's: from init, or the branch point's
+        if point is not None:
+            return branch_initial_state(config, run_setup, state, point)
+        return state
+
+    run, start, resumed = _open_run(run_setup, first_state, workdir, mesh, cleanup)
     actions = [*periodic_actions(run_setup, mesh), *extra_actions]
     for action in actions:
         action.resume(run)
-    train_seconds = _train(run, run_setup, actions, start)
+    train_seconds = _train(run, run_setup, actions, start, resumed)
     if run.stop_requested:
         return None
     results = {
@@ -322,6 +344,7 @@ def _train_and_evaluate(config, workdir, cleanup, dataset, task: Task | None, me
         "k": run.plan.k,
         "seed": run.plan.seed,
         "steps": run.plan.num_steps,
+        "branch": _branch_summary(config, point, run.state),
         **_evaluate(run),
         "train_seconds_this_session": train_seconds - run.record_seconds,
         "record_seconds_this_session": run.record_seconds,
@@ -341,6 +364,55 @@ def _train_and_evaluate(config, workdir, cleanup, dataset, task: Task | None, me
     return results
 
 
+def load_run_state(workdir: str, step: str | int = "end") -> tuple[Setup, TrainState]:
+    """The setup of the run in `workdir` (from its config.json) and its train state at `step`
+    (a kept checkpoint's step, or "end"); ConfigError when the run or the checkpoint is not
+    there. For branches, telemetry and analysis of saved runs."""
+    config = branch.read_run_config(workdir, "workdir")
+    run_setup, like = setup(config)
+    number = branch.resolve_step(workdir, str(step), "workdir")
+    checkpoints = Checkpointer(os.path.join(workdir, branch.CHECKPOINT_DIR))
+    with contextlib.closing(checkpoints):
+        state, _ = checkpoints.restore(number, like)
+    return run_setup, state
+
+
+def branch_initial_state(
+    config: ml_collections.ConfigDict, run_setup: Setup, fresh: TrainState, point
+) -> TrainState:
+    """The first state of a branch (earlyjax.branch): the source's checkpoint at the branch
+    step, pruned by `branch.prune_from`'s final weights, transformed."""
+    _, source = load_run_state(point.source, point.step)
+    pruned_run = None
+    if point.prune_from is not None:
+        _, pruned_run = load_run_state(point.prune_from, "end")
+    fresh_key = jax.random.fold_in(jax.random.key(config.seed), branch.FRESH_INIT_KEY)
+    fresh_params, _ = run_setup.task.init(fresh_key)
+    return branch.branch_state(config, point, fresh, source, pruned_run, fresh_params)
+
+
+def _branch_summary(config, point, state: TrainState) -> dict | None:
+    """results.json's account of a branch: where it started, how, and the density it trained
+    at (the fraction of prunable weights remaining, overall and per layer)."""
+    if point is None:
+        return None
+    b = config.branch
+    summary = {
+        "source": point.source,
+        "step": point.step,
+        "transform": b.transform,
+        "prune_from": point.prune_from,
+        "density": 1.0,
+        "layer_density": None,
+    }
+    if state.mask is not None:
+        mask = jax.device_get(state.mask)
+        prunable = branch.prunable_leaves(config, state.params)
+        summary["density"] = density(mask, prunable)
+        summary["layer_density"] = layer_densities(mask, prunable)
+    return summary
+
+
 def _finished_results(config, workdir: str) -> dict | None:
     """The results of a finished run in `workdir` (None if unfinished): it is not trained
     again, and a different config is refused."""
@@ -357,14 +429,19 @@ def _finished_results(config, workdir: str) -> dict | None:
     return results
 
 
-def _open_run(run_setup: Setup, state: TrainState, workdir: str, mesh, cleanup):
-    """(Run, the step it starts from): the newest intact checkpoint restored, the metric log
-    set straight from it, the progress bar; each closed by `cleanup`."""
+def _open_run(run_setup: Setup, first_state: Callable[[], TrainState], workdir, mesh, cleanup):
+    """(Run, the step it starts from, whether it resumed): the newest intact checkpoint restored
+    (else `first_state()`, placed on the mesh), the metric log set straight from it, the
+    progress bar; each closed by `cleanup`."""
     plan = run_setup.plan
     is_writer = jax.process_index() == 0
-    checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), plan.keep_checkpoints)
+    checkpoints = Checkpointer(
+        os.path.join(workdir, "checkpoints"), plan.keep_checkpoints, plan.checkpoint_steps
+    )
     checkpointer = cleanup.enter_context(contextlib.closing(checkpoints))
-    start, pending = 0, []
+    pending = []
+    state = parallel.put_replicated(first_state(), mesh)
+    start = int(state.step)
     restored = checkpointer.restore_latest(state)
     if restored is not None:
         start, state, meta = restored
@@ -378,7 +455,7 @@ def _open_run(run_setup: Setup, state: TrainState, workdir: str, mesh, cleanup):
         pending = list(meta["pending_stats"])
         print(f"resumed from the checkpoint at step {start} in {workdir}")
     # Without a checkpoint, lines of an earlier attempt (even at step 0) are set aside.
-    log = MetricLog(workdir, resume_step=start if start else -1, enabled=is_writer)
+    log = MetricLog(workdir, resume_step=start if restored else -1, enabled=is_writer)
     cleanup.callback(log.close)
     bar = cleanup.enter_context(
         tqdm(
@@ -391,7 +468,7 @@ def _open_run(run_setup: Setup, state: TrainState, workdir: str, mesh, cleanup):
         )
     )
     run = Run(run_setup.task, plan, workdir, state, log, checkpointer, mesh, pending, bar=bar)
-    return run, start
+    return run, start, restored is not None
 
 
 def _evaluate(run: Run) -> dict:
@@ -414,15 +491,16 @@ def _evaluate(run: Run) -> dict:
     return results
 
 
-def _train(run: Run, run_setup: Setup, actions, start: int) -> float:
-    """The loop: a train step, then the due actions; a stop (a signal or an action) saves a
-    checkpoint and ends it. Returns the seconds it took."""
+def _train(run: Run, run_setup: Setup, actions, start: int, resumed: bool) -> float:
+    """The loop: a train step, then the due actions (a fresh run's also at its first step: 0,
+    or a branch's); a stop (a signal or an action) saves a checkpoint and ends it. Returns the
+    seconds it took."""
     plan = run.plan
     t0 = time.time()
-    if start == 0:
+    if not resumed:
         for action in actions:
-            if action.due(0, plan.num_steps):
-                action(run, 0)
+            if action.due(start, plan.num_steps):
+                action(run, start)
     step_fn = make_train_step(run_setup, run.state, run.mesh)
     batches = run.task.train_batches(plan.seed, plan.batch_size, start, plan.num_steps, run.mesh)
     signals = _StopSignals()

@@ -33,6 +33,7 @@ from earlyjax.models.init import INIT_STYLES
 from earlyjax.models.xlmr_checkpoint import PREPARE as XLMR_PREPARE
 from earlyjax.recording import RECORDABLE, check_record_config
 from earlyjax.tasks import TASKS
+from earlyjax.weight_transforms import TRANSFORMS
 
 # The data sets each transformer task trains on; those that need a pre-trained XLM-R (its
 # tokenizer): the paper's data.
@@ -68,6 +69,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_optimizer(config.optimizer)
     _check_removal(config)
     _check_run(config)
+    _check_branch(config)
 
 
 def _check_images(d, m) -> None:
@@ -159,6 +161,18 @@ def _check_optimizer(o: ml_collections.ConfigDict) -> None:
         o.schedule in LR_SCHEDULES,
         f"unknown optimizer.schedule {o.schedule!r}: choose one of {LR_SCHEDULES}",
     )
+    milestones = tuple(o.milestone_epochs)
+    _check(
+        all(isinstance(e, int | float) and e > 0 for e in milestones)
+        and list(milestones) == sorted(set(milestones)),
+        f"optimizer.milestone_epochs must be increasing epochs > 0, got {milestones}: e.g. "
+        "--config.optimizer.milestone_epochs='(80, 120)'",
+    )
+    _check(
+        o.schedule == "multistep" or not milestones,
+        f"optimizer.milestone_epochs={milestones} needs --config.optimizer.schedule=multistep",
+    )
+    _check(0 < o.gamma <= 1, f"optimizer.gamma must be in (0, 1], got {o.gamma}")
     _check(
         o.name != "adamw" or o.momentum == 0,
         f"optimizer.momentum={o.momentum} is SGD's; AdamW uses PyTorch's default betas "
@@ -264,4 +278,47 @@ def _check_run(config: ml_collections.ConfigDict) -> None:
     )
     _check(
         config.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {config.eval_batch_size}"
+    )
+
+
+def _check_branch(config: ml_collections.ConfigDict) -> None:
+    """The branch block (earlyjax.branch) and the named checkpoint steps; whether the source
+    runs exist is checked when the run opens (`earlyjax.branch.check_sources`)."""
+    steps = tuple(config.checkpoint_steps)
+    _check(
+        all(isinstance(s, int) and s >= 0 for s in steps),
+        f"checkpoint_steps must be steps >= 0, got {steps}: e.g. "
+        "--config.checkpoint_steps='(0, 100, 500)'",
+    )
+    b = config.branch
+    step_ok = b.step == "end" or (isinstance(b.step, str) and b.step.isdigit())
+    _check(step_ok, f"branch.step must be a step number or 'end', got {b.step!r}")
+    _check(
+        b.transform in TRANSFORMS,
+        f"unknown branch.transform {b.transform!r}: choose one of {sorted(TRANSFORMS)}",
+    )
+    _check(b.transform_scale >= 0, f"branch.transform_scale must be >= 0, got {b.transform_scale}")
+    _check(
+        0 < b.prune_fraction < 1,
+        f"branch.prune_fraction must be in (0, 1) (open_lth: 0.2), got {b.prune_fraction}",
+    )
+    if b.source is None:
+        changed = [
+            name
+            for name, value in (
+                (Field.BRANCH_PRUNE_FROM, b.prune_from),
+                (Field.BRANCH_REINIT, b.reinit or None),
+            )
+            if value is not None
+        ]
+        if b.transform != "identity":
+            changed.append(Field.BRANCH_TRANSFORM)
+        _check(
+            not changed,
+            f"{', '.join(changed)} act at a branch point: set --config.{Field.BRANCH_SOURCE} "
+            "to the workdir of the run to branch from",
+        )
+    _check(
+        config.task == "image_classification" or (b.source is None),
+        f"branch.source needs task image_classification, got task {config.task!r}",
     )

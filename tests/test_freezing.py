@@ -11,7 +11,7 @@ from earlyjax import freezing
 from earlyjax.interventions import (
     GradualUnfreezing,
     build_optimizer,
-    schedule_factor,
+    learning_rate_schedule,
 )
 
 BLOCKS = ("stem", "layer1", "layer2")
@@ -190,7 +190,8 @@ def test_matches_hand_computed_pytorch_adamw(lr_schedule):
     assert not np.allclose(ours["stem/conv/kernel"], np.asarray(params["stem"]["conv"]["kernel"]))
     for step in (0, 4, 8):
         want = 1 - step / num_steps if lr_schedule == "linear" else 1.0
-        assert schedule_factor(lr_schedule, step, num_steps) == pytest.approx(want)
+        got = learning_rate_schedule(lr_schedule, lr, num_steps)(step)
+        assert float(got) == pytest.approx(lr * want)
 
 
 def test_frozen_group_keeps_zero_momentum_until_release():

@@ -10,6 +10,7 @@ from earlyjax.interventions import (
     GradualUnfreezing,
     LRSwitch,
     build_optimizer,
+    learning_rate_schedule,
 )
 
 
@@ -57,3 +58,22 @@ def test_gradual_unfreezing_removes_blocks_top_down():
     assert unfreezing.remove_all(once, 20).tolist() == [20, 20, 12, 0]
     assert unfreezing.removal_record(held, once)["blocks"] == ["layer2"]
     assert unfreezing.max_fitting_k(100) == 33  # 33 * 3 = 99 < 100
+
+
+def test_multistep_schedule_divides_at_each_milestone():
+    schedule = learning_rate_schedule("multistep", 0.1, milestones=(80, 120), gamma=0.1)
+    got = [float(schedule(s)) for s in (0, 79, 80, 119, 120, 10_000)]
+    np.testing.assert_allclose(got, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+
+
+def test_a_fresh_optimizer_state_continues_the_schedule_at_the_train_step():
+    """The LR comes from the train state's step, not a count in the optimizer state: a branch
+    from step k with a fresh state (earlyjax.branch) takes the step-k learning rate."""
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.ones(3)}
+    opt = build_optimizer(params, [], lr=0.1, lr_schedule="multistep", milestones=(5,))
+    fresh = opt.init(params)
+    before, _ = opt.update(grads, fresh, params, step=4)
+    after, _ = opt.update(grads, fresh, params, step=5)
+    np.testing.assert_allclose(before["w"], -0.1, rtol=1e-6)
+    np.testing.assert_allclose(after["w"], -0.01, rtol=1e-6)
