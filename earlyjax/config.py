@@ -24,6 +24,7 @@ class Field:
 
     DATA_CACHE_DIR = "data.cache_dir"
     DATA_OOD_SOURCE = "data.ood_source"
+    DATA_PRETEXT = "data.pretext"
     MODEL_CHECKPOINT = "model.checkpoint"
     LR_SCALE = "optimizer.lr_scale"
     LR_SWITCH = "optimizer.lr_switch"
@@ -160,6 +161,10 @@ def _data_defaults() -> ml_collections.ConfigDict:
     g.ood_max_examples = config_dict.placeholder(int)  # per OOD split; None = all
     g.cache_dir = config_dict.placeholder(str)  # generated corruptions; default ~/.cache
     g.augment = False  # pad-4 random crop + horizontal flip (the paper's CIFAR setting)
+    # Frankle et al. 2020 §6 pre-training task, on the image task's data (image_classification.py):
+    # none | random_labels (fixed, seeded) | rotation (predict k·90°, 4-way head) | blur
+    g.pretext = "none"
+    g.blur_factor = 4  # blur: down-sample by this factor (block mean), then up-sample back
     g.max_length = 128  # nli: tokens per sentence pair; qa: per window (paper: 384)
     # qa: tokens shared by consecutive windows of a context; None: max_length // 3 (the
     # paper's 128 of 384)

@@ -147,6 +147,9 @@ def _build_task(config: ml_collections.ConfigDict, dataset: Dataset | None) -> T
         width=config.model.width,
         init=config.model.init,
         augment=config.data.augment,
+        pretext=config.data.pretext,
+        blur_factor=config.data.blur_factor,
+        seed=config.seed,
     )
 
 

@@ -4,9 +4,10 @@
 any field that cannot work: the task, data and model fields first (`validate_task`: what
 building the task reads, so a bad value is named before any data is read), then the
 optimizer, the interventions and their removal, recording and the run's sizes. The names it
-accepts come from the registries that define them: `earlyjax.tasks.TASKS`, the data sets of
-`earlyjax.data.NUM_CLASSES` and its sources, `earlyjax.models.MODELS`, the optimizers and
-LR switches of `earlyjax.interventions`, and `earlyjax.recording.RECORDABLE`.
+accepts come from the registries that define them: `earlyjax.tasks.TASKS` (and the image
+task's `PRETEXTS`), the data sets of `earlyjax.data.NUM_CLASSES` and its sources,
+`earlyjax.models.MODELS`, the optimizers and LR switches of `earlyjax.interventions`, and
+`earlyjax.recording.RECORDABLE`.
 
 `earlyjax.train.train_and_evaluate` calls it once per run, before the workdir is touched;
 below it (building the task, loading the data, `earlyjax.plan.make_plan`) nothing checks a
@@ -22,6 +23,7 @@ import ml_collections
 from earlyjax.config import ConfigError, Field
 from earlyjax.data import (
     DATA_SOURCES,
+    IMAGE_SHAPE,
     NUM_CLASSES,
     OOD_SOURCES,
     DataConfigError,
@@ -33,6 +35,7 @@ from earlyjax.models.init import INIT_STYLES
 from earlyjax.models.xlmr_checkpoint import PREPARE as XLMR_PREPARE
 from earlyjax.recording import RECORDABLE, check_record_config
 from earlyjax.tasks import TASKS
+from earlyjax.tasks.image_classification import PRETEXTS, blur_factor_problem
 from earlyjax.weight_transforms import TRANSFORMS
 
 # The data sets each transformer task trains on; those that need a pre-trained XLM-R (its
@@ -60,6 +63,7 @@ def validate_task(config: ml_collections.ConfigDict) -> None:
         _check_text(config)
     else:
         _check_images(config.data, config.model)
+    _check_pretext(config)
     _check(config.model.width >= 1, f"model.width must be >= 1, got {config.model.width}")
 
 
@@ -110,6 +114,32 @@ def _check_images(d, m) -> None:
         f"unknown model {m.name!r}: set --config.model.name to one of {sorted(MODELS)}",
     )
     _check(m.init in INIT_STYLES, f"unknown model.init {m.init!r}; choose one of {INIT_STYLES}")
+
+
+def _check_pretext(config) -> None:
+    """data.pretext and data.blur_factor (earlyjax.tasks.image_classification): a known name,
+    the image task only, square images for rotation, a blur factor that divides the images."""
+    d = config.data
+    _check(
+        d.pretext in PRETEXTS,
+        f"unknown data.pretext {d.pretext!r}: set --config.data.pretext to one of {PRETEXTS}",
+    )
+    if d.pretext == "none":
+        return
+    _check(
+        config.task == "image_classification",
+        f"data.pretext={d.pretext!r} transforms images: it is for task image_classification, "
+        f"not {config.task!r}; set --config.data.pretext=none",
+    )
+    h, w, _ = IMAGE_SHAPE[d.name]
+    _check(
+        d.pretext != "rotation" or h == w,
+        f"data.pretext='rotation' needs square images; {d.name} images are {h}x{w}: choose "
+        "another pretext",
+    )
+    if d.pretext == "blur":
+        problem = blur_factor_problem(d.blur_factor, h, w, f"{d.name} images")
+        _check(problem is None, str(problem))
 
 
 def _check_text(config) -> None:
