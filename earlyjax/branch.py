@@ -83,6 +83,16 @@ def read_run_config(workdir: str, role: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+def builds_same_task(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> bool:
+    """Whether two configs build the same task (data and model fields alike), so that one's
+    task can restore the other's checkpoints."""
+
+    def fields(c: ml_collections.ConfigDict) -> tuple:
+        return c.task, json.loads(c.data.to_json()), json.loads(c.model.to_json())
+
+    return fields(a) == fields(b)
+
+
 def final_step(workdir: str, role: str) -> int:
     """The last step of the finished run in `workdir`; ConfigError when it has not finished."""
     path = os.path.join(workdir, RESULTS_FILE)

@@ -83,6 +83,7 @@ def run_telemetry(workdir: str, steps: tuple[int, ...] | None = None) -> list[di
     """One row per kept step (or `steps`) of the finished run in `workdir`: {"step", the
     weight statistics, "gradient_norm"}. Needs the run's checkpoint at step 0 (init)."""
     config = branch.read_run_config(workdir, "workdir")
+    config.data.ood_source = "none"  # the weights and the metric set need no OOD splits
     run_setup, like = setup(config)
     kept = branch.checkpoint_steps(workdir)
     if 0 not in kept:

@@ -367,12 +367,17 @@ def _train_and_evaluate(config, workdir, cleanup, dataset, task: Task | None, me
     return results
 
 
-def load_run_state(workdir: str, step: str | int = "end") -> tuple[Setup, TrainState]:
-    """The setup of the run in `workdir` (from its config.json) and its train state at `step`
-    (a kept checkpoint's step, or "end"); ConfigError when the run or the checkpoint is not
-    there. For branches, telemetry and analysis of saved runs."""
+def load_run_state(
+    workdir: str, step: str | int = "end", task: Task | None = None
+) -> tuple[Setup, TrainState]:
+    """The setup of the run in `workdir` (from its config.json; on `task` when given, one built
+    from the same data and model fields) and its train state at `step` (a kept checkpoint's
+    step, or "end"); ConfigError when the run or the checkpoint is not there. For branches,
+    telemetry and analysis of saved runs."""
     config = branch.read_run_config(workdir, "workdir")
-    run_setup, like = setup(config)
+    if task is None:  # the state's structure needs the model, not the OOD splits
+        config.data.ood_source = "none"
+    run_setup, like = setup(config, task=task)
     number = branch.resolve_step(workdir, str(step), "workdir")
     checkpoints = Checkpointer(os.path.join(workdir, branch.CHECKPOINT_DIR))
     with contextlib.closing(checkpoints):
@@ -385,10 +390,13 @@ def branch_initial_state(
 ) -> TrainState:
     """The first state of a branch (earlyjax.branch): the source's checkpoint at the branch
     step, pruned by `branch.prune_from`'s final weights, transformed."""
-    _, source = load_run_state(point.source, point.step)
-    pruned_run = None
-    if point.prune_from is not None:
-        _, pruned_run = load_run_state(point.prune_from, "end")
+
+    def state_of(workdir: str, step) -> TrainState:
+        same_task = branch.builds_same_task(branch.read_run_config(workdir, "workdir"), config)
+        return load_run_state(workdir, step, run_setup.task if same_task else None)[1]
+
+    source = state_of(point.source, point.step)
+    pruned_run = None if point.prune_from is None else state_of(point.prune_from, "end")
     fresh_key = jax.random.fold_in(jax.random.key(config.seed), branch.FRESH_INIT_KEY)
     fresh_params, _ = run_setup.task.init(fresh_key)
     return branch.branch_state(config, point, fresh, source, pruned_run, fresh_params)

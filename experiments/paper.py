@@ -47,6 +47,7 @@ from experiments.analysis.studies import (  # noqa: F401
     missing_runs,
     read_paper_file,
     study_config,
+    study_lottery_runs,
     sweep_points,
     write_all,
     write_paper_file,
@@ -84,11 +85,14 @@ def load_grid(name: str) -> list[Study]:
 
 def run_study(study: Study, out: str) -> None:
     """Runs (or resumes) one study into `out/<study.name>/`."""
-    from experiments import autok, sweep
+    from experiments import autok, lottery, sweep
 
     config = study_config(study)
     folder = os.path.join(out, study.name)
     print(f"== {study.name} ({study.kind}, {study.config})", flush=True)
+    if study.kind == "lottery":
+        lottery.run_all(study, config, folder, study_lottery_runs(study, config))
+        return
     if study.kind == "autok":
         autok.pipeline(
             config,
@@ -118,6 +122,8 @@ def study_runs(study: Study, config, num_train: int) -> list[tuple[str, int]]:
     steps = total_steps(config, num_train)
     if study.kind == "sweep":
         return [(p.name, steps) for p in sweep_points(study, config)]
+    if study.kind == "lottery":
+        return lottery_run_steps(study, config, num_train)
     metrics = [m for m in autok.SIGNAL_METRICS if m in config.record.metrics]
     runs = []
     for seed in study.seeds:
@@ -125,6 +131,23 @@ def study_runs(study: Study, config, num_train: int) -> list[tuple[str, int]]:
         trained = ["standard", *(f"random {i}" for i in range(study.n_random)), *metrics]
         runs += [(f"seed={seed}/{name}", steps) for name in trained]
     return runs
+
+
+def lottery_run_steps(study: Study, config, num_train: int) -> list[tuple[str, int]]:
+    """(run, optimizer steps) of a lottery study: a branch trains from its branch step on
+    (a pre-training run: its own length; a branch from its end: the rest of the run)."""
+    from earlyjax.plan import total_steps
+    from experiments import lottery
+
+    steps = total_steps(config, num_train)
+    out, length = [], {}
+    for run in lottery.lottery_runs(study, config, num_train):
+        length[run.name] = dict(run.overrides).get("total_steps") or steps
+        start = 0
+        if run.source is not None:
+            start = length[run.source] if run.step == "end" else int(run.step)
+        out.append((run.name, length[run.name] - start))
+    return out
 
 
 def measure_step_seconds(config, steps: int = 5) -> float:

@@ -35,6 +35,7 @@ a random angle within ±90·label° (../shared/DESIGN.md, "Papers 2 and 3").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -285,9 +286,8 @@ class ImageClassification(ClassificationTask):
 
     def init(self, key: jax.Array) -> tuple[Any, Any]:
         """(params, model_state) of a fresh model; ModelDoesNotFit if the images do not fit."""
-        dummy = jnp.zeros((1, *self.dataset.image_shape), jnp.float32)
         try:
-            variables = jax.jit(lambda k: self.model.init(k, dummy, train=False))(key)
+            variables = _init_variables(self.model, tuple(self.dataset.image_shape), key)
         except ValueError as e:
             raise ModelDoesNotFit(
                 f"model {type(self.model).__name__} cannot take {self.dataset.name} images: {e}"
@@ -398,6 +398,13 @@ class ImageClassification(ClassificationTask):
     def metric_features(self, params, fixed, x: jax.Array) -> jax.Array:
         """Penultimate features (feature rank, feature λ_max)."""
         return self.model.apply({"params": params, **fixed}, x, method=type(self.model).penultimate)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "image_shape"))
+def _init_variables(model: nn.Module, image_shape: tuple[int, ...], key: jax.Array):
+    """The model's variables from `key`: compiled once per model and image shape (a run and
+    its branches, sources and telemetry build the same model many times)."""
+    return model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
 
 
 def metric_set_statistics(model, params, batch_stats, x: jax.Array):

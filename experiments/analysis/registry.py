@@ -11,12 +11,13 @@ import os
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from experiments.analysis import autok_outputs, render, sweeps, transformer
+from experiments.analysis import autok_outputs, lottery_outputs, render, sweeps, transformer
 from experiments.analysis.dynamics import dynamics_figures, figure2
 from experiments.analysis.runs import DYNAMICS_METRICS, load_runs
 from experiments.analysis.summary import read_autok
 
 AUTOK_FOLDERS = "autok folders"  # `Output.uses` of an output drawn from auto-k folders
+LOTTERY_FOLDERS = "lottery folders"  # ... from lottery studies' folders (experiments.lottery)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +33,10 @@ class Output:
     """One table or figure.
 
     `uses`: the sweep runs it draws, as a predicate on a run's fields (`k`, `adaptive`,
-    `lr_scale`, `lr_switch`), or `AUTOK_FOLDERS`. `write(inputs, out_dir)` writes it and returns
-    the paths written; its inputs are the runs `uses` selects (`load_runs` records, named
-    `study/run`) or, for auto-k outputs, the `Source` of every folder. `command(folders,
+    `lr_scale`, `lr_switch`), or `AUTOK_FOLDERS` / `LOTTERY_FOLDERS`. `write(inputs, out_dir)`
+    writes it and returns the paths written; its inputs are the runs `uses` selects
+    (`load_runs` records, named `study/run`) or, for outputs drawn from folders, the `Source`
+    of every folder. `command(folders,
     out_dir)` is `python -m experiments.analysis <name> FOLDER...` (None: no subcommand); it
     returns the lines printed. `several_folders`: the subcommand takes more than one folder.
     """
@@ -46,12 +48,13 @@ class Output:
     several_folders: bool = False
 
     @property
-    def from_autok(self) -> bool:
-        return self.uses == AUTOK_FOLDERS
+    def from_folders(self) -> bool:
+        """Drawn from whole study folders (auto-k, lottery), not from selected sweep runs."""
+        return self.uses in (AUTOK_FOLDERS, LOTTERY_FOLDERS)
 
     def write_from(self, sources: Sequence[Source], out_dir: str) -> list[str]:
         """Writes the output from the folders of its studies; returns the paths written."""
-        if self.from_autok:
+        if self.from_folders:
             return self.write(list(sources), out_dir)
         return self.write(sweep_runs(sources, self.uses), out_dir)
 
@@ -132,6 +135,18 @@ def _figure1_command(folders: list[str], out: str) -> list[str]:
 
 def _one_folder(figure, folders: list[str], out: str, **kwargs) -> list[str]:
     return figure(folders[0], out, **kwargs)
+
+
+def _lottery_command(write, folders: list[str], out: str) -> list[str]:
+    """A lottery output's subcommand: writes it from each folder; prints the files."""
+    sources = [Source(os.path.basename(os.path.normpath(f)), f) for f in folders]
+    return [f"written: {output_paths(write(sources, out), out)}"]
+
+
+def _lottery(description: str, write) -> Output:
+    return Output(
+        description, LOTTERY_FOLDERS, write, partial(_lottery_command, write), several_folders=True
+    )
 
 
 def _dynamics(stem: str, metrics=DYNAMICS_METRICS, **kwargs):
@@ -233,13 +248,44 @@ OUTPUTS: dict[str, Output] = {
         partial(transformer.write_figure4, stem="fig9"),
         partial(_one_folder, transformer.figure4, stem="fig9"),
     ),
+    "lth_imp": _lottery(
+        "Frankle et al. 2020: IMP with rewinding, ID and OOD accuracy vs weights remaining "
+        "per rewinding step (lottery)",
+        lottery_outputs.write_imp,
+    ),
+    "lth_rewind": _lottery(
+        "Frankle et al. 2020: accuracy at a fixed sparsity vs the rewinding step (lottery)",
+        lottery_outputs.write_rewind,
+    ),
+    "lth_perturb": _lottery(
+        "Frankle et al. 2020: each weight transform at step k, accuracy vs k (lottery)",
+        lottery_outputs.write_perturb,
+    ),
+    "lth_pretext": _lottery(
+        "Frankle et al. 2020: IMP after pre-training on random labels, rotation or blur, "
+        "accuracy vs pre-training epochs (lottery)",
+        lottery_outputs.write_pretext,
+    ),
+    "lth_telemetry": _lottery(
+        "Frankle et al. 2020's weight telemetry beside tr(F), S_avg, S_worst over the early "
+        "phase (lottery)",
+        lottery_outputs.write_telemetry,
+    ),
 }
 
 
 def commands() -> list[str]:
-    """The outputs with a subcommand: tables, then figures, each by number."""
+    """The outputs with a subcommand: tables, then figures, each by number, then the other
+    papers' outputs by name."""
     named = [n for n, o in OUTPUTS.items() if o.command is not None]
-    return sorted(named, key=lambda n: (n.startswith("fig"), int(n.strip("tablefig"))))
+
+    def order(name: str) -> tuple:
+        number = name.strip("tablefig")
+        if name.startswith(("table", "fig")) and number.isdigit():
+            return (name.startswith("fig"), int(number), name)
+        return (2, 0, name)
+
+    return sorted(named, key=order)
 
 
 def output_paths(paths: Sequence[str], out_dir: str) -> str:

@@ -14,17 +14,21 @@ from earlyjax.metric_log import write_atomically
 from experiments.analysis.registry import OUTPUTS, Source, output_paths
 
 PAPER_FILE = "paper.json"
+KINDS = ("sweep", "autok", "lottery")
 
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """One sweep or auto-k pipeline of one config, run into `<out>/<name>/`.
+    """One sweep, auto-k pipeline or lottery study of one config, run into `<out>/<name>/`.
 
     A sweep trains the cross product of `k` (removal steps of `intervention`; None = standard
     training), `seeds`, `lr_scale` and `lr_switch` ((direction, step) pairs), as
     `experiments.sweep`; an auto-k study runs `experiments.autok` with `seeds`, `n_random`,
-    `max_random_k` and `intervention`. `overrides` are dotted config fields set in every run;
-    `outputs` the keys of `OUTPUTS` the study's runs feed.
+    `max_random_k` and `intervention`; a lottery study (`experiments.lottery`: Frankle et al.
+    2020) trains, per seed, a trunk, IMP to `levels` with rewinding to each step of `rewind`,
+    each of `transforms` at `sparsity_level`, and IMP after each of `pretexts` for each of
+    `pretrain_epochs`. `overrides` are dotted config fields set in every run; `outputs` the
+    keys of `OUTPUTS` the study's runs feed.
     """
 
     name: str
@@ -39,10 +43,16 @@ class Study:
     n_random: int = 10
     max_random_k: int | None = None
     overrides: tuple[tuple[str, object], ...] = ()
+    rewind: tuple[int, ...] = ()
+    levels: int = 0
+    sparsity_level: int = 0
+    transforms: tuple[str, ...] = ()
+    pretexts: tuple[str, ...] = ()
+    pretrain_epochs: tuple[float, ...] = ()
 
     def __post_init__(self):
-        if self.kind not in ("sweep", "autok"):
-            raise ValueError(f"study {self.name}: kind {self.kind!r} is not 'sweep' or 'autok'")
+        if self.kind not in KINDS:
+            raise ValueError(f"study {self.name}: kind {self.kind!r} is not one of {KINDS}")
         unknown = sorted(set(self.outputs) - set(OUTPUTS))
         if unknown:
             raise ValueError(
@@ -56,7 +66,8 @@ class Study:
 
     @classmethod
     def from_json(cls, d: dict) -> Study:
-        tuples = ("outputs", "seeds", "k", "lr_scale")
+        tuples = ("outputs", "seeds", "k", "lr_scale", "rewind", "transforms", "pretexts")
+        tuples += ("pretrain_epochs",)
         fields = {k: tuple(v) if k in tuples else v for k, v in d.items()}
         fields["lr_switch"] = tuple(tuple(x) for x in d["lr_switch"])
         fields["overrides"] = tuple(tuple(x) for x in d["overrides"])
@@ -85,6 +96,14 @@ def sweep_points(study: Study, config) -> list:
 
     intervention = sweep.intervention_for(study.intervention, config)
     return sweep.expand_grid(study.k, study.seeds, study.lr_scale, study.lr_switch, intervention)
+
+
+def study_lottery_runs(study: Study, config) -> list:
+    """The runs of a lottery study (`experiments.lottery.LotteryRun`), in the order they run."""
+    from earlyjax.train import task_num_train
+    from experiments import lottery
+
+    return lottery.lottery_runs(study, config, task_num_train(config))
 
 
 def write_paper_file(out: str, grid: str, studies: Sequence[Study]) -> None:
@@ -131,6 +150,7 @@ def finished_runs(study: Study, out: str, names: Sequence[str]) -> set[str]:
         if os.path.exists(os.path.join(folder, "autok.json")):
             return set(names)
         names = [f"seed={s}/signal" for s in study.seeds]
+    # a sweep's or lottery study's run is finished when its results are written
     return {n for n in names if os.path.exists(os.path.join(folder, n, RESULTS_FILE))}
 
 
@@ -146,6 +166,10 @@ def missing_runs(study: Study, out: str, used=None) -> list[str]:
         if os.path.exists(os.path.join(out, study.name, "autok.json")):
             return []
         return [f"{study.name}/ (the auto-k pipeline has not finished: no autok.json)"]
+    if study.kind == "lottery":
+        names = [run.name for run in study_lottery_runs(study, config)]
+        done = finished_runs(study, out, names)
+        return [f"{study.name}/{n}" for n in names if n not in done]
     points = sweep_points(study, config)
     done = finished_runs(study, out, [p.name for p in points])
     missing = []
@@ -182,7 +206,7 @@ def _write_one(name: str, studies: Sequence[Study], paper_dir: str, out_dir: str
     feeding = [s for s in studies if name in s.outputs]
     if not feeding:
         return f"{name}: not written: no study of the grid feeds it ({output.description})"
-    used = None if output.from_autok else output.uses
+    used = None if output.from_folders else output.uses
     try:
         missing = [run for s in feeding for run in missing_runs(s, paper_dir, used)]
         if missing:

@@ -108,11 +108,12 @@ def test_analysis_all_writes_every_table_and_figure(paper_dir, tmp_path, figures
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split(":")[0] for ln in lines[:-1]] == list(paper.OUTPUTS)
     transformer = ("table4", "table7", "fig4", "fig9")  # the grid paper_xlmr's outputs
+    lottery = tuple(n for n in paper.OUTPUTS if n.startswith("lth_"))  # test_lottery.py's
     for ln in lines[:-1]:
-        fed = ln.split(":")[0] not in transformer
+        fed = ln.split(":")[0] not in transformer + lottery
         assert ("not written" not in ln) if fed else ("no study of the grid feeds it" in ln), ln
     written = {ln.split(":")[0]: ln.split(": ")[1].split(", ") for ln in lines[:-1]}
-    written = {name: files for name, files in written.items() if name not in transformer}
+    written = {name: files for name, files in written.items() if name not in transformer + lottery}
     for name in ("table1", "table2", "table3", "table3_autok", "table6"):
         assert written[name] == [f"{name}.md", f"{name}.csv", f"{name}.tex"]
     for name in ("fig2", "fig3", "fig5", "fig6", "fig7", "fig8", "fig10"):
@@ -223,8 +224,9 @@ def test_the_paper_grid_as_the_paper_ran_it(monkeypatch):
     studies = {s.name: s for s in paper.load_grid("paper")}
     monkeypatch.setenv("XLMR_DIR", "/data/xlmr")
     transformer = paper.load_grid("paper_xlmr")
-    feeds = {o for s in [*studies.values(), *transformer] for o in s.outputs}
-    assert feeds == set(paper.OUTPUTS)  # every output has its runs, in one of the two grids
+    lottery = paper.load_grid("lottery")  # Frankle et al. 2020
+    feeds = {o for s in [*studies.values(), *transformer, *lottery] for o in s.outputs}
+    assert feeds == set(paper.OUTPUTS)  # every output has its runs, in one of the grids
     mnist = studies["mnist_rn18/k"]
     assert mnist.seeds == (0, 1, 2, 3, 4, 5) and studies["cifar10_rn18/k"].seeds == (0, 1, 2, 3)
     # Figure 1's k: 1 up to the largest k whose 5 releases end inside 10 epochs of 469 steps.
