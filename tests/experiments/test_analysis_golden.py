@@ -16,9 +16,12 @@ def outputs(tmp_path_factory):
     return run_analysis(tmp_path_factory.mktemp("golden")), read_golden()
 
 
-def test_every_output_is_fed(outputs):
+def test_every_output_of_the_first_paper_is_fed(outputs):
+    """The record covers Liu & Gurevych's outputs; the lottery ones (lth_*) have their own
+    end-to-end test (test_lottery.py)."""
     _, golden = outputs
-    assert not [ln for ln in golden["printed"]["all"] if "not written" in ln]
+    printed = [ln for ln in golden["printed"]["all"] if not ln.startswith("lth_")]
+    assert not [ln for ln in printed if "not written" in ln]
 
 
 def test_tables_are_byte_for_byte_the_same(outputs):
