@@ -40,3 +40,36 @@ def test_metrics_example_in_readme_runs():
         assert np.isfinite(float(namespace[name])), name
     assert float(namespace["tr_f"]) > 0 and float(namespace["s_worst"]) >= 0
     assert 1 <= int(namespace["rank"]) <= 16
+
+
+class TinyMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(16)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(10)(x)
+
+
+def test_lottery_example_in_readme_runs():
+    """One IMP level, a perturbation at k and a masked step, as the README shows them."""
+    from earlyjax import pruning
+
+    text = README.read_text()
+    section = text.split("## Lottery tickets and the early phase", 1)[1]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    model = TinyMLP()
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(8, 4, 4, 1)).astype(np.float32)
+    params_at_k = model.init(jax.random.key(0), images)["params"]
+    params_at_end = jax.tree.map(lambda p: p + 0.1, params_at_k)
+    namespace = {
+        "model": model,
+        "params_at_k": params_at_k,
+        "params_at_end": params_at_end,
+        "images": images,
+        "labels": rng.integers(0, 10, 8),
+    }
+    exec(compile(code, str(README), "exec"), namespace)
+    mask, params = namespace["mask"], namespace["params"]
+    assert pruning.density(mask, namespace["prunable"]) < 0.81
+    for m, p in zip(jax.tree.leaves(mask), jax.tree.leaves(params), strict=True):
+        assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
