@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from earlyjax import branch
 from earlyjax.checkpoint import Checkpointer
@@ -67,16 +68,21 @@ def weight_statistics(params: Any, init: Any, final: Any, prunable: Any) -> dict
     }
 
 
-def gradient_norm(task, params: Any, model_state: Any, batches: dict, bn: str) -> float:
-    """The norm of the gradient of the mean loss over `batches` (the metric set)."""
-    fixed, batches, _ = task.metric_inputs(params, model_state, batches, bn)
+def gradient_norm_fn(task, batches: dict, bn: str):
+    """A jitted `(params, model_state) -> ||grad||`: the norm of the gradient of the mean loss
+    over `batches` (the metric set), with what the task holds fixed (BatchNorm statistics)
+    taken at `params` and held constant, as the recorder's metrics hold it."""
 
-    def mean_loss(p):
-        losses = jax.lax.map(lambda b: task.metric_loss(p, fixed, b), batches)
-        return jnp.mean(losses)
+    @jax.jit
+    def norm(params, model_state):
+        fixed, inputs, _ = task.metric_inputs(params, model_state, batches, bn)
 
-    grads = jax.jit(jax.grad(mean_loss))(params)
-    return float(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))))
+        def mean_loss(p):
+            return jnp.mean(jax.lax.map(lambda b: task.metric_loss(p, fixed, b), inputs))
+
+        return optax.tree.norm(jax.grad(mean_loss)(params))
+
+    return norm
 
 
 def run_telemetry(workdir: str, steps: tuple[int, ...] | None = None) -> list[dict]:
@@ -96,6 +102,7 @@ def run_telemetry(workdir: str, steps: tuple[int, ...] | None = None) -> list[di
     task = run_setup.task
     r = config.record
     batches = task.metric_batches(min(r.set_size, task.num_train), r.batch_size)
+    gradient_norm = gradient_norm_fn(task, batches, r.bn)
     checkpoints = Checkpointer(os.path.join(workdir, branch.CHECKPOINT_DIR))
     with contextlib.closing(checkpoints):
 
@@ -108,8 +115,6 @@ def run_telemetry(workdir: str, steps: tuple[int, ...] | None = None) -> list[di
         for step in steps:
             state = params_at(step)
             row = {"step": step, **weight_statistics(state.params, init, final, prunable)}
-            row["gradient_norm"] = gradient_norm(
-                task, state.params, state.model_state, batches, r.bn
-            )
+            row["gradient_norm"] = float(gradient_norm(state.params, state.model_state))
             rows.append(row)
     return rows

@@ -354,11 +354,14 @@ def _train_and_evaluate(config, workdir, cleanup, dataset, task: Task | None, me
     }
     ood_line = {} if results["ood_accuracy"] is None else {"ood_accuracy": results["ood_accuracy"]}
     final_solution = results["final_solution"] or {}
+    pruned = results["branch"] is not None and results["branch"]["layer_density"] is not None
+    density = {"density": results["branch"]["density"]} if pruned else {}
     run.log.write(
         run.plan.num_steps,
         FINAL_KIND,
         id_accuracy=results["id_accuracy"],
         **ood_line,
+        **density,
         **final_solution,
     )
     if is_writer:

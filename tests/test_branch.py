@@ -96,6 +96,8 @@ def test_pruned_weights_and_their_gradients_stay_zero_through_training_and_resum
     # LeNet: every kernel but the head's is pruned, 20% of the prunable weights globally.
     assert results["branch"]["density"] == pytest.approx(0.8, abs=1e-3)
     assert set(results["branch"]["layer_density"]) == {"fc1/dense/kernel", "fc2/dense/kernel"}
+    final = helpers.metric_records(whole, "final")
+    assert [r["density"] for r in final] == [results["branch"]["density"]]  # logged, once
 
     interrupted = str(tmp_path / "interrupted")
     assert (
