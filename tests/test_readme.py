@@ -73,3 +73,29 @@ def test_lottery_example_in_readme_runs():
     assert pruning.density(mask, namespace["prunable"]) < 0.81
     for m, p in zip(jax.tree.leaves(mask), jax.tree.leaves(params), strict=True):
         assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
+
+
+def test_ensembles_example_in_readme_runs():
+    """The ensemble metrics, a barrier with recomputed BatchNorm statistics and a soup."""
+    text = README.read_text()
+    section = text.split("## Ensembles and basins (Sadrtdinov et al. 2023)", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    model = TinyNet()
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(48, 6, 6, 1)).astype(np.float32)
+    first = model.init(jax.random.key(0), images[:2], train=False)  # one init: threefry is slow
+    members = [
+        {**first, "params": jax.tree.map(lambda w, i=i: w * (1 - 0.3 * i), first["params"])}
+        for i in range(3)
+    ]
+    namespace = {
+        "model": model,
+        "members": members,
+        "test_x": images[:16],
+        "test_y": rng.integers(0, 10, 16),
+        "train_batches": images[16:].reshape(2, 16, 6, 6, 1),
+    }
+    exec(compile(code, str(README), "exec"), namespace)
+    assert namespace["accuracy_by_size"].shape == (3,)
+    barrier = namespace["barrier"](namespace["path"], namespace["alphas"])
+    assert float(barrier) >= 0 and np.isfinite(float(namespace["soup_loss"]))

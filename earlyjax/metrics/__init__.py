@@ -11,15 +11,25 @@
 - `hessian_top_eigenvalue`: λ_max by Lanczos on Hessian-vector products (App. C).
 - `feature_rank`: 99%-variance PCA rank of penultimate features (App. E.1);
   `feature_top_eigenvalue`: the largest eigenvalue of their covariance (App. C, Fig. 5).
+- `ensemble_metrics`, `ensemble_size_curve`, `ensemble_probs`, `disagreement`: an ensemble of K
+  members' outputs [K, N, C] (Sadrtdinov et al. 2023): accuracy, mean per-class accuracy, NLL,
+  ECE and mean pairwise disagreement of the averaged softmax, for all K or for sizes 1..K.
 
 `logits_fn(params, x) -> logits[N, C]`, `loss_fn(params, batch) -> scalar mean loss`; `batches`
 is `batch` with a leading batch-index axis. Each docstring gives the cost in forward/backward
-passes. Every function but the two feature ones takes `mesh=` (a `jax.sharding.Mesh`) to spread its
-work over several devices. Nothing here depends on the rest of earlyjax.
+passes. Every function but the two feature ones and the ensemble ones (which take outputs, not
+a model) takes `mesh=` (a `jax.sharding.Mesh`) to spread its work over several devices. Nothing
+here depends on the rest of earlyjax.
 """
 
 from earlyjax.metrics.apgd import apgd_checkpoints
 from earlyjax.metrics.average import average_sharpness
+from earlyjax.metrics.ensemble import (
+    disagreement,
+    ensemble_metrics,
+    ensemble_probs,
+    ensemble_size_curve,
+)
 from earlyjax.metrics.fisher import fisher_trace
 from earlyjax.metrics.hessian import hessian_top_eigenvalue
 from earlyjax.metrics.perturbation import project_ellipsoid
@@ -30,6 +40,10 @@ __all__ = [
     "apgd_checkpoints",
     "apgd_runs_on_host",
     "average_sharpness",
+    "disagreement",
+    "ensemble_metrics",
+    "ensemble_probs",
+    "ensemble_size_curve",
     "feature_rank",
     "feature_top_eigenvalue",
     "fisher_trace",
