@@ -17,7 +17,8 @@ A branch (`config.branch.source` set) starts from the source run's checkpoint at
   step         the source's step: the learning-rate schedule, the data order (with the
                source's seed) and the recording steps continue from there, as in open_lth,
                where a run rewound to k trains from step k; so pre-training steps count
-               toward the run
+               toward the run. With `branch.continue_step=False`, step 0 instead: fine-tuning
+               (Sadrtdinov et al. 2023), on the source's data or another data set
 
 Branches are deterministic: the same config and sources give bit-identical states. The
 branch is built when its workdir holds no checkpoint; afterwards it resumes like any run.
@@ -134,15 +135,17 @@ def check_sources(config: ml_collections.ConfigDict, num_steps: int) -> BranchPo
         return None
     source = os.path.abspath(b.source)
     source_config = read_run_config(source, Field.BRANCH_SOURCE)
-    for field in ("model.name", "model.width", "data.name"):
+    fields = ("model.name", "model.width") + (("data.name",) if b.continue_step else ())
+    for field in fields:
         mine, theirs = config[field], source_config[field]
         if mine != theirs:
             raise ConfigError(
                 f"branch.source={b.source} was trained with {field}={theirs!r}, this run has "
-                f"{mine!r}: a branch continues the same model on the same data"
+                f"{mine!r}: a branch trains the same model, and one that continues the source's "
+                "step (branch.continue_step) its data too"
             )
     step = resolve_step(source, b.step, Field.BRANCH_SOURCE)
-    if step >= num_steps:
+    if b.continue_step and step >= num_steps:
         raise ConfigError(
             f"branch.step={b.step} is step {step}, at or after the end of this {num_steps}-step "
             "run: branch earlier or train longer (total_steps / num_epochs)"
@@ -241,7 +244,7 @@ def branch_state(
     if mask is not None:
         params = apply_mask(params, mask)
     return TrainState(
-        step=jnp.asarray(point.step, jnp.int32),
+        step=jnp.asarray(point.step if config.branch.continue_step else 0, jnp.int32),
         params=params,
         model_state=source.model_state,
         opt_state=fresh.opt_state,

@@ -178,6 +178,10 @@ def _branch_defaults() -> ml_collections.ConfigDict:
     g = ml_collections.ConfigDict()
     g.source = config_dict.placeholder(str)  # the workdir branched from; None: a run from init
     g.step = "end"  # the source's checkpoint: a step number ("500") or "end"
+    # True: the branch continues the source's step, schedule and data order (rewinding, IMP);
+    # False: it starts at step 0 with its own (fine-tuning, possibly on other data: a head of
+    # another size is re-initialised with branch.reinit).
+    g.continue_step = True
     # A weight transform of earlyjax.weight_transforms.TRANSFORMS, applied at the branch point.
     g.transform = "identity"
     g.transform_scale = 1.0  # gaussian_noise: the noise std in units of sigma_init(layer)

@@ -395,7 +395,10 @@ def branch_initial_state(
     step, pruned by `branch.prune_from`'s final weights, transformed."""
 
     def state_of(workdir: str, step) -> TrainState:
-        same_task = branch.builds_same_task(branch.read_run_config(workdir, "workdir"), config)
+        # A branch that continues the source's step trains on its data: its task (built once,
+        # shared) restores the source's checkpoints when the configs build the same one.
+        source_config = branch.read_run_config(workdir, "workdir")
+        same_task = config.branch.continue_step and branch.builds_same_task(source_config, config)
         return load_run_state(workdir, step, run_setup.task if same_task else None)[1]
 
     source = state_of(point.source, point.step)
@@ -414,6 +417,7 @@ def _branch_summary(config, point, state: TrainState) -> dict | None:
     summary = {
         "source": point.source,
         "step": point.step,
+        "continue_step": b.continue_step,
         "transform": b.transform,
         "prune_from": point.prune_from,
         "density": 1.0,

@@ -170,6 +170,37 @@ def test_reinit_takes_the_branchs_own_init(trunk, tiny_dataset):
     assert int(first.step) == STEPS
 
 
+def test_fine_tuning_starts_at_step_0_on_other_data_with_a_fresh_head(
+    trunk, tiny_dataset, tmp_path
+):
+    """Sadrtdinov et al.'s fine-tuning: the source's end weights and BatchNorm statistics, a
+    head for the new classes, the branch's own step 0, schedule and data order."""
+    from earlyjax.branch import check_sources
+    from earlyjax.data.base import Dataset, Split
+    from earlyjax.train import branch_initial_state, setup
+
+    train, test = tiny_dataset.train, tiny_dataset.test
+    five = Dataset(
+        "digits", 5, Split(train.images, train.labels % 5), Split(test.images, test.labels % 5), {}
+    )
+    source, _ = trunk
+    config = lenet_config(helpers.tiny_config(), source=source, continue_step=False)
+    with pytest.raises(ConfigError, match="branch.reinit=head") as e:  # a 10-way head
+        train_and_evaluate(config, str(tmp_path / "refused"), dataset=five)
+    assert "\n" not in str(e.value)
+
+    config.branch.reinit = "head"
+    run_setup, fresh = setup(config, five)
+    first = branch_initial_state(config, run_setup, fresh, check_sources(config, STEPS))
+    _, end = load_run_state(source, "end")
+    assert int(first.step) == 0 and leaves(first.params)["head/fc/kernel"].shape[-1] == 5
+    np.testing.assert_array_equal(
+        leaves(first.params)["fc1/dense/kernel"], leaves(end.params)["fc1/dense/kernel"]
+    )
+    results = train_and_evaluate(config, str(tmp_path / "tuned"), dataset=five)
+    assert results["branch"]["continue_step"] is False and results["steps"] == STEPS
+
+
 @pytest.mark.parametrize(
     "branch,message",
     [
