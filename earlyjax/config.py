@@ -72,9 +72,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"  # sgd (PyTorch's; the image settings) | adamw (the XLM-R settings)
     # constant | linear (to 0 at the last step, no warm-up) | multistep (x gamma at milestones)
+    # | cosine (to 0, stepped per epoch) | warmup_cosine (linear warm-up, then per-step cosine)
     c.optimizer.schedule = "constant"
     c.optimizer.milestone_epochs = ()  # multistep: epochs (fractions allowed) of each x gamma
     c.optimizer.gamma = 0.1
+    c.optimizer.warmup_epochs = 0.0  # warmup_cosine: epochs (fractions allowed) of warm-up
     c.optimizer.lr = 0.1  # lr_d of Table 5
     c.optimizer.lr_scale = 1.0  # 1.0 (lr_d) or 0.1 (0.1*lr_d)
     c.optimizer.momentum = 0.0

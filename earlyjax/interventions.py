@@ -40,7 +40,7 @@ from earlyjax.freezing import NEVER
 
 LR_SWITCH_DIRECTIONS = ("l2h", "h2l")
 OPTIMIZERS = ("sgd", "adamw")
-LR_SCHEDULES = ("constant", "linear", "multistep")
+LR_SCHEDULES = ("constant", "linear", "multistep", "cosine", "warmup_cosine")
 
 
 class Intervention(abc.ABC):
@@ -284,21 +284,32 @@ def learning_rate_schedule(
     num_steps: int | None = None,
     milestones: Sequence[int] = (),
     gamma: float = 0.1,
+    steps_per_epoch: int = 1,
+    warmup_steps: int = 0,
 ) -> optax.Schedule:
     """The learning rate of the update at a step: "constant"; "linear" from `lr` to 0 at step
     `num_steps` (Hugging Face's linear schedule without warm-up); "multistep": `lr` times
     `gamma` for each milestone step passed (PyTorch's MultiStepLR; open_lth's milestone_steps,
-    Frankle et al.'s ResNet-20: ÷10 at epochs 80 and 120)."""
+    Frankle et al.'s ResNet-20: ÷10 at epochs 80 and 120); "cosine": PyTorch's
+    CosineAnnealingLR to 0 stepped once per epoch, lr/2 (1 + cos(pi e / E)) in epoch e of E
+    (Sadrtdinov et al.'s ResNet-50); "warmup_cosine": linear from 0 to `lr` over
+    `warmup_steps`, then a per-step cosine to 0 at `num_steps` (their Swin)."""
     if lr <= 0:
         raise ValueError(f"learning rate must be > 0, got {lr}")
     if lr_schedule == "constant":
         return optax.constant_schedule(lr)
+    if lr_schedule != "multistep" and (not num_steps or num_steps < 1):
+        raise ValueError(f"a {lr_schedule} schedule needs num_steps >= 1, got {num_steps}")
     if lr_schedule == "linear":
-        if not num_steps or num_steps < 1:
-            raise ValueError(f"a linear schedule needs num_steps >= 1, got {num_steps}")
         return optax.linear_schedule(lr, 0.0, num_steps)
     if lr_schedule == "multistep":
         return optax.piecewise_constant_schedule(lr, {int(m): gamma for m in milestones})
+    if lr_schedule == "cosine":
+        epochs = -(-num_steps // steps_per_epoch)
+        per_epoch = optax.cosine_decay_schedule(lr, epochs)
+        return lambda step: per_epoch(step // steps_per_epoch)
+    if lr_schedule == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, num_steps, 0.0)
     raise ValueError(f"unknown schedule {lr_schedule!r}: choose one of {LR_SCHEDULES}")
 
 
@@ -353,6 +364,8 @@ def build_optimizer(
     num_steps: int | None = None,
     milestones: Sequence[int] = (),
     gamma: float = 0.1,
+    steps_per_epoch: int = 1,
+    warmup_steps: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
     """The paper's optimizer: PyTorch SGD (`name="sgd"`, the image settings) or AdamW
     ("adamw", the XLM-R settings), with each (intervention, schedule) applied in order, then
@@ -360,7 +373,9 @@ def build_optimizer(
     `step=` (the train state's step)."""
     if name not in OPTIMIZERS or lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"optimizer in {OPTIMIZERS} and schedule in {LR_SCHEDULES}")
-    schedule = learning_rate_schedule(lr_schedule, lr, num_steps, milestones, gamma)
+    schedule = learning_rate_schedule(
+        lr_schedule, lr, num_steps, milestones, gamma, steps_per_epoch, warmup_steps
+    )
     tx = pytorch_sgd(momentum, weight_decay) if name == "sgd" else pytorch_adamw(weight_decay)
     for intervention, intervention_schedule in schedules:
         tx = intervention.transform(tx, params, intervention_schedule)

@@ -77,6 +77,8 @@ class RunPlan:
     lr: float  # optimizer.lr * optimizer.lr_scale
     milestones: tuple[int, ...]  # multistep: the steps of optimizer.milestone_epochs
     gamma: float
+    steps_per_epoch: int  # cosine: its epochs
+    warmup_steps: int  # warmup_cosine: the steps of optimizer.warmup_epochs
     momentum: float
     weight_decay: float
     # Each intervention with its initial schedule; gradual unfreezing always comes first (all
@@ -99,7 +101,13 @@ class RunPlan:
     def learning_rate(self, step: int) -> float:
         """The base learning rate of the update at `step` (before an LR switch)."""
         schedule = learning_rate_schedule(
-            self.lr_schedule, self.lr, self.num_steps, self.milestones, self.gamma
+            self.lr_schedule,
+            self.lr,
+            self.num_steps,
+            self.milestones,
+            self.gamma,
+            self.steps_per_epoch,
+            self.warmup_steps,
         )
         return float(schedule(step))
 
@@ -202,6 +210,8 @@ def make_plan(config: ml_collections.ConfigDict, task: Task, mesh: Mesh | None =
         lr=o.lr * o.lr_scale,
         milestones=milestones,
         gamma=o.gamma,
+        steps_per_epoch=per_epoch,
+        warmup_steps=round(o.warmup_epochs * per_epoch),
         momentum=o.momentum,
         weight_decay=o.weight_decay,
         schedules=schedules,

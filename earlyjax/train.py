@@ -202,6 +202,8 @@ def _setup(config, dataset, mesh, task) -> tuple[Setup, TrainState]:
         num_steps=plan.num_steps,
         milestones=plan.milestones,
         gamma=plan.gamma,
+        steps_per_epoch=plan.steps_per_epoch,
+        warmup_steps=plan.warmup_steps,
     )
     # A pruned branch's state carries its mask (set when the branch is built: earlyjax.branch).
     mask = None

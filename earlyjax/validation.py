@@ -203,6 +203,12 @@ def _check_optimizer(o: ml_collections.ConfigDict) -> None:
         f"optimizer.milestone_epochs={milestones} needs --config.optimizer.schedule=multistep",
     )
     _check(0 < o.gamma <= 1, f"optimizer.gamma must be in (0, 1], got {o.gamma}")
+    _check(o.warmup_epochs >= 0, f"optimizer.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    _check(
+        o.schedule == "warmup_cosine" or not o.warmup_epochs,
+        f"optimizer.warmup_epochs={o.warmup_epochs} needs "
+        "--config.optimizer.schedule=warmup_cosine",
+    )
     _check(
         o.name != "adamw" or o.momentum == 0,
         f"optimizer.momentum={o.momentum} is SGD's; AdamW uses PyTorch's default betas "

@@ -77,3 +77,20 @@ def test_a_fresh_optimizer_state_continues_the_schedule_at_the_train_step():
     after, _ = opt.update(grads, fresh, params, step=5)
     np.testing.assert_allclose(before["w"], -0.1, rtol=1e-6)
     np.testing.assert_allclose(after["w"], -0.01, rtol=1e-6)
+
+
+def test_cosine_is_stepped_once_per_epoch_as_pytorchs_cosine_annealing():
+    schedule = learning_rate_schedule("cosine", 0.1, num_steps=40, steps_per_epoch=10)
+    epochs = 4
+    for step in (0, 9, 10, 25, 39):
+        e = step // 10
+        want = 0.5 * 0.1 * (1 + np.cos(np.pi * e / epochs))
+        np.testing.assert_allclose(float(schedule(step)), want, rtol=1e-6, err_msg=str(step))
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_zero():
+    schedule = learning_rate_schedule("warmup_cosine", 0.2, num_steps=100, warmup_steps=10)
+    np.testing.assert_allclose(
+        [float(schedule(s)) for s in (0, 5, 10, 100)], [0.0, 0.1, 0.2, 0.0], atol=1e-7
+    )
+    assert float(schedule(50)) < 0.2

@@ -25,7 +25,7 @@ from earlyjax.train import (
             "adam",
             r"unknown optimizer.name 'adam': choose one of \('sgd', 'adamw'\)",
         ),
-        ("optimizer.schedule", "cosine", "unknown optimizer.schedule 'cosine'"),
+        ("optimizer.schedule", "cyclic", "unknown optimizer.schedule 'cyclic'"),
         ("model.name", "vgg11", "VGG-11 needs inputs of at least 32x32"),
         ("seed", -1, r"seed must be an int in \[0, 2\*\*31\), got -1"),
     ],
