@@ -373,14 +373,14 @@ def _train_and_evaluate(config, workdir, cleanup, dataset, task: Task | None, me
 
 
 def load_run_state(
-    workdir: str, step: str | int = "end", task: Task | None = None
+    workdir: str, step: str | int = "end", task: Task | None = None, with_ood: bool = False
 ) -> tuple[Setup, TrainState]:
     """The setup of the run in `workdir` (from its config.json; on `task` when given, one built
-    from the same data and model fields) and its train state at `step` (a kept checkpoint's
-    step, or "end"); ConfigError when the run or the checkpoint is not there. For branches,
-    telemetry and analysis of saved runs."""
+    from the same data and model fields; without its OOD splits unless `with_ood`) and its
+    train state at `step` (a kept checkpoint's step, or "end"); ConfigError when the run or the
+    checkpoint is not there. For branches, telemetry, ensembles and analysis of saved runs."""
     config = branch.read_run_config(workdir, "workdir")
-    if task is None:  # the state's structure needs the model, not the OOD splits
+    if task is None and not with_ood:  # the state's structure needs the model, not the splits
         config.data.ood_source = "none"
     run_setup, like = setup(config, task=task)
     number = branch.resolve_step(workdir, str(step), "workdir")

@@ -9,8 +9,9 @@ level; a 2-epoch run takes about 7 minutes here, so deeper IMP did not fit: docs
 
 IMP runs 8 levels of 20% (16.8% of the weights remain), rewound to steps 0, 100, 500 and
 2,000; each of the five weight transforms and IMP after 0.25 and 1 epoch of each pre-training
-task are measured at level 6 (26.2% remain). ResNet-20: one IMP level rewound to step 0. `--config.data.data_dir` is read from MNIST_DIR (default
-../shared/datasets/mnist) and CIFAR10_DIR (the folder holding cifar-10-batches-py, built by
+task are measured at level 6 (26.2% remain). ResNet-20: one IMP level rewound to step 0.
+`--config.data.data_dir` is read from MNIST_DIR (default ../shared/datasets/mnist) and
+CIFAR10_DIR (the folder holding cifar-10-batches-py, built by
 ../shared/datasets/cifar10/build_cifar10.py; default /work/data/cifar10).
 """
 
