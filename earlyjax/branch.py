@@ -72,16 +72,19 @@ def is_pruned(config: ml_collections.ConfigDict) -> bool:
     return config.branch.prune_from is not None
 
 
+def _run_file(workdir: str, name: str, role: str, missing: str) -> dict:
+    """The JSON file `name` of the run in `workdir`; ConfigError saying `missing` without it."""
+    path = os.path.join(workdir, name)
+    if not os.path.exists(path):
+        raise ConfigError(f"{role}={workdir} {missing} ({path} not found)")
+    with open(path) as f:
+        return json.load(f)
+
+
 def read_run_config(workdir: str, role: str) -> ml_collections.ConfigDict:
     """The config a run in `workdir` was started with; ConfigError when there is none."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise ConfigError(
-            f"{role}={workdir} holds no run ({path} not found): train that run first, or fix the "
-            "path"
-        )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    missing = "holds no run: train that run first, or fix the path"
+    return ml_collections.ConfigDict(_run_file(workdir, CONFIG_FILE, role, missing))
 
 
 def builds_same_task(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> bool:
@@ -96,14 +99,8 @@ def builds_same_task(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict)
 
 def final_step(workdir: str, role: str) -> int:
     """The last step of the finished run in `workdir`; ConfigError when it has not finished."""
-    path = os.path.join(workdir, RESULTS_FILE)
-    if not os.path.exists(path):
-        raise ConfigError(
-            f"{role}={workdir} has not finished ({path} not found): its end is not there yet; "
-            "finish that run first"
-        )
-    with open(path) as f:
-        return int(json.load(f)["steps"])
+    missing = "has not finished: its end is not there yet; finish that run first"
+    return int(_run_file(workdir, RESULTS_FILE, role, missing)["steps"])
 
 
 def checkpoint_steps(workdir: str) -> list[int]:

@@ -170,6 +170,13 @@ def _score_axes(plt, title: str):
     return fig, axes
 
 
+def _save(plt, fig, out_dir: str, stem: str) -> list[str]:
+    fig.tight_layout()
+    paths = render.save_figure(fig, os.path.join(out_dir, stem))
+    plt.close(fig)
+    return paths
+
+
 def _per_source(name: str, sources, out_dir: str, write_one) -> list[str]:
     paths = []
     for source in sources:
@@ -207,10 +214,7 @@ def _imp(frame, design, folder, out_dir, stem) -> list[str]:
         ax.invert_xaxis()
         ax.set_xlabel("weights remaining (%)")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    paths += render.save_figure(fig, os.path.join(out_dir, stem))
-    plt.close(fig)
-    return paths
+    return paths + _save(plt, fig, out_dir, stem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,10 +240,7 @@ def _rewind(frame, design, folder, out_dir, stem) -> list[str]:
     plt = render.pyplot()
     fig, axes = _score_axes(plt, f"Accuracy vs rewinding step at level {level}")
     _lines_vs_k(axes, {"IMP (rewind to k)": at})
-    fig.tight_layout()
-    paths += render.save_figure(fig, os.path.join(out_dir, stem))
-    plt.close(fig)
-    return paths
+    return paths + _save(plt, fig, out_dir, stem)
 
 
 def _lines_vs_k(axes, lines: dict) -> None:
@@ -274,10 +275,7 @@ def _perturb(frame, design, folder, out_dir, stem) -> list[str]:
     plt = render.pyplot()
     fig, axes = _score_axes(plt, f"Perturbations at step k, level {level}")
     _lines_vs_k(axes, {t: rows for t, rows in table.groupby("transform")})
-    fig.tight_layout()
-    paths += render.save_figure(fig, os.path.join(out_dir, stem))
-    plt.close(fig)
-    return paths
+    return paths + _save(plt, fig, out_dir, stem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,10 +321,7 @@ def _pretext(frame, design, folder, out_dir, stem) -> list[str]:
     for ax in axes:
         ax.set_xlabel("pre-training epochs")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    paths += render.save_figure(fig, os.path.join(out_dir, stem))
-    plt.close(fig)
-    return paths
+    return paths + _save(plt, fig, out_dir, stem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,7 +406,4 @@ def _telemetry(frame, design, folder, out_dir, stem) -> list[str]:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    fig.tight_layout()
-    paths += render.save_figure(fig, os.path.join(out_dir, stem))
-    plt.close(fig)
-    return paths
+    return paths + _save(plt, fig, out_dir, stem)
