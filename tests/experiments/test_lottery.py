@@ -21,7 +21,7 @@ from experiments.configs.digits_lottery import get_config as digits_lottery
 
 def get_config():
     c = digits_lottery()
-    c.total_steps = 12
+    c.total_steps = 8
     c.checkpoint_steps = (0, 2)
     c.data.ood_corruptions = "fog"
     c.data.ood_max_examples = 50
@@ -134,7 +134,7 @@ def test_the_four_experiments_end_to_end(tmp_path, figures, capsys):
     pretext = markdown_rows(read_text(os.path.join(folder, "lth_pretext.md")))
     assert {r["pretext"] for r in pretext} == {"rotation", "none (IMP)"}
     telemetry = markdown_rows(read_text(os.path.join(folder, "lth_telemetry.md")))
-    assert [r["step"] for r in telemetry] == ["0", "2", "12"]
+    assert [r["step"] for r in telemetry] == ["0", "2", "8"]
     assert telemetry[0]["L2 distance to init"] == "0 ± 0" and telemetry[0]["tr(F)"]
     assert telemetry[-1]["tr(F)"] == "—"  # the trunk records to step 4 only
     assert set(OUTPUTS) <= set(figures)  # each drew its figure
