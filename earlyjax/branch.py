@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from earlyjax.config import ConfigError, Field
+from earlyjax.config import ConfigError, Field, default_config
 from earlyjax.periodic import TrainState
 from earlyjax.pruning import (
     apply_mask,
@@ -82,9 +82,13 @@ def _run_file(workdir: str, name: str, role: str, missing: str) -> dict:
 
 
 def read_run_config(workdir: str, role: str) -> ml_collections.ConfigDict:
-    """The config a run in `workdir` was started with; ConfigError when there is none."""
+    """The config a run in `workdir` was started with, over today's defaults (a field added
+    since keeps its default, which reproduces the old behaviour); ConfigError when there is
+    none."""
     missing = "holds no run: train that run first, or fix the path"
-    return ml_collections.ConfigDict(_run_file(workdir, CONFIG_FILE, role, missing))
+    config = default_config()
+    config.update(_run_file(workdir, CONFIG_FILE, role, missing))
+    return config
 
 
 def builds_same_task(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> bool:

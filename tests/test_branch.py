@@ -234,3 +234,22 @@ def test_a_run_from_init_has_no_branch_in_its_results(trunk):
     workdir, results = trunk
     with open(os.path.join(workdir, "results.json")) as f:
         assert results["branch"] is None and json.load(f)["branch"] is None
+
+
+def test_a_source_saved_before_a_field_existed_reads_with_its_default(trunk, tmp_path):
+    """config.json of an older run lacks fields added since: they take today's defaults."""
+    import shutil
+
+    from earlyjax.branch import read_run_config
+
+    old = str(tmp_path / "old")
+    shutil.copytree(trunk[0], old)
+    path = os.path.join(old, "config.json")
+    with open(path) as f:
+        saved = json.load(f)
+    del saved["optimizer"]["warmup_epochs"], saved["branch"]["continue_step"]
+    with open(path, "w") as f:
+        json.dump(saved, f)
+    config = read_run_config(old, "source")
+    assert config.optimizer.warmup_epochs == 0.0 and config.branch.continue_step is True
+    assert config.checkpoint_steps == (0, 4)
