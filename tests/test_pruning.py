@@ -1,9 +1,5 @@
 """Global magnitude pruning against open_lth's sparse_global, and masked training."""
 
-import pathlib
-import re
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,9 +8,6 @@ import pytest
 
 from earlyjax import pruning
 from earlyjax.pruning import apply_mask, magnitude_prune, masked_updates, ones_mask, prunable_mask
-
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-
 
 def tree(seed=0, scale_b=1.0):
     rng = np.random.default_rng(seed)
@@ -152,37 +145,6 @@ def test_pruned_weights_stay_exactly_zero_with_momentum_and_weight_decay():
     # Without masked_updates the momentum left from the dense steps moves the pruned weights.
     moved, _ = _train(apply_mask(params, mask), mask, dense, state, 5, x, y)
     assert np.any(np.asarray(moved["w"]["kernel"])[pruned["w"]] != 0.0)
-
-
-class TinyNet(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.Conv(4, (3, 3), name="conv")(x)
-        x = nn.BatchNorm(use_running_average=True, name="bn")(x)
-        x = nn.Dense(8, name="fc1")(jnp.mean(nn.relu(x), axis=(1, 2)))
-        return nn.Dense(3, name="fc3")(x)
-
-
-def test_readme_example_runs_on_a_flax_model():
-    section = README.read_text().split("## Lottery tickets (Frankle et al. 2020)", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    model, x = TinyNet(), jnp.ones((1, 6, 6, 2))
-
-    class Wrapped:  # the model's init, under "head" as in VGG-11 (output layer head/fc3)
-        def init(self, key, x):
-            return {"params": {"head": model.init(key, x)["params"]}}
-
-    params = Wrapped().init(jax.random.key(0), x)["params"]
-
-    namespace = {"model": Wrapped(), "x": x, "params": params, "params_at_k": params}
-    exec(compile(code, str(README), "exec"), namespace)
-    prunable, mask, at_k = namespace["prunable"], namespace["mask"], namespace["at_k"]
-    assert prunable["head"]["conv"]["kernel"] and prunable["head"]["fc1"]["kernel"]
-    assert not prunable["head"]["fc3"]["kernel"] and not prunable["head"]["bn"]["scale"]
-    assert not prunable["head"]["conv"]["bias"]
-    assert abs(pruning.density(mask, prunable) - 0.8**3) < 0.05
-    kernel = np.asarray(at_k["head"]["fc1"]["kernel"])
-    assert np.all(kernel[~mask["head"]["fc1"]["kernel"]] == 0.0)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "vgg11"])
