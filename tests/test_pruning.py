@@ -9,6 +9,7 @@ import pytest
 from earlyjax import pruning
 from earlyjax.pruning import apply_mask, magnitude_prune, masked_updates, ones_mask, prunable_mask
 
+
 def tree(seed=0, scale_b=1.0):
     rng = np.random.default_rng(seed)
     return {
