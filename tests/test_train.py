@@ -435,6 +435,7 @@ def _direct_metrics(task, state, split):
     return {"accuracy": accuracy, "loss": float(np.mean(np.asarray(losses, np.float64)))}
 
 
+@pytest.mark.slow  # ~13 s; the other trainer tests train the same loop on the same data
 def test_standard_training_learns_the_digits(tiny_config, tmp_path):
     """A short standard run (no freezing) with MNIST's Table 5 optimiser lowers the training
     loss and scores far above chance on the held-out digits.

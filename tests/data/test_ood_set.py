@@ -127,6 +127,7 @@ def test_loaded_dataset_carries_its_name_and_only_the_selected_corruptions(tmp_p
     )
 
 
+@pytest.mark.slow  # ~13 s: two trained runs; the OOD set's naming has fast tests here
 def test_results_json_and_summary_say_what_the_ood_mean_covers(tiny_config, tmp_path):
     tiny_config.data.ood_source = "generated"
     tiny_config.data.ood_corruptions = "fog,stripe"

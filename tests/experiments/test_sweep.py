@@ -57,6 +57,7 @@ def sweep_config(tiny_config):
     return tiny_config
 
 
+@pytest.mark.slow  # ~17 s: trains and kills a sweep; lottery and paper reruns skip done runs
 def test_killed_sweep_resumes_without_redoing_finished_runs(sweep_config, tmp_path, capsys):
     from earlyjax.train import train_and_evaluate
 

@@ -45,6 +45,7 @@ def test_lora_layers_release_top_down_and_the_backbone_never_moves():
         np.testing.assert_array_equal(a, np.asarray(b))
 
 
+@pytest.mark.slow  # ~14 s; the LoRA release test trains NLI through the trainer by default
 def test_quickstart_runs_end_to_end_with_recording_and_languages(tmp_path, apgd_step_calls):
     steps = apgd_step_calls
     c = small_nli_config()
