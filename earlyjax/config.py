@@ -69,24 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data = _data_defaults()
     c.model = _model_defaults()
 
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"  # sgd (PyTorch's; the image settings) | adamw (the XLM-R settings)
-    # constant | linear (to 0 at the last step, no warm-up) | multistep (x gamma at milestones)
-    # | cosine (to 0, stepped per epoch) | warmup_cosine (linear warm-up, then per-step cosine)
-    c.optimizer.schedule = "constant"
-    c.optimizer.milestone_epochs = ()  # multistep: epochs (fractions allowed) of each x gamma
-    c.optimizer.gamma = 0.1
-    c.optimizer.warmup_epochs = 0.0  # warmup_cosine: epochs (fractions allowed) of warm-up
-    c.optimizer.lr = 0.1  # lr_d of Table 5
-    c.optimizer.lr_scale = 1.0  # 1.0 (lr_d) or 0.1 (0.1*lr_d)
-    c.optimizer.momentum = 0.0
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.lr_switch = config_dict.placeholder(str)  # None | l2h | h2l (§7.1)
-    c.optimizer.lr_switch_step = config_dict.placeholder(int)
-    # Instead of a step: switch when this recorded metric stabilises (earlyjax/adaptive.py) ...
-    c.optimizer.lr_switch_adaptive = config_dict.placeholder(str)
-    # ... or never: the first learning rate all run (auto-k's signal run for the LR switch).
-    c.optimizer.lr_switch_hold = False
+    c.optimizer = _optimizer_defaults()
 
     c.unfreeze = ml_collections.ConfigDict()
     c.unfreeze.k = config_dict.placeholder(int)  # None: standard training
@@ -171,6 +154,29 @@ def _data_defaults() -> ml_collections.ConfigDict:
     # qa: tokens shared by consecutive windows of a context; None: max_length // 3 (the
     # paper's 128 of 384)
     g.doc_stride = config_dict.placeholder(int)
+    return g
+
+
+def _optimizer_defaults() -> ml_collections.ConfigDict:
+    """The `optimizer` block of `default_config`."""
+    g = ml_collections.ConfigDict()
+    g.name = "sgd"  # sgd (PyTorch's; the image settings) | adamw (the XLM-R settings)
+    # constant | linear (to 0 at the last step, no warm-up) | multistep (x gamma at milestones)
+    # | cosine (to 0, stepped per epoch) | warmup_cosine (linear warm-up, then per-step cosine)
+    g.schedule = "constant"
+    g.milestone_epochs = ()  # multistep: epochs (fractions allowed) of each x gamma
+    g.gamma = 0.1
+    g.warmup_epochs = 0.0  # warmup_cosine: epochs (fractions allowed) of warm-up
+    g.lr = 0.1  # lr_d of Table 5
+    g.lr_scale = 1.0  # 1.0 (lr_d) or 0.1 (0.1*lr_d)
+    g.momentum = 0.0
+    g.weight_decay = 0.0
+    g.lr_switch = config_dict.placeholder(str)  # None | l2h | h2l (§7.1)
+    g.lr_switch_step = config_dict.placeholder(int)
+    # Instead of a step: switch when this recorded metric stabilises (earlyjax/adaptive.py) ...
+    g.lr_switch_adaptive = config_dict.placeholder(str)
+    # ... or never: the first learning rate all run (auto-k's signal run for the LR switch).
+    g.lr_switch_hold = False
     return g
 
 

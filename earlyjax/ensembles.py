@@ -10,6 +10,7 @@ one task serves them all.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -31,19 +32,28 @@ def _set_name(task, name) -> str:
 def member_logits(task, params, model_state, batch_size: int = 500) -> dict[str, tuple]:
     """{set: (logits [N, C], labels [N])} of one model in eval mode on every set the task
     evaluates (`ID_SET`, then each OOD split by its cell name)."""
-
-    @jax.jit
-    def logits_of(images):
-        return task.logits(params, model_state, {"image": images}, None, False)[0]
-
+    logits_of = _eval_logits(task)
     out = {}
     for name, split in task.eval_sets().items():
         chunks = [
-            np.asarray(logits_of(jnp.asarray(split.images[i : i + batch_size])))
+            np.asarray(
+                logits_of(params, model_state, jnp.asarray(split.images[i : i + batch_size]))
+            )
             for i in range(0, len(split.images), batch_size)
         ]
         out[_set_name(task, name)] = (np.concatenate(chunks), np.asarray(split.labels))
     return out
+
+
+@functools.cache
+def _eval_logits(task):
+    """The task's eval-mode logits, jitted once per task (not once per member)."""
+
+    @jax.jit
+    def logits_of(params, model_state, images):
+        return task.logits(params, model_state, {"image": images}, None, False)[0]
+
+    return logits_of
 
 
 def evaluate_ensemble(
