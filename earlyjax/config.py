@@ -26,6 +26,7 @@ class Field:
     DATA_OOD_SOURCE = "data.ood_source"
     DATA_PRETEXT = "data.pretext"
     MODEL_CHECKPOINT = "model.checkpoint"
+    OPTIMIZER_LR = "optimizer.lr"
     LR_SCALE = "optimizer.lr_scale"
     LR_SWITCH = "optimizer.lr_switch"
     LR_SWITCH_STEP = "optimizer.lr_switch_step"
@@ -43,6 +44,7 @@ class Field:
     BRANCH_TRANSFORM = "branch.transform"
     BRANCH_REINIT = "branch.reinit"
     BRANCH_PRUNE_FROM = "branch.prune_from"
+    BRANCH_CONTINUE_STEP = "branch.continue_step"
 
 
 # Fields that may change between a run and its resumption without changing its results.
@@ -146,6 +148,9 @@ def _data_defaults() -> ml_collections.ConfigDict:
     g.ood_max_examples = config_dict.placeholder(int)  # per OOD split; None = all
     g.cache_dir = config_dict.placeholder(str)  # generated corruptions; default ~/.cache
     g.augment = False  # pad-4 random crop + horizontal flip (the paper's CIFAR setting)
+    # Keep only these classes (every split, OOD included), class classes[i] relabelled i;
+    # (): all. E.g. (0, 1, 2, 3, 4) and (5, 6, 7, 8, 9): two tasks for transfer learning.
+    g.classes = ()
     # Frankle et al. 2020 §6 pre-training task, on the image task's data (image_classification.py):
     # none | random_labels (fixed, seeded) | rotation (predict k·90°, 4-way head) | blur
     g.pretext = "none"

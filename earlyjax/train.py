@@ -164,7 +164,7 @@ def task_num_train(config: ml_collections.ConfigDict) -> int:
     the data where the size is known (`earlyjax.data.TRAIN_EXAMPLES`)."""
     from earlyjax.data import TRAIN_EXAMPLES
 
-    if config.data.name in TRAIN_EXAMPLES:
+    if config.data.name in TRAIN_EXAMPLES and not config.data.get("classes"):
         return TRAIN_EXAMPLES[config.data.name]
     return build_task(config).num_train
 

@@ -109,6 +109,14 @@ def _check_images(d, m) -> None:
         check_data_config(d)
     except DataConfigError as e:
         raise ConfigError(str(e)) from None
+    classes, total = tuple(d.classes), NUM_CLASSES[d.name]
+    _check(
+        all(isinstance(c, int) and 0 <= c < total for c in classes)
+        and len(set(classes)) == len(classes)
+        and len(classes) != 1,
+        f"data.classes must be () (all) or >= 2 distinct class indices in [0, {total}) of "
+        f"{d.name}, got {classes}: e.g. --config.data.classes='(0, 1, 2, 3, 4)'",
+    )
     _check(
         m.name in MODELS,
         f"unknown model {m.name!r}: set --config.model.name to one of {sorted(MODELS)}",

@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 
 import ml_collections
+import numpy as np
 
 from earlyjax.data.base import Dataset, Split
 from earlyjax.data.corruptions import (
@@ -152,7 +153,22 @@ def load_dataset(data: ml_collections.ConfigDict, *, checked: bool = False) -> D
     ood = _load_ood(data, test)
     ood = {key: _subsample(split, data.ood_max_examples) for key, split in ood.items()}
     num_classes, set_name = NUM_CLASSES[data.name], ood_set_name(data)
+    if data.classes:
+        classes = tuple(data.classes)
+        train, test = select_classes(train, classes), select_classes(test, classes)
+        ood = {key: select_classes(split, classes) for key, split in ood.items()}
+        num_classes = len(classes)
     return Dataset(data.name, num_classes, train, test, ood, set_name, ood_fix=_ood_fix(data))
+
+
+def select_classes(split: Split, classes: tuple[int, ...]) -> Split:
+    """The examples of `classes` (in their order in the split), class `classes[i]` relabelled
+    i: one data set split into several tasks (`data.classes`). An OOD split capped by
+    `ood_max_examples` keeps those of its first examples that are of these classes."""
+    keep = np.isin(split.labels, classes)
+    relabel = np.full(max(int(np.max(split.labels)), max(classes)) + 1, -1, np.int32)
+    relabel[list(classes)] = np.arange(len(classes), dtype=np.int32)
+    return Split(split.images[keep], relabel[split.labels[keep]])
 
 
 def _ood_fix(data: ml_collections.ConfigDict) -> str:
@@ -312,6 +328,7 @@ def ood_set_name(data: ml_collections.ConfigDict) -> str:
 
 __all__ = [
     "NUM_CLASSES",
+    "select_classes",
     "DataConfigError",
     "Dataset",
     "Split",
