@@ -17,34 +17,17 @@ of `experiments.paper`), each an `earlyjax.train` run, most of them branches
 
 P is the study's `sparsity_level`: the fixed sparsity (0.8^P of the weights) of the
 perturbation and data-dependence experiments. `lottery.json` in the study folder records the
-design for the analysis (`experiments.analysis.lottery`). Finished runs are skipped and
-interrupted ones resume, so a killed study is started again with the same command.
+design for the analysis (`experiments.analysis.lottery_outputs`); `experiments.branched`
+runs the runs.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 from earlyjax.config import Field
-from experiments.cli import apply_overrides
+from experiments.branched import BranchedRun
 
 LOTTERY_FILE = "lottery.json"
 PRETEXTS = ("random_labels", "rotation", "blur")
-
-
-@dataclass(frozen=True)
-class LotteryRun:
-    """One run of a lottery study: its folder (relative to the study's) and config overrides;
-    `source` and `prune_from` name other runs of the study (relative folders) or are None."""
-
-    name: str
-    overrides: tuple[tuple[str, object], ...] = ()
-    source: str | None = None
-    step: str = "end"
-    prune_from: str | None = None
 
 
 def trunk(seed: int) -> str:
@@ -94,7 +77,7 @@ def check_study(study) -> None:
         raise ValueError(f"{name}: pretexts need pretrain_epochs, e.g. (0.5, 1, 2)")
 
 
-def lottery_runs(study, config, num_train: int) -> list[LotteryRun]:
+def lottery_runs(study, config, num_train: int) -> list[BranchedRun]:
     """Every run of the study, each after the runs it branches from or prunes."""
     from earlyjax.data.pipeline import steps_per_epoch
 
@@ -104,13 +87,13 @@ def lottery_runs(study, config, num_train: int) -> list[LotteryRun]:
     quiet = ((Field.RECORD_EVERY, 0), (Field.FINAL_METRICS, ()))  # branches do not record
     runs = []
     for seed in study.seeds:
-        runs.append(LotteryRun(trunk(seed), (("seed", seed), ("checkpoint_steps", named))))
+        runs.append(BranchedRun(trunk(seed), (("seed", seed), ("checkpoint_steps", named))))
         branch = (("seed", seed), *quiet)
         for k in study.rewind:
             for level in range(1, study.levels + 1):
                 previous = imp_level(seed, k, level - 1)
                 runs.append(
-                    LotteryRun(imp_level(seed, k, level), branch, trunk(seed), str(k), previous)
+                    BranchedRun(imp_level(seed, k, level), branch, trunk(seed), str(k), previous)
                 )
         level = study.sparsity_level
         for transform in study.transforms:
@@ -118,69 +101,23 @@ def lottery_runs(study, config, num_train: int) -> list[LotteryRun]:
                 previous = imp_level(seed, k, level - 1)
                 overrides = (*branch, (Field.BRANCH_TRANSFORM, transform))
                 name = f"{imp_level(seed, k, level)}/{transform}"
-                runs.append(LotteryRun(name, overrides, trunk(seed), str(k), previous))
+                runs.append(BranchedRun(name, overrides, trunk(seed), str(k), previous))
         for pretext in study.pretexts:
             for epochs in study.pretrain_epochs:
                 pretrain = pretext_run(seed, pretext, epochs, None)
                 steps = max(1, round(epochs * per_epoch))
                 pre = ((Field.DATA_PRETEXT, pretext), ("total_steps", steps))
-                runs.append(LotteryRun(pretrain, (*branch, *pre)))
+                runs.append(BranchedRun(pretrain, (*branch, *pre)))
                 reinit = ((Field.BRANCH_REINIT, "head"),) if pretext == "rotation" else ()
                 for level in range(0, study.sparsity_level + 1):
                     previous = pretext_run(seed, pretext, epochs, level - 1) if level else None
                     name = pretext_run(seed, pretext, epochs, level)
-                    runs.append(LotteryRun(name, (*branch, *reinit), pretrain, "end", previous))
+                    runs.append(BranchedRun(name, (*branch, *reinit), pretrain, "end", previous))
     return runs
-
-
-def run_config(config, run: LotteryRun, folder: str):
-    """The config of `run`: the study's with the run's overrides and its branch's folders."""
-    out = config.copy_and_resolve_references()
-    apply_overrides(out, run.overrides)
-    if run.source is not None:
-        apply_overrides(
-            out,
-            (
-                (Field.BRANCH_SOURCE, os.path.join(folder, run.source)),
-                (Field.BRANCH_STEP, run.step),
-            ),
-        )
-    if run.prune_from is not None:
-        apply_overrides(out, ((Field.BRANCH_PRUNE_FROM, os.path.join(folder, run.prune_from)),))
-    return out
 
 
 def write_design(folder: str, study) -> None:
     """`folder/lottery.json`; a folder that holds another design is refused."""
-    from earlyjax.metric_log import write_atomically
+    from experiments import branched
 
-    path = os.path.join(folder, LOTTERY_FILE)
-    content = design(study)
-    if os.path.exists(path):
-        with open(path) as f:
-            if json.load(f) != content:
-                raise SystemExit(
-                    f"{folder} holds another lottery design ({path}); use a fresh --out"
-                )
-        return
-    os.makedirs(folder, exist_ok=True)
-    write_atomically(path, json.dumps(content, indent=2).encode())
-
-
-def run_all(study, config, folder: str, runs: Sequence[LotteryRun]) -> None:
-    """Runs (or resumes) the study's runs in order; one task per data transform, shared."""
-    from earlyjax.train import RESULTS_FILE, build_task, train_and_evaluate
-
-    write_design(folder, study)
-    tasks = {}
-    for i, run in enumerate(runs):
-        workdir = os.path.join(folder, run.name)
-        if os.path.exists(os.path.join(workdir, RESULTS_FILE)):
-            print(f"[{i + 1}/{len(runs)}] {run.name}: done, skipped")
-            continue
-        print(f"[{i + 1}/{len(runs)}] {run.name}", flush=True)
-        cfg = run_config(config, run, folder)
-        key = (cfg.data.pretext, cfg.data.blur_factor)
-        if key not in tasks:
-            tasks[key] = build_task(cfg)
-        train_and_evaluate(cfg, workdir, task=tasks[key])
+    branched.write_design(folder, LOTTERY_FILE, design(study))

@@ -40,14 +40,15 @@ from earlyjax.config import Field
 # outputs live in experiments.analysis; they are re-exported here, where grids and users find them.
 from experiments.analysis.registry import OUTPUTS  # noqa: F401
 from experiments.analysis.studies import (  # noqa: F401
+    BRANCHED_KINDS,
     PAPER_FILE,
     Study,
     finished_runs,
     load_module,
     missing_runs,
     read_paper_file,
+    study_branched_runs,
     study_config,
-    study_lottery_runs,
     sweep_points,
     write_all,
     write_paper_file,
@@ -85,13 +86,17 @@ def load_grid(name: str) -> list[Study]:
 
 def run_study(study: Study, out: str) -> None:
     """Runs (or resumes) one study into `out/<study.name>/`."""
-    from experiments import autok, lottery, sweep
+    from experiments import autok, basin, branched, lottery, sweep
 
     config = study_config(study)
     folder = os.path.join(out, study.name)
     print(f"== {study.name} ({study.kind}, {study.config})", flush=True)
-    if study.kind == "lottery":
-        lottery.run_all(study, config, folder, study_lottery_runs(study, config))
+    if study.kind in BRANCHED_KINDS:
+        runs = study_branched_runs(study, config)  # checks the study before writing
+        if study.needs_accelerator:
+            check_accelerator(study)
+        (basin if study.kind == "basin" else lottery).write_design(folder, study)
+        branched.run_all(config, folder, runs)
         return
     if study.kind == "autok":
         autok.pipeline(
@@ -108,6 +113,19 @@ def run_study(study: Study, out: str) -> None:
     sweep.run_sequential(config, folder, points)
 
 
+def check_accelerator(study: Study) -> None:
+    """ValueError (one line) on a machine whose JAX sees only CPUs, for a study that needs a
+    GPU or TPU (e.g. ResNet-50 at 224 pixels)."""
+    import jax
+
+    if jax.default_backend() == "cpu":
+        raise ValueError(
+            f"study {study.name} needs a GPU or TPU (its config {study.config} trains for days "
+            "on a CPU) and JAX sees only CPUs here: run it where one is (pip install -e "
+            '".[cuda]"), or print its runs and device hours with --dry_run'
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Dry run: runs, steps and device hours
 
@@ -122,8 +140,8 @@ def study_runs(study: Study, config, num_train: int) -> list[tuple[str, int]]:
     steps = total_steps(config, num_train)
     if study.kind == "sweep":
         return [(p.name, steps) for p in sweep_points(study, config)]
-    if study.kind == "lottery":
-        return lottery_run_steps(study, config, num_train)
+    if study.kind in BRANCHED_KINDS:
+        return branched_run_steps(study, config)
     metrics = [m for m in autok.SIGNAL_METRICS if m in config.record.metrics]
     runs = []
     for seed in study.seeds:
@@ -133,18 +151,23 @@ def study_runs(study: Study, config, num_train: int) -> list[tuple[str, int]]:
     return runs
 
 
-def lottery_run_steps(study: Study, config, num_train: int) -> list[tuple[str, int]]:
-    """(run, optimizer steps) of a lottery study: a branch trains from its branch step on
-    (a pre-training run: its own length; a branch from its end: the rest of the run)."""
+def branched_run_steps(study: Study, config) -> list[tuple[str, int]]:
+    """(run, optimizer steps) of a lottery or basin study: a branch that continues its
+    source's step trains from its branch step on (from an end: the rest of the run); one
+    that starts at step 0 (fine-tuning, a cycle) trains its own length."""
     from earlyjax.plan import total_steps
-    from experiments import lottery
+    from earlyjax.train import task_num_train
+    from experiments import branched
 
-    steps = total_steps(config, num_train)
-    out, length = [], {}
-    for run in lottery.lottery_runs(study, config, num_train):
-        length[run.name] = dict(run.overrides).get("total_steps") or steps
+    out, length, sizes = [], {}, {}
+    for run in study_branched_runs(study, config):
+        cfg = branched.run_config(branched.base_config(config, run), run, "")
+        key = branched.task_key(cfg)
+        if key not in sizes:
+            sizes[key] = task_num_train(cfg)
+        length[run.name] = total_steps(cfg, sizes[key])
         start = 0
-        if run.source is not None:
+        if run.source is not None and cfg.branch.continue_step:
             start = length[run.source] if run.step == "end" else int(run.step)
         out.append((run.name, length[run.name] - start))
     return out

@@ -19,11 +19,10 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
-
-import numpy as np
 
 from experiments.analysis import render
+from experiments.analysis.render import band, save_figure_and_close
+from experiments.analysis.stats import mean_ci, mean_ci_cell
 
 LOTTERY_FILE = "lottery.json"  # experiments.lottery writes it
 SCORES = (("id", "ID accuracy (%)"), ("ood", "OOD accuracy (%)"))
@@ -84,27 +83,6 @@ def load_lottery(folder: str):
     return pd.DataFrame(rows)
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int]:
-    """(mean, half-width of the Student-t `level` interval, n); the half-width is NaN for one
-    value (no interval, not a misleading ± 0)."""
-    from scipy import stats
-
-    a = np.asarray([v for v in values if v is not None], float)
-    if a.size == 0:
-        return math.nan, math.nan, 0
-    if a.size < 2:
-        return float(a.mean()), math.nan, 1
-    half = stats.t.ppf(0.5 + level / 2, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size)
-    return float(a.mean()), float(half), int(a.size)
-
-
-def _cell(values) -> str:
-    mean, half, n = mean_ci(values)
-    if n == 0:
-        return "n/a"
-    return f"{mean:.2f}" if math.isnan(half) else f"{mean:.2f} ± {half:.2f}"
-
-
 def imp_frame(frame):
     """IMP rows per rewinding step: the trunk is level 0 of every k's chain."""
     import pandas as pd
@@ -124,8 +102,8 @@ def _summary(frame, by: list[str]) -> list[dict]:
         key = key if isinstance(key, tuple) else (key,)
         row = {name: _plain(value) for name, value in zip(by, key, strict=True)}
         row["weights remaining (%)"] = f"{100 * group.density.mean():.1f}"
-        row["ID accuracy (%)"] = _cell(group.id)
-        row["OOD accuracy (%)"] = _cell(group.ood)
+        row["ID accuracy (%)"] = mean_ci_cell(group.id)
+        row["OOD accuracy (%)"] = mean_ci_cell(group.ood)
         row["n"] = int(group.seed.nunique())
         rows.append(row)
     return rows
@@ -152,15 +130,6 @@ def _write_table(rows, out_dir, stem, caption, base: str = CAPTION) -> list[str]
     return render.table_files(stem, out_dir)
 
 
-def _band(ax, x, groups, label, **style):
-    """A line of means with its 95% band over seeds."""
-    stats = [mean_ci(g) for g in groups]
-    mean = np.array([s[0] for s in stats])
-    half = np.nan_to_num(np.array([s[1] for s in stats]))
-    (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label, **style)
-    ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
-
-
 def _score_axes(plt, title: str):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     render.suptitle(fig, title)
@@ -168,13 +137,6 @@ def _score_axes(plt, title: str):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     return fig, axes
-
-
-def _save(plt, fig, out_dir: str, stem: str) -> list[str]:
-    fig.tight_layout()
-    paths = render.save_figure(fig, os.path.join(out_dir, stem))
-    plt.close(fig)
-    return paths
 
 
 def _per_source(name: str, sources, out_dir: str, write_one) -> list[str]:
@@ -208,13 +170,13 @@ def _imp(frame, design, folder, out_dir, stem) -> list[str]:
         x = [100 * chain[chain.level == lv].density.mean() for lv in levels]
         for ax, (score, _) in zip(axes, SCORES, strict=True):
             groups = [chain[chain.level == lv][score] for lv in levels]
-            _band(ax, x, groups, f"k={int(k)}")
+            band(ax, x, groups, f"k={int(k)}")
     for ax in axes:
         ax.set_xscale("log")
         ax.invert_xaxis()
         ax.set_xlabel("weights remaining (%)")
     axes[0].legend(fontsize=7)
-    return paths + _save(plt, fig, out_dir, stem)
+    return paths + save_figure_and_close(plt, fig, out_dir, stem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,14 +202,14 @@ def _rewind(frame, design, folder, out_dir, stem) -> list[str]:
     plt = render.pyplot()
     fig, axes = _score_axes(plt, f"Accuracy vs rewinding step at level {level}")
     _lines_vs_k(axes, {"IMP (rewind to k)": at})
-    return paths + _save(plt, fig, out_dir, stem)
+    return paths + save_figure_and_close(plt, fig, out_dir, stem)
 
 
 def _lines_vs_k(axes, lines: dict) -> None:
     for label, rows in lines.items():
         ks = sorted(rows.k.unique())
         for ax, (score, _) in zip(axes, SCORES, strict=True):
-            _band(ax, ks, [rows[rows.k == k][score] for k in ks], label)
+            band(ax, ks, [rows[rows.k == k][score] for k in ks], label)
     for ax in axes:
         ax.set_xscale("symlog", linthresh=max(1, min((k for k in ks if k > 0), default=1)))
         ax.set_xlabel("rewinding step k")
@@ -275,7 +237,7 @@ def _perturb(frame, design, folder, out_dir, stem) -> list[str]:
     plt = render.pyplot()
     fig, axes = _score_axes(plt, f"Perturbations at step k, level {level}")
     _lines_vs_k(axes, {t: rows for t, rows in table.groupby("transform")})
-    return paths + _save(plt, fig, out_dir, stem)
+    return paths + save_figure_and_close(plt, fig, out_dir, stem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +274,7 @@ def _pretext(frame, design, folder, out_dir, stem) -> list[str]:
     for pretext, group in runs.groupby("pretext"):
         epochs = sorted(group.epochs.unique())
         for ax, (score, _) in zip(axes, SCORES, strict=True):
-            _band(ax, epochs, [group[group.epochs == e][score] for e in epochs], pretext)
+            band(ax, epochs, [group[group.epochs == e][score] for e in epochs], pretext)
     for k, group in references.groupby("k"):
         for ax, (score, _) in zip(axes, SCORES, strict=True):
             mean, _, _ = mean_ci(group[score])
@@ -321,7 +283,7 @@ def _pretext(frame, design, folder, out_dir, stem) -> list[str]:
     for ax in axes:
         ax.set_xlabel("pre-training epochs")
     axes[0].legend(fontsize=7)
-    return paths + _save(plt, fig, out_dir, stem)
+    return paths + save_figure_and_close(plt, fig, out_dir, stem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,11 +361,11 @@ def _telemetry(frame, design, folder, out_dir, stem) -> list[str]:
     steps = sorted(data.step.unique())
     for ax, (m, label) in zip(axes.flat, names, strict=False):
         present = [s for s in steps if data[data.step == s][m].notna().any()]
-        _band(ax, present, [data[data.step == s][m].dropna() for s in present], label)
+        band(ax, present, [data[data.step == s][m].dropna() for s in present], label)
         ax.set_xscale("symlog", linthresh=max(1, min((s for s in steps if s > 0), default=1)))
         ax.set_title(label, fontsize=8)
         ax.set_xlabel("step", fontsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    return paths + _save(plt, fig, out_dir, stem)
+    return paths + save_figure_and_close(plt, fig, out_dir, stem)

@@ -8,8 +8,11 @@ import os
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from earlyjax.metric_log import naming_the_file
 from experiments.analysis.runs import ABSENT, SHOWN_ELSEWHERE, fmt_value, ood_set
+from experiments.analysis.stats import mean_ci
 
 # --------------------------------------------------------------------------------------------
 # Writing tables
@@ -227,3 +230,19 @@ def family_title(runs: Sequence[dict], names: list[str], values: dict) -> str:
     if ood_set(runs):
         parts.append(f"OOD: {ood_set(runs)}")
     return " / ".join(parts)
+
+
+def band(ax, x, groups, label, **style):
+    """A line of means with its 95% band over seeds."""
+    stats = [mean_ci(g) for g in groups]
+    mean = np.array([s[0] for s in stats])
+    half = np.nan_to_num(np.array([s[1] for s in stats]))
+    (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label, **style)
+    ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+
+
+def save_figure_and_close(plt, fig, out_dir: str, stem: str) -> list[str]:
+    fig.tight_layout()
+    paths = save_figure(fig, os.path.join(out_dir, stem))
+    plt.close(fig)
+    return paths

@@ -123,3 +123,25 @@ def winning_rate_interval(
     rates = winning_rate_bootstrap(summary, metric)
     low, high = np.percentile(rates, [50 * (1 - level), 50 * (1 + level)])
     return float(low), float(high)
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int]:
+    """(mean, half-width of the Student-t `level` interval, n); the half-width is NaN for one
+    value (no interval, not a misleading ± 0)."""
+    from scipy import stats
+
+    a = np.asarray([v for v in values if v is not None], float)
+    if a.size == 0:
+        return math.nan, math.nan, 0
+    if a.size < 2:
+        return float(a.mean()), math.nan, 1
+    half = stats.t.ppf(0.5 + level / 2, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size)
+    return float(a.mean()), float(half), int(a.size)
+
+
+def mean_ci_cell(values) -> str:
+    """`mean_ci` as text: "mean ± half-width", the mean alone for one value, "n/a" for none."""
+    mean, half, n = mean_ci(values)
+    if n == 0:
+        return "n/a"
+    return f"{mean:.2f}" if math.isnan(half) else f"{mean:.2f} ± {half:.2f}"

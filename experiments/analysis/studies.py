@@ -14,12 +14,14 @@ from earlyjax.metric_log import write_atomically
 from experiments.analysis.registry import OUTPUTS, Source, output_paths
 
 PAPER_FILE = "paper.json"
-KINDS = ("sweep", "autok", "lottery")
+KINDS = ("sweep", "autok", "lottery", "basin")
+BRANCHED_KINDS = ("lottery", "basin")  # studies of runs branched from one another
 
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """One sweep, auto-k pipeline or lottery study of one config, run into `<out>/<name>/`.
+    """One sweep, auto-k pipeline, lottery or basin study of one config, run into
+    `<out>/<name>/`.
 
     A sweep trains the cross product of `k` (removal steps of `intervention`; None = standard
     training), `seeds`, `lr_scale` and `lr_switch` ((direction, step) pairs), as
@@ -27,8 +29,14 @@ class Study:
     `max_random_k` and `intervention`; a lottery study (`experiments.lottery`: Frankle et al.
     2020) trains, per seed, a trunk, IMP to `levels` with rewinding to each step of `rewind`,
     each of `transforms` at `sparsity_level`, and IMP after each of `pretexts` for each of
-    `pretrain_epochs`. `overrides` are dotted config fields set in every run; `outputs` the
-    keys of `OUTPUTS` the study's runs feed.
+    `pretrain_epochs`; a basin study (`experiments.basin`: Sadrtdinov et al. 2023) pre-trains
+    with `pretrain_config` (or takes the `pretrained` checkpoint files) and fine-tunes, per
+    seed, a local deep ensemble of `members` runs, a global one with `global_de`, and each of
+    `methods` (SSE, StarSSE) at each cycle lr multiple of `cycle_lrs` and length multiple of
+    `cycle_epochs`; its analysis evaluates paths at `path_points` and recomputes BatchNorm on
+    `bn_examples` training examples (None: all). `needs_accelerator`: refused on a machine
+    whose JAX sees only CPUs. `overrides` are dotted config fields set in every run;
+    `outputs` the keys of `OUTPUTS` the study's runs feed.
     """
 
     name: str
@@ -49,6 +57,16 @@ class Study:
     transforms: tuple[str, ...] = ()
     pretexts: tuple[str, ...] = ()
     pretrain_epochs: tuple[float, ...] = ()
+    members: int = 0
+    methods: tuple[str, ...] = ()
+    cycle_lrs: tuple[float, ...] = ()
+    cycle_epochs: tuple[float, ...] = ()
+    global_de: bool = False
+    pretrain_config: str | None = None
+    pretrained: tuple[str, ...] = ()
+    path_points: int = 21
+    bn_examples: int | None = None
+    needs_accelerator: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -67,7 +85,7 @@ class Study:
     @classmethod
     def from_json(cls, d: dict) -> Study:
         tuples = ("outputs", "seeds", "k", "lr_scale", "rewind", "transforms", "pretexts")
-        tuples += ("pretrain_epochs",)
+        tuples += ("pretrain_epochs", "methods", "cycle_lrs", "cycle_epochs", "pretrained")
         fields = {k: tuple(v) if k in tuples else v for k, v in d.items()}
         fields["lr_switch"] = tuple(tuple(x) for x in d["lr_switch"])
         fields["overrides"] = tuple(tuple(x) for x in d["overrides"])
@@ -98,8 +116,13 @@ def sweep_points(study: Study, config) -> list:
     return sweep.expand_grid(study.k, study.seeds, study.lr_scale, study.lr_switch, intervention)
 
 
-def study_lottery_runs(study: Study, config) -> list:
-    """The runs of a lottery study (`experiments.lottery.LotteryRun`), in the order they run."""
+def study_branched_runs(study: Study, config) -> list:
+    """The runs of a lottery or basin study (`experiments.branched.BranchedRun`), in the order
+    they run."""
+    if study.kind == "basin":
+        from experiments import basin
+
+        return basin.basin_runs(study, config)
     from earlyjax.train import task_num_train
     from experiments import lottery
 
@@ -150,7 +173,7 @@ def finished_runs(study: Study, out: str, names: Sequence[str]) -> set[str]:
         if os.path.exists(os.path.join(folder, "autok.json")):
             return set(names)
         names = [f"seed={s}/signal" for s in study.seeds]
-    # a sweep's or lottery study's run is finished when its results are written
+    # a sweep's, lottery or basin study's run is finished when its results are written
     return {n for n in names if os.path.exists(os.path.join(folder, n, RESULTS_FILE))}
 
 
@@ -166,8 +189,8 @@ def missing_runs(study: Study, out: str, used=None) -> list[str]:
         if os.path.exists(os.path.join(out, study.name, "autok.json")):
             return []
         return [f"{study.name}/ (the auto-k pipeline has not finished: no autok.json)"]
-    if study.kind == "lottery":
-        names = [run.name for run in study_lottery_runs(study, config)]
+    if study.kind in BRANCHED_KINDS:
+        names = [run.name for run in study_branched_runs(study, config)]
         done = finished_runs(study, out, names)
         return [f"{study.name}/{n}" for n in names if n not in done]
     points = sweep_points(study, config)
