@@ -217,7 +217,10 @@ def _model_defaults() -> ml_collections.ConfigDict:
     g.name = "resnet18"
     g.width = 64
     g.init = "pytorch"  # pytorch | flax | kaiming_normal | open_lth (earlyjax/models/init.py)
-    # nli (model.name "xlmr"): a Hugging Face XLM-R folder; None: random, `width` x `layers`.
+    # nli/qa (model.name "xlmr"): a Hugging Face XLM-R folder; None: random, `width` x
+    # `layers`. image_classification (model.name "resnet50"): a torchvision / timm ResNet-50
+    # state dict (.safetensors, or .pt/.pth/.bin/.ckpt read with torch's weights-only loader)
+    # whose backbone and BatchNorm statistics start the run, with a fresh head; None: random.
     g.checkpoint = config_dict.placeholder(str)
     g.layers = 4
     g.lora_r = 8

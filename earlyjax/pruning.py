@@ -40,6 +40,7 @@ import optax
 DEFAULT_EXCLUSIONS: dict[str, tuple[str, ...]] = {
     "resnet18": (),
     "resnet20": (),
+    "resnet50": (),
     "vgg11": ("head/fc3",),
     "lenet300_100": ("head",),
 }

@@ -150,6 +150,7 @@ def _build_task(config: ml_collections.ConfigDict, dataset: Dataset | None) -> T
         pretext=config.data.pretext,
         blur_factor=config.data.blur_factor,
         seed=config.seed,
+        checkpoint=config.model.checkpoint,
     )
 
 

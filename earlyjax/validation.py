@@ -18,6 +18,8 @@ called on their own, check what they read first. Auto-k checks its signal config
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from earlyjax.config import ConfigError, Field
@@ -32,6 +34,7 @@ from earlyjax.data import (
 from earlyjax.interventions import LR_SCHEDULES, LR_SWITCH_DIRECTIONS, OPTIMIZERS
 from earlyjax.models import MODELS
 from earlyjax.models.init import INIT_STYLES
+from earlyjax.models.resnet_checkpoint import CHECKPOINT_SUFFIXES
 from earlyjax.models.xlmr_checkpoint import PREPARE as XLMR_PREPARE
 from earlyjax.recording import RECORDABLE, check_record_config
 from earlyjax.tasks import TASKS
@@ -122,6 +125,29 @@ def _check_images(d, m) -> None:
         f"unknown model {m.name!r}: set --config.model.name to one of {sorted(MODELS)}",
     )
     _check(m.init in INIT_STYLES, f"unknown model.init {m.init!r}; choose one of {INIT_STYLES}")
+    if m.checkpoint:
+        _check_image_checkpoint(m)
+
+
+def _check_image_checkpoint(m) -> None:
+    """model.checkpoint of the image task: a ResNet-50 checkpoint file with a known suffix
+    (earlyjax.models.resnet_checkpoint), for model.name "resnet50"."""
+    _check(
+        m.name == "resnet50",
+        f"model.checkpoint={m.checkpoint!r} is a torchvision / timm ResNet-50 checkpoint, for "
+        f"--config.model.name=resnet50, not {m.name!r}: set the model or unset model.checkpoint",
+    )
+    suffix = os.path.splitext(m.checkpoint)[1].lower()
+    _check(
+        suffix in CHECKPOINT_SUFFIXES,
+        f"model.checkpoint={m.checkpoint!r} has suffix {suffix!r}: give a file ending in one of "
+        f"{CHECKPOINT_SUFFIXES}",
+    )
+    _check(
+        os.path.isfile(m.checkpoint),
+        f"model.checkpoint={m.checkpoint!r} is not a file: check the path (e.g. a torchvision "
+        "resnet50 state dict saved with torch.save, or a timm model.safetensors)",
+    )
 
 
 def _check_pretext(config) -> None:

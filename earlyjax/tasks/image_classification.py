@@ -1,12 +1,18 @@
 """Image classification (the paper's §4 "Simple Setup"): ResNet-18 / VGG-11 (or Frankle et
-al. 2020's ResNet-20 / LeNet-300-100) on MNIST, CIFAR-10/100 or the embedded digits, evaluated
-on the clean test set (ID) and every corruption x severity split of the OOD set (MNIST-C,
-CIFAR-10/100-C or generated ones).
+al. 2020's ResNet-20 / LeNet-300-100, or torchvision's ResNet-50) on MNIST, CIFAR-10/100 or the
+embedded digits, evaluated on the clean test set (ID) and every corruption x severity split of
+the OOD set (MNIST-C, CIFAR-10/100-C or generated ones).
 
 Inputs are uint8 images normalised per channel with the training set's statistics; with
 `augment`, the train step applies a pad-4 random crop and horizontal flip. The model's
 BatchNorm running statistics are the task's model state (empty for a model without
 BatchNorm, e.g. LeNet-300-100).
+
+Fine-tuning (Sadrtdinov et al. 2023): with `checkpoint` (`--config.model.checkpoint`, a
+torchvision / timm ResNet-50 state dict; model "resnet50"), the initial backbone, its params
+and its BatchNorm running statistics, is the checkpoint's
+(`earlyjax.models.resnet_checkpoint.load_resnet50`), and the head is a fresh one for the data
+set's classes, drawn with `model.init` as without a checkpoint.
 
 Pre-training ("pretext") tasks of Frankle, Schwab & Morcos 2020 (§6, data dependence), chosen
 by `pretext` (`--config.data.pretext`), transform the data, so each composes with any image
@@ -59,6 +65,7 @@ from earlyjax.data.pipeline import (
 )
 from earlyjax.models import HEAD, MODELS, build_model
 from earlyjax.models.init import BN_MOMENTUM
+from earlyjax.models.resnet_checkpoint import load_resnet50
 from earlyjax.tasks.base import ClassificationTask
 
 
@@ -232,6 +239,7 @@ class ImageClassification(ClassificationTask):
     head: str = HEAD
     pretext: str = "none"  # a name of PRETEXTS; `dataset` is already the pretext's
     blur_factor: int = 4  # the blur pretext's (for the results' description)
+    checkpoint: str | None = None  # a ResNet-50 checkpoint file: the initial backbone
     name: ClassVar[str] = "image_classification"
 
     @classmethod
@@ -246,15 +254,19 @@ class ImageClassification(ClassificationTask):
         pretext: str = "none",
         blur_factor: int = 4,
         seed: int = 0,
+        checkpoint: str | None = None,
     ) -> ImageClassification:
         """The task on `dataset`, or on its `pretext` task (`pretext_dataset`: random labels
         from `seed`, rotation prediction with a 4-way head, or images blurred by
         `blur_factor`); the normalisation statistics are those of the (pretext's) training
-        images. ConfigError for a pretext that cannot take these images."""
+        images; `checkpoint`: the file `init` reads the backbone from. ConfigError for a
+        pretext that cannot take these images."""
         dataset = pretext_dataset(dataset, pretext, blur_factor=blur_factor, seed=seed)
         module, blocks = build_model(model, num_classes=dataset.num_classes, width=width, init=init)
         mean, std = channel_stats(dataset.train.images)
-        return cls(dataset, module, blocks, mean, std, augment, HEAD, pretext, blur_factor)
+        return cls(
+            dataset, module, blocks, mean, std, augment, HEAD, pretext, blur_factor, checkpoint
+        )
 
     @staticmethod
     def blocks_for(config) -> tuple[tuple[str, ...], str]:
@@ -285,13 +297,21 @@ class ImageClassification(ClassificationTask):
         )
 
     def init(self, key: jax.Array) -> tuple[Any, Any]:
-        """(params, model_state) of a fresh model; ModelDoesNotFit if the images do not fit."""
+        """(params, model_state) of a fresh model, its backbone (params and BatchNorm
+        statistics) read from `checkpoint` if given, the head fresh; ModelDoesNotFit if the
+        images do not fit, ConfigError if the checkpoint does not fit the model."""
+        shape = tuple(self.dataset.image_shape)
         try:
-            variables = _init_variables(self.model, tuple(self.dataset.image_shape), key)
+            if self.checkpoint:
+                variables = _fresh_head(self.model, shape, key, self.head)
+            else:
+                variables = _init_variables(self.model, shape, key)
         except ValueError as e:
             raise ModelDoesNotFit(
                 f"model {type(self.model).__name__} cannot take {self.dataset.name} images: {e}"
             ) from None
+        if self.checkpoint:
+            variables = load_resnet50(self.checkpoint, self.model, variables, load_head=False)
         return variables["params"], variables.get("batch_stats", {})
 
     def _inputs(self, images: jax.Array) -> jax.Array:
@@ -405,6 +425,24 @@ def _init_variables(model: nn.Module, image_shape: tuple[int, ...], key: jax.Arr
     """The model's variables from `key`: compiled once per model and image shape (a run and
     its branches, sources and telemetry build the same model many times)."""
     return model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "image_shape", "head"))
+def _init_head(model: nn.Module, image_shape: tuple[int, ...], key: jax.Array, head: str):
+    """The `head` params of `_init_variables(model, image_shape, key)`: XLA prunes the rest of
+    the init, so this compiles in a fraction of its time."""
+    return model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)["params"][head]
+
+
+def _fresh_head(model: nn.Module, image_shape: tuple[int, ...], key: jax.Array, head: str):
+    """The model's variables with the fresh head of `_init_variables` and zeros elsewhere (a
+    checkpoint fills them)."""
+    abstract = jax.eval_shape(
+        lambda k: model.init(k, jnp.zeros((1, *image_shape), jnp.float32), train=False), key
+    )
+    variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
+    variables["params"][head] = _init_head(model, image_shape, key, head)
+    return variables
 
 
 def metric_set_statistics(model, params, batch_stats, x: jax.Array):
