@@ -11,13 +11,21 @@ import os
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from experiments.analysis import autok_outputs, lottery_outputs, render, sweeps, transformer
+from experiments.analysis import (
+    autok_outputs,
+    basin_outputs,
+    lottery_outputs,
+    render,
+    sweeps,
+    transformer,
+)
 from experiments.analysis.dynamics import dynamics_figures, figure2
 from experiments.analysis.runs import DYNAMICS_METRICS, load_runs
 from experiments.analysis.summary import read_autok
 
 AUTOK_FOLDERS = "autok folders"  # `Output.uses` of an output drawn from auto-k folders
 LOTTERY_FOLDERS = "lottery folders"  # ... from lottery studies' folders (experiments.lottery)
+BASIN_FOLDERS = "basin folders"  # ... from basin studies' folders (experiments.basin)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +41,12 @@ class Output:
     """One table or figure.
 
     `uses`: the sweep runs it draws, as a predicate on a run's fields (`k`, `adaptive`,
-    `lr_scale`, `lr_switch`), or `AUTOK_FOLDERS` / `LOTTERY_FOLDERS`. `write(inputs, out_dir)`
-    writes it and returns the paths written; its inputs are the runs `uses` selects
-    (`load_runs` records, named `study/run`) or, for outputs drawn from folders, the `Source`
-    of every folder. `command(folders,
-    out_dir)` is `python -m experiments.analysis <name> FOLDER...` (None: no subcommand); it
-    returns the lines printed. `several_folders`: the subcommand takes more than one folder.
+    `lr_scale`, `lr_switch`), or `AUTOK_FOLDERS` / `LOTTERY_FOLDERS` / `BASIN_FOLDERS`.
+    `write(inputs, out_dir)` writes it and returns the paths written; its inputs are the runs
+    `uses` selects (`load_runs` records, named `study/run`) or, for outputs drawn from
+    folders, the `Source` of every folder. `command(folders, out_dir)` is
+    `python -m experiments.analysis <name> FOLDER...` (None: no subcommand); it returns the
+    lines printed. `several_folders`: the subcommand takes more than one folder.
     """
 
     description: str
@@ -50,7 +58,7 @@ class Output:
     @property
     def from_folders(self) -> bool:
         """Drawn from whole study folders (auto-k, lottery), not from selected sweep runs."""
-        return self.uses in (AUTOK_FOLDERS, LOTTERY_FOLDERS)
+        return self.uses in (AUTOK_FOLDERS, LOTTERY_FOLDERS, BASIN_FOLDERS)
 
     def write_from(self, sources: Sequence[Source], out_dir: str) -> list[str]:
         """Writes the output from the folders of its studies; returns the paths written."""
@@ -137,16 +145,20 @@ def _one_folder(figure, folders: list[str], out: str, **kwargs) -> list[str]:
     return figure(folders[0], out, **kwargs)
 
 
-def _lottery_command(write, folders: list[str], out: str) -> list[str]:
-    """A lottery output's subcommand: writes it from each folder; prints the files."""
+def _study_folders_command(write, folders: list[str], out: str) -> list[str]:
+    """A lottery or basin output's subcommand: writes it from each folder; prints the files."""
     sources = [Source(os.path.basename(os.path.normpath(f)), f) for f in folders]
     return [f"written: {output_paths(write(sources, out), out)}"]
 
 
 def _lottery(description: str, write) -> Output:
-    return Output(
-        description, LOTTERY_FOLDERS, write, partial(_lottery_command, write), several_folders=True
-    )
+    command = partial(_study_folders_command, write)
+    return Output(description, LOTTERY_FOLDERS, write, command, several_folders=True)
+
+
+def _basin(description: str, write) -> Output:
+    command = partial(_study_folders_command, write)
+    return Output(description, BASIN_FOLDERS, write, command, several_folders=True)
 
 
 def _dynamics(stem: str, metrics=DYNAMICS_METRICS, **kwargs):
@@ -270,6 +282,29 @@ OUTPUTS: dict[str, Output] = {
         "Frankle et al. 2020's weight telemetry beside tr(F), S_avg, S_worst over the early "
         "phase (lottery)",
         lottery_outputs.write_telemetry,
+    ),
+    "sse_cycles": _basin(
+        "Sadrtdinov et al. 2023: ensemble and single-model accuracy (ID, OOD) vs the cycle lr "
+        "and length for SSE and StarSSE, local and global DE as lines (basin)",
+        basin_outputs.write_cycles,
+    ),
+    "sse_size": _basin(
+        "Sadrtdinov et al. 2023: accuracy vs ensemble size for each method (basin)",
+        basin_outputs.write_size,
+    ),
+    "sse_barrier": _basin(
+        "Sadrtdinov et al. 2023: barrier from the first fine-tuned model to each later model "
+        "vs the cycle lr (basin)",
+        basin_outputs.write_barrier,
+    ),
+    "sse_soups": _basin(
+        "Sadrtdinov et al. 2023: uniform weight soups of each ensemble's members vs the "
+        "ensemble (basin)",
+        basin_outputs.write_soups,
+    ),
+    "sse_early": _basin(
+        "tr(F), S_avg, S_worst at the start of each SSE/StarSSE cycle vs its barrier (basin)",
+        basin_outputs.write_early,
     ),
 }
 

@@ -108,7 +108,8 @@ def test_analysis_all_writes_every_table_and_figure(paper_dir, tmp_path, figures
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split(":")[0] for ln in lines[:-1]] == list(paper.OUTPUTS)
     transformer = ("table4", "table7", "fig4", "fig9")  # the grid paper_xlmr's outputs
-    lottery = tuple(n for n in paper.OUTPUTS if n.startswith("lth_"))  # test_lottery.py's
+    # test_lottery.py's and test_basin.py's
+    lottery = tuple(n for n in paper.OUTPUTS if n.startswith(("lth_", "sse_")))
     for ln in lines[:-1]:
         fed = ln.split(":")[0] not in transformer + lottery
         assert ("not written" not in ln) if fed else ("no study of the grid feeds it" in ln), ln
@@ -225,7 +226,8 @@ def test_the_paper_grid_as_the_paper_ran_it(monkeypatch):
     monkeypatch.setenv("XLMR_DIR", "/data/xlmr")
     transformer = paper.load_grid("paper_xlmr")
     lottery = paper.load_grid("lottery")  # Frankle et al. 2020
-    feeds = {o for s in [*studies.values(), *transformer, *lottery] for o in s.outputs}
+    basin = paper.load_grid("basin")  # Sadrtdinov et al. 2023
+    feeds = {o for s in [*studies.values(), *transformer, *lottery, *basin] for o in s.outputs}
     assert feeds == set(paper.OUTPUTS)  # every output has its runs, in one of the grids
     mnist = studies["mnist_rn18/k"]
     assert mnist.seeds == (0, 1, 2, 3, 4, 5) and studies["cifar10_rn18/k"].seeds == (0, 1, 2, 3)
