@@ -93,10 +93,15 @@ def read_run_config(workdir: str, role: str) -> ml_collections.ConfigDict:
 
 def builds_same_task(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> bool:
     """Whether two configs build the same task (data and model fields alike), so that one's
-    task can restore the other's checkpoints."""
+    task can restore the other's checkpoints. An image model's `checkpoint` is only where its
+    initial weights come from (a global deep ensemble fine-tunes one per member), not part of
+    the task; XLM-R's is its architecture and tokenizer."""
 
     def fields(c: ml_collections.ConfigDict) -> tuple:
-        return c.task, json.loads(c.data.to_json()), json.loads(c.model.to_json())
+        model = json.loads(c.model.to_json())
+        if c.task == "image_classification":
+            model.pop("checkpoint", None)
+        return c.task, json.loads(c.data.to_json()), model
 
     return fields(a) == fields(b)
 

@@ -121,11 +121,16 @@ def check_study(study) -> None:
             f"{name}: global_de needs {needed} pre-trained checkpoints (one per member), "
             f"pretrained has {len(study.pretrained)}"
         )
+
+
+def check_pretrained(study) -> None:
+    """ValueError (one line) naming a pre-trained checkpoint file of the study that is not
+    there: checked before a study runs (its dry run needs none)."""
     missing = [p for p in study.pretrained if not os.path.isfile(p)]
     if missing:
         raise ValueError(
-            f"{name}: pre-trained checkpoint {missing[0]} not found: download it (a "
-            "torchvision-named ResNet-50 state dict, .safetensors or .pt) and pass its path"
+            f"basin study {study.name}: pre-trained checkpoint {missing[0]} not found: download "
+            "it (a torchvision-named ResNet-50 state dict, .safetensors or .pt) and pass its path"
         )
 
 

@@ -93,6 +93,8 @@ def run_study(study: Study, out: str) -> None:
     print(f"== {study.name} ({study.kind}, {study.config})", flush=True)
     if study.kind in BRANCHED_KINDS:
         runs = study_branched_runs(study, config)  # checks the study before writing
+        if study.kind == "basin":
+            basin.check_pretrained(study)
         if study.needs_accelerator:
             check_accelerator(study)
         (basin if study.kind == "basin" else lottery).write_design(folder, study)

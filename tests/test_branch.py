@@ -253,3 +253,16 @@ def test_a_source_saved_before_a_field_existed_reads_with_its_default(trunk, tmp
     config = read_run_config(old, "source")
     assert config.optimizer.warmup_epochs == 0.0 and config.branch.continue_step is True
     assert config.checkpoint_steps == (0, 4)
+
+
+def test_an_image_models_checkpoint_is_its_init_not_its_task():
+    """A global deep ensemble fine-tunes one ResNet-50 file per member: one task evaluates them
+    all. XLM-R's checkpoint is its architecture and tokenizer: another task."""
+    from earlyjax import branch
+    from earlyjax.config import default_config
+
+    a, b = default_config(), default_config()
+    a.model.checkpoint, b.model.checkpoint = "byol-1.safetensors", "byol-2.safetensors"
+    assert branch.builds_same_task(a, b)
+    a.task = b.task = "nli"
+    assert not branch.builds_same_task(a, b)
