@@ -2,8 +2,8 @@
 a ResNet-20 (width 4) pre-trained on one half of CIFAR-10's classes and fine-tuned on the
 other half (`experiments/configs/cifar10_basin_cpu.py`), two seeds, ensembles of 3: local and
 global DE, SSE and StarSSE at cycle learning rates 0.25, 1 and 4 × the fine-tuning lr and
-cycle lengths 0.5 and 1 × its 196 steps; paths at 5 points, BatchNorm recomputed on 2,000
-training images.
+cycle lengths 0.5 and 1 × its 196 steps; paths at 3 points (the barrier at the midpoint),
+BatchNorm recomputed on 2,000 training images.
 
     python -m experiments.paper --grid=basin_cpu --out=runs/basin_cpu
     python -m experiments.analysis all runs/basin_cpu
@@ -33,7 +33,7 @@ def get_grid() -> list[Study]:
             cycle_epochs=(0.5, 1.0),
             global_de=True,
             pretrain_config="cifar10_basin_pretrain_cpu.py",
-            path_points=5,
+            path_points=3,
             bn_examples=2000,
             overrides=(("data.data_dir", cifar10),),
         )
