@@ -106,6 +106,7 @@ def test_a_soup_of_one_model_is_the_model(two_runs):
         np.testing.assert_allclose(soup[name][0], own[name][0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # ~20 s: a ResNet run; the path's machinery has the fast tests above
 def test_path_points_get_their_own_batchnorm_statistics(tmp_path):
     """On a BatchNorm model the path's end point is the model with statistics recomputed on the
     training images, not its running ones: both evaluated here by hand."""

@@ -7,7 +7,7 @@ stepped per step (`warmup_cosine` without warm-up), not per epoch as the paper's
 two epochs a per-epoch cosine would not decay. tr(F) and S_avg are recorded at steps 0, 10
 and 20 of every run (for a cycle: the start of the cycle). OOD: the 15 CIFAR-10-C
 corruptions at severity 3, generated here from the first 1,000 test images (those of classes
-5-9: about 500 per split).
+5-9: 515 per split).
 
     CIFAR10_DIR=/work/data/cifar10 python -m experiments.paper --grid=basin_cpu --out=runs/basin_cpu
 """

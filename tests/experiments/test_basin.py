@@ -59,7 +59,7 @@ from experiments.paper import Study
 def get_grid():
     return [
         Study("basin", {config!r}, {outputs!r}, kind="basin", seeds=(0, 1), members=2,
-              methods=("sse", "starsse"), cycle_lrs=(0.5, 2.0), cycle_epochs=(1.0,),
+              methods=("sse", "starsse"), cycle_lrs=(2.0,), cycle_epochs=(1.0,),
               global_de=True, pretrain_config={pretrain!r}, path_points=3),
     ]
 """
@@ -182,7 +182,7 @@ def test_the_four_experiments_end_to_end(tmp_path, monkeypatch, figures, capsys)
     paper.main([f"--grid={grid}", f"--out={out}"])
     paper.main([f"--grid={grid}", f"--out={out}"])
     second = capsys.readouterr().out.split("== basin")[-1]
-    assert second.count("done, skipped") == 2 + 2 * (2 + 1 + 4)
+    assert second.count("done, skipped") == 2 + 2 * (2 + 1 + 2)
 
     folder = os.path.join(out, "basin")
     s = paper.load_grid(grid)[0]
@@ -211,21 +211,19 @@ def test_the_four_experiments_end_to_end(tmp_path, monkeypatch, figures, capsys)
     assert [r["ensemble"] for r in cycles] == [
         "global DE",
         "local DE",
-        "SSE lr×0.5 len×1",
         "SSE lr×2 len×1",
-        "StarSSE lr×0.5 len×1",
         "StarSSE lr×2 len×1",
     ]
     assert all(r["n"] == "2" and "±" in r["OOD ensemble acc. (%)"] for r in cycles)
     size = markdown_rows(read_text(os.path.join(folder, "sse_size.md")))
     assert {r["size"] for r in size} == {"1", "2"}
     barrier = markdown_rows(read_text(os.path.join(folder, "sse_barrier.md")))
-    assert len(barrier) == 6 and all("±" in r["loss barrier (nats)"] for r in barrier)
+    assert len(barrier) == 4 and all("±" in r["loss barrier (nats)"] for r in barrier)
     soups = markdown_rows(read_text(os.path.join(folder, "sse_soups.md")))
-    assert len(soups) == 6
+    assert len(soups) == 4
     early = markdown_rows(read_text(os.path.join(folder, "sse_early.md")))
     assert early[-1]["cycles of"].startswith("Spearman ρ(tr(F) @2")
-    assert "n = 8 cycles" in early[-1]["tr(F) @2"]
+    assert "n = 4 cycles" in early[-1]["tr(F) @2"]
     assert set(OUTPUTS) <= set(figures)  # each drew its figure
 
 
