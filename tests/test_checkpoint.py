@@ -150,6 +150,7 @@ def test_corrupt_checkpoint_is_refused_and_left_alone(tiny_config, tiny_dataset,
     assert snapshot(str(tmp_path)) == before
 
 
+@pytest.mark.slow  # ~20 s: two trained runs; the default run keeps the corrupt-checkpoint fallback
 def test_foreign_checkpoint_is_refused(tiny_config, tiny_dataset, tmp_path):
     train_and_evaluate(
         tiny_config, str(tmp_path / "a"), dataset=tiny_dataset, extra_actions=[StopAt(2)]

@@ -170,6 +170,7 @@ def test_format_results_of_a_dataset_built_by_hand_without_an_ood_set_name():
     )
 
 
+@pytest.mark.slow  # ~20 s: a trained run; the OOD set naming has fast tests here
 def test_a_finished_run_whose_results_lack_ood_set_is_refused_in_one_line(
     tiny_config, tiny_dataset, tmp_path
 ):
