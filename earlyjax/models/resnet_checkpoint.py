@@ -33,6 +33,7 @@ from safetensors.numpy import load_file
 
 from earlyjax.config import ConfigError
 from earlyjax.models.resnet50 import ResNet50
+from earlyjax.models.xlmr_checkpoint import fit_problems
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -167,15 +168,11 @@ def load_resnet50(
         loaded.add(name)
     needed = [n for n in names if load_head or not n.startswith(HEAD_PREFIX)]
     missing = [n for n in needed if n not in loaded and n not in tensors]
-    problems = [
-        f"{what} {found[:5]}{'...' if len(found) > 5 else ''}"
-        for what, found in (
-            ("missing tensors", missing),
-            ("unexpected tensors", unexpected),
-            ("shape mismatches", mismatched),
-        )
-        if found
-    ]
+    problems = fit_problems(
+        ("missing tensors", missing),
+        ("unexpected tensors", unexpected),
+        ("shape mismatches", mismatched),
+    )
     if problems:
         hint = _width_hint(tensors, model)
         raise ConfigError(

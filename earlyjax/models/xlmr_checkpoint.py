@@ -48,6 +48,14 @@ _EMBEDDINGS = {
 }
 
 
+def fit_problems(*kinds: tuple[str, list[str]]) -> list[str]:
+    """ "missing tensors ['a', 'b']..." per (what, names) with names: the parts of a one-line
+    error for a checkpoint that does not fit its model (the first five names of each)."""
+    return [
+        f"{what} {names[:5]}{'...' if len(names) > 5 else ''}" for what, names in kinds if names
+    ]
+
+
 def read_config(checkpoint: str) -> XLMRConfig:
     """The encoder config of a checkpoint folder, or a one-line error saying how to get one."""
     path = os.path.join(checkpoint, "config.json")
@@ -123,15 +131,11 @@ def load_checkpoint(checkpoint: str, model: XLMR, variables: Any, *, load_head: 
         parent[path_[-1]] = value.astype(parent[path_[-1]].dtype)
         loaded.add((collection, path_))
     missing = ["/".join(p) for p in _leaf_paths(out[BACKBONE]) if (BACKBONE, p) not in loaded]
-    problems = [
-        f"{what} {names[:5]}{'...' if len(names) > 5 else ''}"
-        for what, names in (
-            ("missing backbone tensors", missing),
-            ("unexpected tensors", unexpected),
-            ("shape mismatches", mismatched),
-        )
-        if names
-    ]
+    problems = fit_problems(
+        ("missing backbone tensors", missing),
+        ("unexpected tensors", unexpected),
+        ("shape mismatches", mismatched),
+    )
     if problems:
         raise ValueError(
             f"XLM-R checkpoint {path} does not fit the model of its config.json: "
